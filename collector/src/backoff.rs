@@ -1,0 +1,67 @@
+//! Capped exponential backoff with jitter, for reconnects and write retries.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::BackoffConfig;
+
+/// Delays that double from `initial` up to `max`; each delay is drawn uniformly from the
+/// upper half of its step ("equal jitter"), so many clients that failed together do not retry
+/// together, and no delay is ever close to zero (no busy loop).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    config: BackoffConfig,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff at its first step.
+    pub fn new(config: BackoffConfig) -> Backoff {
+        Backoff { config, attempt: 0 }
+    }
+
+    /// The next delay; each call moves one step up, until `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self
+            .config
+            .initial
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.config.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = step / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=step - half)
+    }
+
+    /// Back to the first step (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// How many delays were handed out since the last reset.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let mut b = Backoff::new(BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        });
+        let steps = [100, 200, 400, 800, 1000, 1000, 1000];
+        for ms in steps {
+            let d = b.next_delay();
+            let step = Duration::from_millis(ms);
+            assert!(d >= step / 2 && d <= step, "{d:?} for step {step:?}");
+        }
+        assert_eq!(b.attempts(), 7);
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

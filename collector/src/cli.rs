@@ -1,0 +1,187 @@
+//! The command line: `run`, `validate`, `query`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sinks::local::query::{self, QueryArgs};
+
+/// Collects sensor readings from serial ports and MQTT brokers into time-series stores,
+/// without losing any.
+#[derive(Debug, Parser)]
+#[command(name = "telemetry-collector", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector until SIGINT or SIGTERM.
+    Run {
+        /// The configuration file (TOML). Keys can be overridden with environment variables
+        /// such as COLLECTOR__SINKS__LOCAL__PATH.
+        #[arg(short, long, env = "COLLECTOR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every problem, with its key path.
+    Validate {
+        /// The configuration file (TOML).
+        #[arg(short, long, env = "COLLECTOR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Read the local store.
+    Query {
+        /// The configuration file, to find the store (`sinks.local.path`).
+        #[arg(
+            short,
+            long,
+            env = "COLLECTOR_CONFIG",
+            required_unless_present = "store"
+        )]
+        config: Option<PathBuf>,
+        /// The store file itself, instead of a configuration.
+        #[arg(long, conflicts_with = "config")]
+        store: Option<PathBuf>,
+        /// What to read and how to print it.
+        #[command(flatten)]
+        args: QueryArgs,
+    },
+}
+
+/// The binary's entry point: parses the command line, runs the command, prints an error
+/// with its whole cause chain, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { config } => Ok(validate(&config)),
+        Command::Query {
+            config,
+            store,
+            args,
+        } => {
+            let store = match (store, config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => store_path(&c)?,
+                (None, None) => anyhow::bail!("give --config or --store"),
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            query::run(&store, &args, &mut out)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            init_logging();
+            let settings = Config::load(&config)
+                .and_then(Config::validate)
+                .map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("collector")
+                .build()
+                .context("cannot start the runtime")?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(watch_signals(shutdown.clone()));
+                crate::pipeline::run(settings, Metrics::new(), shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match Config::load(path).and_then(Config::validate) {
+        Ok(s) => {
+            let subscriptions: usize = s.mqtt.iter().map(|m| m.subscriptions.len()).sum();
+            println!(
+                "{}: OK ({} MQTT connection(s), {} subscription(s); journal {}; local store {})",
+                path.display(),
+                s.mqtt.len(),
+                subscriptions,
+                s.journal.path.display(),
+                s.local
+                    .as_ref()
+                    .map_or_else(|| "off".to_string(), |l| l.path.display().to_string()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} problem(s)", path.display(), errors.0.len());
+            for line in errors.to_string().lines() {
+                eprintln!("  {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_path(config: &Path) -> anyhow::Result<PathBuf> {
+    let settings = Config::load(config)
+        .and_then(Config::validate)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
+    settings
+        .local
+        .map(|l| l.path)
+        .context("the local store is disabled in this configuration")
+}
+
+/// Logs to stderr: `RUST_LOG` filters (default `info`). Under systemd (journald reads
+/// stderr and stamps each line itself) no timestamp and no colours are printed.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if under_journald {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("second signal: exiting now; what is not written stays in the journal");
+    std::process::exit(130);
+}

@@ -1,0 +1,491 @@
+//! Configuration: the TOML file as written ([`Config`]), its loading with environment
+//! overrides, and its validation into what the pipeline runs on ([`Settings`]).
+//!
+//! Loading reports every unknown key at once, each with its path (a misspelt key must never
+//! fall back to a default silently), and a wrongly typed value with its path. Validation then
+//! reports every remaining problem at once, one line each.
+
+mod bytesize;
+mod secret;
+mod settings;
+
+pub use bytesize::ByteSize;
+pub use secret::Secret;
+pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::payload::TimeUnit;
+
+/// The prefix of environment overrides: `COLLECTOR__SINKS__LOCAL__PATH=/x` sets
+/// `sinks.local.path`. Nested keys are joined with `__`.
+pub const ENV_PREFIX: &str = "COLLECTOR";
+
+/// The whole configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Where the journal and the local store live unless their own paths are set.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The channel between sources and the journal, and shutdown.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The durable journal every reading passes through.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// Which device timestamps are believable.
+    #[serde(default)]
+    pub timestamps: TimestampConfig,
+    /// Where readings come from.
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    /// Where readings go.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PipelineConfig {
+    /// Messages (MQTT messages, serial lines) waiting between the sources and the journal.
+    pub channel_capacity: usize,
+    /// How long a stop may take to flush sinks before the rest is left in the journal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            channel_capacity: 1024,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the journal does when it reaches `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Stop taking readings (and acking MQTT messages) until a sink catches up: the sources
+    /// slow down, the brokers buffer, nothing is dropped here.
+    Block,
+    /// Delete the oldest readings that a sink has not yet written, counted per sink.
+    DropOldest,
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct JournalConfig {
+    /// The journal file (default: `<data_dir>/journal.db`).
+    pub path: Option<PathBuf>,
+    /// The most the journal may hold before `when_full` applies.
+    pub max_bytes: ByteSize,
+    /// What to do when it is full.
+    pub when_full: WhenFull,
+    /// Sync every commit to disk before acknowledging (turn off only if losing the last
+    /// moments before a power cut is acceptable).
+    pub sync: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: None,
+            max_bytes: ByteSize(1 << 30),
+            when_full: WhenFull::Block,
+            sync: true,
+        }
+    }
+}
+
+/// `[timestamps]`: readings outside `[now - max_past, now + max_future]` are rejected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TimestampConfig {
+    /// How far in the future a device's clock may be.
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// How old a reading may be (devices that buffer while offline send old readings).
+    #[serde(with = "humantime_serde")]
+    pub max_past: Duration,
+}
+
+impl Default for TimestampConfig {
+    fn default() -> Self {
+        TimestampConfig {
+            max_future: Duration::from_secs(10 * 60),
+            max_past: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// `[sources]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SourcesConfig {
+    /// `[[sources.mqtt]]`: one entry per broker connection.
+    pub mqtt: Vec<MqttConfig>,
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub struct BackoffConfig {
+    /// The first delay.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// The largest delay.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[[sources.mqtt]]`: one broker connection and its subscriptions.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttConfig {
+    /// A name for logs and metrics (default `mqtt-<index>`).
+    pub name: Option<String>,
+    /// The broker's host name or address.
+    pub host: String,
+    /// The broker's port (default 1883, or 8883 with TLS).
+    pub port: Option<u16>,
+    /// The client id; it names the persistent session, so keep it stable and unique per
+    /// collector (default `telemetry-collector-<name>`).
+    pub client_id: Option<String>,
+    /// Start a new session on every connect. With `false` (the default) the broker keeps the
+    /// subscriptions and queues QoS 1 messages while the collector is away.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// MQTT keep-alive interval.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// User name for the broker.
+    pub username: Option<String>,
+    /// Password for the broker (never logged).
+    pub password: Option<Secret>,
+    /// TLS; absent means plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// Larger payloads are rejected (counted as `oversized`).
+    #[serde(default = "default_max_payload")]
+    pub max_payload_size: ByteSize,
+    /// Delays between reconnect attempts.
+    #[serde(default)]
+    pub reconnect: BackoffConfig,
+    /// What to subscribe to and how to read it.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+/// `[sources.mqtt.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that signed the broker's certificate (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate chain, for brokers that require one.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// The payload format of a subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatName {
+    /// A flat JSON object.
+    #[default]
+    Json,
+    /// InfluxDB line protocol.
+    LineProtocol,
+    /// A bare value.
+    Value,
+}
+
+/// `[[sources.mqtt.subscriptions]]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionConfig {
+    /// A topic template (see the README): `sensors/{site}/{device}/{measurement}`.
+    pub topic: String,
+    /// 0 (at most once) or 1 (at least once: acked only once in the journal).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// The payload format.
+    #[serde(default)]
+    pub format: FormatName,
+    /// The measurement, unless the topic (`{measurement}`) or the payload names one.
+    pub measurement: Option<String>,
+    /// The field name of a bare value, unless the topic has `{field}` (default `value`).
+    pub field: Option<String>,
+    /// Tags added to every reading of this subscription.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Options of the JSON format.
+    #[serde(default)]
+    pub json: JsonConfig,
+    /// Options of the line protocol format.
+    #[serde(default)]
+    pub line_protocol: LineProtocolConfig,
+}
+
+/// `[sources.mqtt.subscriptions.json]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct JsonConfig {
+    /// The key holding the timestamp.
+    pub timestamp_key: String,
+    /// `auto`, `s`, `ms`, `us`, `ns` or `rfc3339`.
+    pub timestamp_unit: TimeUnit,
+    /// Keys whose values become tags.
+    pub tag_keys: Vec<String>,
+    /// Keep integer literals as integers instead of floats.
+    pub keep_integers: bool,
+}
+
+impl Default for JsonConfig {
+    fn default() -> Self {
+        let d = crate::payload::JsonOptions::default();
+        JsonConfig {
+            timestamp_key: d.timestamp_key,
+            timestamp_unit: d.timestamp_unit,
+            tag_keys: d.tag_keys,
+            keep_integers: d.keep_integers,
+        }
+    }
+}
+
+/// `[sources.mqtt.subscriptions.line_protocol]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LineProtocolConfig {
+    /// The unit of the timestamps: `s`, `ms`, `us` or `ns`.
+    pub precision: TimeUnit,
+}
+
+impl Default for LineProtocolConfig {
+    fn default() -> Self {
+        LineProtocolConfig {
+            precision: TimeUnit::Ns,
+        }
+    }
+}
+
+/// `[sinks]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SinksConfig {
+    /// The embedded local store.
+    pub local: LocalConfig,
+}
+
+/// When a sink writes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub struct BatchConfig {
+    /// Write once this many readings are waiting.
+    pub max_readings: usize,
+    /// Write once the oldest waiting reading has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_readings: 5000,
+            max_age: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[sinks.local]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LocalConfig {
+    /// Whether readings are stored locally.
+    pub enabled: bool,
+    /// The store file (default: `<data_dir>/store.db`).
+    pub path: Option<PathBuf>,
+    /// Delete readings older than this (default: keep everything).
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Delays between retries of a failed write.
+    pub retry: BackoffConfig,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            enabled: true,
+            path: None,
+            retention: None,
+            batch: BatchConfig::default(),
+            retry: BackoffConfig::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/telemetry-collector")
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_payload() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// One problem in a configuration, at a key path such as `sources.mqtt[0].port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: the key path, or empty for the file as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a configuration; displayed one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            if p.path.is_empty() {
+                f.write_str(&p.message)?;
+            } else {
+                write!(f, "{}: {}", p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+        ConfigErrors(vec![Problem {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl Config {
+    /// Loads `path` (TOML) with environment overrides (see [`ENV_PREFIX`]).
+    ///
+    /// # Errors
+    /// [`ConfigErrors`]: the file cannot be read or parsed, keys that are not ours (all of
+    /// them), or the first value of a wrong type, each with its key path.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| ConfigErrors::one("", format!("{}: {e}", path.display())))?;
+        Config::from_source(source)
+    }
+
+    /// Parses a configuration from TOML text, without environment overrides (for tests and
+    /// tools).
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        let source = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigErrors::one("", e.to_string()))?;
+        Config::from_source(source)
+    }
+
+    fn from_source(source: config::Config) -> Result<Config, ConfigErrors> {
+        let mut unknown = Vec::new();
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(format_path(&path));
+        let de = serde_ignored::Deserializer::new(source, &mut on_unknown);
+        let result = serde_path_to_error::deserialize::<_, Config>(de);
+        let mut problems: Vec<Problem> = unknown
+            .into_iter()
+            .map(|path| Problem {
+                path,
+                message: "unknown key".into(),
+            })
+            .collect();
+        match result {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors(problems)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let message = clean_type_error(&e.inner().to_string());
+                problems.push(Problem {
+                    path: if path == "." { String::new() } else { path },
+                    message,
+                });
+                Err(ConfigErrors(problems))
+            }
+        }
+    }
+}
+
+/// `a.b.0.c` as `a.b[0].c`, the way the file's readers think of it.
+fn format_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", format_path(parent)),
+        P::Map { parent, key } => {
+            let p = format_path(parent);
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            format_path(parent)
+        }
+    }
+}
+
+/// The `config` crate appends its own, less precise, location to type errors: drop it, the
+/// path is already in front.
+fn clean_type_error(message: &str) -> String {
+    match message.find(" for key `") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,508 @@
+//! Validation: [`Config`] (as written) into [`Settings`] (what the pipeline runs on), with
+//! every problem reported at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::QoS;
+
+use super::{
+    BackoffConfig, Config, ConfigErrors, FormatName, JournalConfig, LocalConfig, PipelineConfig,
+    Problem, Secret, SubscriptionConfig, TimestampConfig, TlsConfig, WhenFull,
+};
+use crate::payload::{Format, JsonOptions, TimeUnit};
+use crate::sources::mqtt::TopicTemplate;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Channel and shutdown.
+    pub pipeline: PipelineConfig,
+    /// The journal, with its path resolved.
+    pub journal: JournalSettings,
+    /// Timestamp bounds.
+    pub timestamps: TimestampConfig,
+    /// MQTT connections.
+    pub mqtt: Vec<MqttSettings>,
+    /// The local store, if enabled, with its path resolved.
+    pub local: Option<LocalSettings>,
+}
+
+/// The journal's settings.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    /// The journal file.
+    pub path: PathBuf,
+    /// Its bound in bytes.
+    pub max_bytes: u64,
+    /// What happens at the bound.
+    pub when_full: WhenFull,
+    /// Whether commits are synced to disk.
+    pub sync: bool,
+}
+
+/// The local store sink's settings.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The store file.
+    pub path: PathBuf,
+    /// Retention by age.
+    pub retention: Option<Duration>,
+    /// Batching.
+    pub batch: super::BatchConfig,
+    /// Retry backoff.
+    pub retry: BackoffConfig,
+}
+
+/// One validated MQTT connection.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id (names the persistent session).
+    pub client_id: String,
+    /// Whether each connect starts a new session.
+    pub clean_session: bool,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// TLS files, if TLS is on.
+    pub tls: Option<TlsConfig>,
+    /// Largest accepted payload.
+    pub max_payload_size: usize,
+    /// Reconnect backoff.
+    pub reconnect: BackoffConfig,
+    /// Subscriptions, in the order written (the first matching one reads a message).
+    pub subscriptions: Vec<SubscriptionSettings>,
+}
+
+/// One validated subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSettings {
+    /// The topic template.
+    pub template: TopicTemplate,
+    /// The QoS to subscribe with.
+    pub qos: QoS,
+    /// How payloads are read.
+    pub format: Format,
+    /// The measurement when neither the topic nor the payload names one.
+    pub measurement: String,
+    /// The field name of bare values when the topic has no `{field}`.
+    pub field: String,
+    /// Tags added to every reading, sorted by key.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Collects problems, one per key path.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
+        if !ok {
+            self.add(path, message);
+        }
+    }
+
+    fn backoff(&mut self, b: &BackoffConfig, path: &str) {
+        self.check(
+            !b.initial.is_zero(),
+            format!("{path}.initial"),
+            "must be more than zero",
+        );
+        self.check(
+            b.max >= b.initial,
+            format!("{path}.max"),
+            "must be at least `initial`",
+        );
+    }
+}
+
+impl Config {
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] with every problem found, each at its key path.
+    pub fn validate(self) -> Result<Settings, ConfigErrors> {
+        let mut p = Problems::default();
+        p.check(
+            (1..=1_000_000).contains(&self.pipeline.channel_capacity),
+            "pipeline.channel_capacity",
+            "must be between 1 and 1000000",
+        );
+        let journal = journal_settings(&self.journal, &self.data_dir, &mut p);
+        let local = self
+            .sinks
+            .local
+            .enabled
+            .then(|| local_settings(&self.sinks.local, &self.data_dir, &mut p));
+        p.check(
+            local.is_some(),
+            "sinks",
+            "no sink is enabled: readings would go nowhere",
+        );
+        p.check(
+            !self.sources.mqtt.is_empty(),
+            "sources",
+            "no source is configured (add a [[sources.mqtt]] section)",
+        );
+
+        let mut mqtt = Vec::with_capacity(self.sources.mqtt.len());
+        for (i, m) in self.sources.mqtt.iter().enumerate() {
+            let path = format!("sources.mqtt[{i}]");
+            let name = m.name.clone().unwrap_or_else(|| format!("mqtt-{i}"));
+            let client_id = m
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("telemetry-collector-{name}"));
+            p.check(
+                !m.host.trim().is_empty(),
+                format!("{path}.host"),
+                "must not be empty",
+            );
+            p.check(m.port != Some(0), format!("{path}.port"), "must not be 0");
+            p.check(
+                !client_id.is_empty() && client_id.len() <= 65_535,
+                format!("{path}.client_id"),
+                "must not be empty",
+            );
+            p.check(
+                (5..=65_535).contains(&m.keep_alive.as_secs()),
+                format!("{path}.keep_alive"),
+                "must be between 5s and 65535s",
+            );
+            p.check(
+                m.password.is_none() || m.username.is_some(),
+                format!("{path}.password"),
+                "a password needs a `username`",
+            );
+            p.check(
+                (1..=256 << 20).contains(&m.max_payload_size.0),
+                format!("{path}.max_payload_size"),
+                "must be between 1 byte and 256MiB",
+            );
+            p.backoff(&m.reconnect, &format!("{path}.reconnect"));
+            if let Some(tls) = &m.tls {
+                check_tls(tls, &format!("{path}.tls"), &mut p);
+            }
+            if mqtt.iter().any(|o: &MqttSettings| o.name == name) {
+                p.add(
+                    format!("{path}.name"),
+                    format!("`{name}` is used by another source"),
+                );
+            }
+            if mqtt.iter().any(|o: &MqttSettings| o.client_id == client_id) {
+                p.add(
+                    format!("{path}.client_id"),
+                    format!("`{client_id}` is used by another source: the broker would disconnect one of them"),
+                );
+            }
+            p.check(
+                !m.subscriptions.is_empty(),
+                format!("{path}.subscriptions"),
+                "must not be empty",
+            );
+            let subscriptions = m
+                .subscriptions
+                .iter()
+                .enumerate()
+                .filter_map(|(j, s)| subscription(s, &format!("{path}.subscriptions[{j}]"), &mut p))
+                .collect();
+            mqtt.push(MqttSettings {
+                name,
+                host: m.host.trim().to_string(),
+                port: m.port.unwrap_or(if m.tls.is_some() { 8883 } else { 1883 }),
+                client_id,
+                clean_session: m.clean_session,
+                keep_alive: m.keep_alive,
+                username: m.username.clone(),
+                password: m.password.clone(),
+                tls: m.tls.clone(),
+                max_payload_size: usize::try_from(m.max_payload_size.0).unwrap_or(usize::MAX),
+                reconnect: m.reconnect,
+                subscriptions,
+            });
+        }
+
+        if !p.0.is_empty() {
+            return Err(ConfigErrors(p.0));
+        }
+        Ok(Settings {
+            data_dir: self.data_dir,
+            pipeline: self.pipeline,
+            journal,
+            timestamps: self.timestamps,
+            mqtt,
+            local,
+        })
+    }
+}
+
+fn journal_settings(
+    j: &JournalConfig,
+    data_dir: &std::path::Path,
+    p: &mut Problems,
+) -> JournalSettings {
+    p.check(
+        j.max_bytes.0 >= 1 << 20,
+        "journal.max_bytes",
+        "must be at least 1MiB",
+    );
+    JournalSettings {
+        path: j
+            .path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("journal.db")),
+        max_bytes: j.max_bytes.0,
+        when_full: j.when_full,
+        sync: j.sync,
+    }
+}
+
+fn local_settings(l: &LocalConfig, data_dir: &std::path::Path, p: &mut Problems) -> LocalSettings {
+    p.check(
+        (1..=1_000_000).contains(&l.batch.max_readings),
+        "sinks.local.batch.max_readings",
+        "must be between 1 and 1000000",
+    );
+    p.check(
+        !l.batch.max_age.is_zero(),
+        "sinks.local.batch.max_age",
+        "must be more than zero",
+    );
+    p.check(
+        l.retention.is_none_or(|r| !r.is_zero()),
+        "sinks.local.retention",
+        "must be more than zero (leave it out to keep everything)",
+    );
+    p.backoff(&l.retry, "sinks.local.retry");
+    LocalSettings {
+        path: l.path.clone().unwrap_or_else(|| data_dir.join("store.db")),
+        retention: l.retention,
+        batch: l.batch,
+        retry: l.retry,
+    }
+}
+
+fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
+    p.check(
+        tls.client_cert_file.is_some() == tls.client_key_file.is_some(),
+        path,
+        "`client_cert_file` and `client_key_file` go together",
+    );
+    for (key, file) in [
+        ("ca_file", &tls.ca_file),
+        ("client_cert_file", &tls.client_cert_file),
+        ("client_key_file", &tls.client_key_file),
+    ] {
+        if let Some(f) = file {
+            p.check(
+                f.is_file(),
+                format!("{path}.{key}"),
+                format!("{} is not a readable file", f.display()),
+            );
+        }
+    }
+}
+
+fn subscription(
+    s: &SubscriptionConfig,
+    path: &str,
+    p: &mut Problems,
+) -> Option<SubscriptionSettings> {
+    let template = TopicTemplate::parse(&s.topic)
+        .map_err(|e| p.add(format!("{path}.topic"), e))
+        .ok();
+    let qos = match s.qos {
+        0 => Some(QoS::AtMostOnce),
+        1 => Some(QoS::AtLeastOnce),
+        2 => {
+            p.add(
+                format!("{path}.qos"),
+                "QoS 2 is not supported: use 1 (every reading is acked once durable, and duplicates are harmless)",
+            );
+            None
+        }
+        _ => {
+            p.add(format!("{path}.qos"), "must be 0 or 1");
+            None
+        }
+    };
+    let format = match s.format {
+        FormatName::Json => Format::Json(JsonOptions {
+            timestamp_key: s.json.timestamp_key.clone(),
+            timestamp_unit: s.json.timestamp_unit,
+            tag_keys: s.json.tag_keys.clone(),
+            keep_integers: s.json.keep_integers,
+        }),
+        FormatName::LineProtocol => {
+            p.check(
+                !matches!(
+                    s.line_protocol.precision,
+                    TimeUnit::Auto | TimeUnit::Rfc3339
+                ),
+                format!("{path}.line_protocol.precision"),
+                "must be s, ms, us or ns",
+            );
+            Format::LineProtocol {
+                precision: s.line_protocol.precision,
+            }
+        }
+        FormatName::Value => Format::Value,
+    };
+    let template = template?;
+    let needs_measurement =
+        s.format != FormatName::LineProtocol && !template.captures("measurement");
+    if needs_measurement && s.measurement.is_none() {
+        p.add(
+            format!("{path}.measurement"),
+            "set `measurement`, or capture `{measurement}` in the topic",
+        );
+    }
+    if s.format == FormatName::Value && s.field.is_some() && template.captures("field") {
+        p.add(
+            format!("{path}.field"),
+            "the topic already captures `{field}`",
+        );
+    }
+    for k in s.tags.keys() {
+        p.check(
+            !k.is_empty(),
+            format!("{path}.tags"),
+            "tag names must not be empty",
+        );
+    }
+    Some(SubscriptionSettings {
+        template,
+        qos: qos?,
+        format,
+        measurement: s.measurement.clone().unwrap_or_default(),
+        field: s.field.clone().unwrap_or_else(|| "value".to_string()),
+        tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    const MINIMAL: &str = r#"
+        data_dir = "/tmp/x"
+        [[sources.mqtt]]
+        host = "localhost"
+        [[sources.mqtt.subscriptions]]
+        topic = "sensors/{site}/{device}/{measurement}"
+    "#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::from_toml(text).and_then(Config::validate) {
+            Ok(_) => vec![],
+            Err(e) => e.to_string().lines().map(String::from).collect(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let s = Config::from_toml(MINIMAL).unwrap().validate().unwrap();
+        let m = &s.mqtt[0];
+        assert_eq!(
+            (m.name.as_str(), m.port, m.client_id.as_str()),
+            ("mqtt-0", 1883, "telemetry-collector-mqtt-0")
+        );
+        assert_eq!(m.subscriptions[0].template.filter(), "sensors/+/+/+");
+        assert_eq!(s.journal.path, std::path::Path::new("/tmp/x/journal.db"));
+        assert_eq!(
+            s.local.unwrap().path,
+            std::path::Path::new("/tmp/x/store.db")
+        );
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_path() {
+        let text = MINIMAL.replace("host = \"localhost\"", "host = \"localhost\"\nprot = 1")
+            + "qos = 1\nformatt = \"json\"\n[journal]\nmax_byte = 5\n";
+        let mut errs = errors(&text);
+        errs.sort();
+        assert_eq!(
+            errs,
+            vec![
+                "journal.max_byte: unknown key",
+                "sources.mqtt[0].prot: unknown key",
+                "sources.mqtt[0].subscriptions[0].formatt: unknown key",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_key() {
+        let errs = errors(&MINIMAL.replace(
+            "host = \"localhost\"",
+            "host = \"localhost\"\nport = \"high\"",
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("sources.mqtt[0].port: "), "{errs:?}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let text = r#"
+            [journal]
+            max_bytes = "10KiB"
+            [sinks.local.batch]
+            max_readings = 0
+            [[sources.mqtt]]
+            host = ""
+            password = "secret"
+            [[sources.mqtt.subscriptions]]
+            topic = "a/#/b"
+            [[sources.mqtt.subscriptions]]
+            topic = "a/{x}"
+            qos = 2
+        "#;
+        let errs = errors(text);
+        for want in [
+            "journal.max_bytes: must be at least 1MiB",
+            "sinks.local.batch.max_readings: must be between 1 and 1000000",
+            "sources.mqtt[0].host: must not be empty",
+            "sources.mqtt[0].password: a password needs a `username`",
+            "sources.mqtt[0].subscriptions[0].topic: `#` may only be the last segment",
+            "sources.mqtt[0].subscriptions[1].measurement: set `measurement`, or capture `{measurement}` in the topic",
+        ] {
+            assert!(errs.iter().any(|e| e == want), "missing {want:?} in {errs:?}");
+        }
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("sources.mqtt[0].subscriptions[1].qos: QoS 2")),
+            "{errs:?}"
+        );
+        assert!(!errs.iter().any(|e| e.contains("secret")));
+    }
+
+    #[test]
+    fn no_source_and_no_sink() {
+        let errs = errors("[sinks.local]\nenabled = false\n");
+        assert_eq!(
+            errs,
+            vec![
+                "sinks: no sink is enabled: readings would go nowhere",
+                "sources: no source is configured (add a [[sources.mqtt]] section)"
+            ]
+        );
+    }
+}

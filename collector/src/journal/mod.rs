@@ -1,0 +1,625 @@
+//! The journal: every reading is made durable here before it is acknowledged, and every sink
+//! reads it from its own persisted cursor.
+//!
+//! It is an SQLite database in WAL mode (a well-kept, crash-tested storage engine rather than
+//! a hand-written segment log): one row per group commit, holding the encoded readings of
+//! every message that was waiting when the writer woke up. The writer never waits to fill a
+//! batch: ack latency is one commit. With `sync = true` each commit is on disk (fsync of the
+//! WAL) before any message in it is acked.
+//!
+//! ```text
+//! entries(seq INTEGER PRIMARY KEY, readings INTEGER, data BLOB)   -- one row per commit
+//! cursors(sink TEXT PRIMARY KEY, seq INTEGER, idx INTEGER)        -- next reading to deliver
+//! ```
+//!
+//! A cursor `(seq, idx)` means: every entry before `seq` and the first `idx` readings of
+//! entry `seq` are written by that sink. Entries before the smallest cursor are deleted.
+//! The journal is bounded by `max_bytes` of entry data (the file itself stays somewhat
+//! larger: SQLite reuses freed pages rather than shrinking); at the bound, `block` stops
+//! taking readings until a sink moves on, `drop_oldest` deletes the oldest entries and counts
+//! what each sink lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{BackoffConfig, JournalSettings, WhenFull};
+use crate::metrics::{Counter, Gauge, Metrics};
+use crate::reading::{self, Reading};
+use crate::sources::Envelope;
+
+/// The most readings one commit takes; bounds the writer's memory.
+const MAX_ENTRY_READINGS: usize = 65_536;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal {path}: {source}")]
+    Sqlite {
+        /// The journal file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An entry does not decode.
+    #[error("journal {path}: entry {seq} is corrupt")]
+    Corrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// The entry.
+        seq: i64,
+    },
+    /// A sink asked for a cursor that was not registered.
+    #[error("no sink `{0}` is registered in the journal")]
+    UnknownSink(String),
+}
+
+/// Where a sink is: the next reading it has to deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    /// The entry.
+    pub seq: i64,
+    /// The reading within the entry.
+    pub idx: u32,
+}
+
+/// State shared by the writer and the readers.
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    max_bytes: u64,
+    when_full: WhenFull,
+    bytes: AtomicU64,
+    cursors: Mutex<BTreeMap<String, Position>>,
+    /// Signalled whenever space may have been freed.
+    space: (Mutex<()>, Condvar),
+    /// Set when the pipeline gives up waiting (shutdown timeout): a writer blocked on a full
+    /// journal stops waiting.
+    closing: AtomicBool,
+    committed: watch::Receiver<i64>,
+    bytes_gauge: Gauge,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn sqlite(&self) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
+        |source| JournalError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn add_bytes(&self, delta: i64) {
+        let now = if delta >= 0 {
+            self.bytes.fetch_add(delta as u64, Ordering::SeqCst) + delta as u64
+        } else {
+            let d = delta.unsigned_abs();
+            self.bytes.fetch_sub(d, Ordering::SeqCst).saturating_sub(d)
+        };
+        self.bytes_gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
+    fn notify_space(&self) {
+        let _guard = self.space.0.lock().unwrap_or_else(PoisonError::into_inner);
+        self.space.1.notify_all();
+    }
+}
+
+/// A handle on the journal, for registering sinks and opening their readers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    shared: Arc<Shared>,
+}
+
+/// The one writer: takes envelopes from the pipeline's channel, commits them, acks them.
+#[derive(Debug)]
+pub struct JournalWriter {
+    conn: Connection,
+    shared: Arc<Shared>,
+    committed: watch::Sender<i64>,
+    next_seq: i64,
+    appended: Counter,
+    commits: Counter,
+}
+
+fn open_connection(path: &Path, sync: bool) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
+    Ok(conn)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal, and returns the handle and the writer.
+    ///
+    /// # Errors
+    /// The directory or the database cannot be created or read.
+    pub fn open(
+        settings: &JournalSettings,
+        metrics: Metrics,
+    ) -> Result<(Journal, JournalWriter), JournalError> {
+        let path = settings.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let sqlite = |source| JournalError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = open_connection(&path, settings.sync).map_err(sqlite)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY, readings INTEGER NOT NULL, data BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, idx INTEGER NOT NULL);",
+        )
+        .map_err(sqlite)?;
+        let (bytes, last_seq): (i64, i64) = conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(data)), 0), COALESCE(MAX(seq), 0) FROM entries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sqlite)?;
+        let mut cursors = BTreeMap::new();
+        {
+            let mut stmt = conn
+                .prepare("SELECT sink, seq, idx FROM cursors")
+                .map_err(sqlite)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Position {
+                            seq: r.get(1)?,
+                            idx: r.get(2)?,
+                        },
+                    ))
+                })
+                .map_err(sqlite)?;
+            for row in rows {
+                let (sink, pos) = row.map_err(sqlite)?;
+                cursors.insert(sink, pos);
+            }
+        }
+        let (committed_tx, committed_rx) = watch::channel(last_seq);
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            max_bytes: settings.max_bytes,
+            when_full: settings.when_full,
+            bytes: AtomicU64::new(0),
+            cursors: Mutex::new(cursors),
+            space: (Mutex::new(()), Condvar::new()),
+            closing: AtomicBool::new(false),
+            committed: committed_rx,
+            bytes_gauge: metrics.gauge("journal_bytes", &[]),
+            metrics: metrics.clone(),
+        });
+        shared.add_bytes(bytes);
+        info!(path = %path.display(), bytes, last_seq, "journal open");
+        let writer = JournalWriter {
+            conn,
+            shared: shared.clone(),
+            committed: committed_tx,
+            next_seq: last_seq + 1,
+            appended: metrics.counter("journal_readings_appended_total", &[]),
+            commits: metrics.counter("journal_commits_total", &[]),
+        };
+        Ok((Journal { shared }, writer))
+    }
+
+    /// Declares the sinks that read the journal. A new sink starts at the oldest entry still
+    /// held; the cursor of a sink that is no longer configured is removed, so that it does
+    /// not hold space forever.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn register_sinks(&self, names: &[&str]) -> Result<(), JournalError> {
+        let s = &self.shared;
+        let conn = open_connection(&s.path, false).map_err(s.sqlite())?;
+        let oldest: i64 = conn
+            .query_row("SELECT COALESCE(MIN(seq), 0) FROM entries", [], |r| {
+                r.get(0)
+            })
+            .map_err(s.sqlite())?;
+        let mut cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<String> = cursors
+            .keys()
+            .filter(|k| !names.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            info!(sink = %name, "sink no longer configured: its journal cursor is removed");
+            conn.execute("DELETE FROM cursors WHERE sink = ?1", [&name])
+                .map_err(s.sqlite())?;
+            cursors.remove(&name);
+        }
+        for name in names {
+            if !cursors.contains_key(*name) {
+                let pos = Position {
+                    seq: oldest,
+                    idx: 0,
+                };
+                conn.execute(
+                    "INSERT INTO cursors (sink, seq, idx) VALUES (?1, ?2, ?3)",
+                    params![name, pos.seq, pos.idx],
+                )
+                .map_err(s.sqlite())?;
+                cursors.insert((*name).to_string(), pos);
+            }
+        }
+        Ok(())
+    }
+
+    /// A reader for `sink`, starting at its persisted cursor.
+    ///
+    /// # Errors
+    /// The sink is not registered, or SQLite failed.
+    pub fn reader(&self, sink: &str) -> Result<JournalReader, JournalError> {
+        let s = &self.shared;
+        let pos = *s
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sink)
+            .ok_or_else(|| JournalError::UnknownSink(sink.to_string()))?;
+        let conn = open_connection(&s.path, false).map_err(s.sqlite())?;
+        Ok(JournalReader {
+            conn,
+            shared: s.clone(),
+            sink: sink.to_string(),
+            read_pos: pos,
+            pending: VecDeque::new(),
+            committed: s.committed.clone(),
+        })
+    }
+
+    /// Bytes of entry data held now.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Tells a writer that waits for space (journal full, `block`) to give up: used when the
+    /// shutdown timeout has passed.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.notify_space();
+    }
+
+    /// The persisted cursor of `sink`.
+    pub fn cursor(&self, sink: &str) -> Option<Position> {
+        self.shared
+            .cursors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sink)
+            .copied()
+    }
+}
+
+impl JournalWriter {
+    /// Runs until every sender of `rx` is gone and the channel is empty: takes whatever is
+    /// waiting (up to a bound), appends it as one entry, syncs, and acks it. Blocking: run
+    /// it on a blocking thread.
+    ///
+    /// A failing disk is retried with backoff, holding the batch and its acks: nothing is
+    /// acked that is not on disk, and nothing is dropped here.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
+        let mut batch: Vec<Envelope> = Vec::new();
+        let mut retry = Backoff::new(BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        });
+        while let Some(first) = rx.blocking_recv() {
+            let mut count = first.readings.len();
+            batch.push(first);
+            while count < MAX_ENTRY_READINGS {
+                match rx.try_recv() {
+                    Ok(e) => {
+                        count += e.readings.len();
+                        batch.push(e);
+                    }
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match self.append_envelopes(&batch) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let delay = retry.next_delay();
+                        error!(error = %e, ?delay, "journal write failed; retrying (nothing is acked meanwhile)");
+                        std::thread::sleep(delay);
+                        if self.shared.closing.load(Ordering::SeqCst) {
+                            return;
+                        }
+                    }
+                }
+            }
+            retry.reset();
+            for envelope in batch.drain(..) {
+                if let Some(ack) = envelope.ack {
+                    ack.send();
+                }
+            }
+        }
+    }
+
+    fn append_envelopes(&mut self, batch: &[Envelope]) -> Result<(), JournalError> {
+        let mut data = Vec::new();
+        let mut count = 0usize;
+        for e in batch {
+            reading::encode_all(&e.readings, &mut data);
+            count += e.readings.len();
+        }
+        self.append_encoded(&data, count)
+    }
+
+    /// Appends `readings` as one entry and syncs (for tools and tests; the pipeline uses
+    /// [`JournalWriter::run`]).
+    ///
+    /// # Errors
+    /// SQLite failed; nothing was appended.
+    pub fn append(&mut self, readings: &[Reading]) -> Result<(), JournalError> {
+        let mut data = Vec::new();
+        reading::encode_all(readings, &mut data);
+        self.append_encoded(&data, readings.len())
+    }
+
+    fn append_encoded(&mut self, data: &[u8], count: usize) -> Result<(), JournalError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let size = data.len() as u64;
+        self.make_room(size)?;
+        let shared = self.shared.clone();
+        let seq = self.next_seq;
+        self.conn
+            .execute(
+                "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
+                params![seq, count as i64, data],
+            )
+            .map_err(shared.sqlite())?;
+        self.next_seq += 1;
+        shared.add_bytes(size as i64);
+        self.appended.add(count as u64);
+        self.commits.inc();
+        self.committed.send_replace(seq);
+        Ok(())
+    }
+
+    /// Applies the full policy until `size` more bytes fit (or the journal is empty).
+    fn make_room(&mut self, size: u64) -> Result<(), JournalError> {
+        let s = self.shared.clone();
+        let fits = |s: &Shared| {
+            s.bytes.load(Ordering::SeqCst) + size <= s.max_bytes
+                || s.bytes.load(Ordering::SeqCst) == 0
+        };
+        if fits(&s) {
+            return Ok(());
+        }
+        match s.when_full {
+            WhenFull::Block => {
+                warn!(
+                    bytes = s.bytes.load(Ordering::SeqCst),
+                    max_bytes = s.max_bytes,
+                    "journal full: waiting for the sinks (sources are held back)"
+                );
+                s.metrics.counter("journal_full_waits_total", &[]).inc();
+                let mut guard = s.space.0.lock().unwrap_or_else(PoisonError::into_inner);
+                while !fits(&s) && !s.closing.load(Ordering::SeqCst) {
+                    guard = s
+                        .space
+                        .1
+                        .wait_timeout(guard, Duration::from_millis(500))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                Ok(())
+            }
+            WhenFull::DropOldest => {
+                while !fits(&s) {
+                    self.drop_oldest_entry()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the oldest entry and counts, per sink, the readings it had not yet written.
+    fn drop_oldest_entry(&mut self) -> Result<(), JournalError> {
+        let s = self.shared.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(s.sqlite())?;
+        let oldest: Option<(i64, i64, i64)> = tx
+            .query_row(
+                "SELECT seq, readings, length(data) FROM entries ORDER BY seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(s.sqlite())?;
+        let Some((seq, readings, bytes)) = oldest else {
+            return Ok(());
+        };
+        tx.execute("DELETE FROM entries WHERE seq = ?1", [seq])
+            .map_err(s.sqlite())?;
+        tx.commit().map_err(s.sqlite())?;
+        s.add_bytes(-bytes);
+        let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        for (sink, pos) in cursors.iter() {
+            let lost = match pos.seq.cmp(&seq) {
+                std::cmp::Ordering::Less => readings,
+                std::cmp::Ordering::Equal => readings - i64::from(pos.idx),
+                std::cmp::Ordering::Greater => 0,
+            };
+            if lost > 0 {
+                s.metrics
+                    .counter(
+                        "readings_dropped_total",
+                        &[("sink", sink), ("reason", "journal_full")],
+                    )
+                    .add(lost as u64);
+                warn!(sink = %sink, readings = lost, "journal full: dropped the oldest readings this sink had not written");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sink's view of the journal: reads ahead from its read position, and persists its
+/// cursor once the sink has written what it read.
+#[derive(Debug)]
+pub struct JournalReader {
+    conn: Connection,
+    shared: Arc<Shared>,
+    sink: String,
+    /// The position after the last reading handed out.
+    read_pos: Position,
+    /// The rest of a partly read entry.
+    pending: VecDeque<Reading>,
+    committed: watch::Receiver<i64>,
+}
+
+impl JournalReader {
+    /// Up to `max` readings from the read position on, and moves it past them. Empty when
+    /// everything committed has been read.
+    ///
+    /// # Errors
+    /// SQLite failed, or an entry is corrupt.
+    pub fn read(&mut self, max: usize) -> Result<Vec<Reading>, JournalError> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            if self.pending.is_empty() && !self.load_next_entry()? {
+                break;
+            }
+            let take = (max - out.len()).min(self.pending.len());
+            out.extend(self.pending.drain(..take));
+            self.read_pos.idx += take as u32;
+            if self.pending.is_empty() {
+                self.read_pos = Position {
+                    seq: self.read_pos.seq + 1,
+                    idx: 0,
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads the first entry at or after the read position into `pending`, skipping the
+    /// readings of it already delivered. False if there is none.
+    fn load_next_entry(&mut self) -> Result<bool, JournalError> {
+        let s = self.shared.clone();
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT seq, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+            .and_then(|mut stmt| {
+                stmt.query_row([self.read_pos.seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(s.sqlite())?;
+        let Some((seq, data)) = row else {
+            return Ok(false);
+        };
+        let readings = reading::decode_all(&data).map_err(|_| JournalError::Corrupt {
+            path: s.path.clone(),
+            seq,
+        })?;
+        let skip = if seq == self.read_pos.seq {
+            self.read_pos.idx as usize
+        } else {
+            0
+        };
+        if seq != self.read_pos.seq {
+            // Entries in between were dropped (journal full, drop_oldest): counted there.
+            self.read_pos = Position { seq, idx: 0 };
+        }
+        self.pending = readings.into_iter().skip(skip).collect();
+        if self.pending.is_empty() {
+            self.read_pos = Position {
+                seq: seq + 1,
+                idx: 0,
+            };
+        }
+        Ok(true)
+    }
+
+    /// The position after the last reading handed out by [`read`](Self::read).
+    pub fn read_position(&self) -> Position {
+        self.read_pos
+    }
+
+    /// Persists `pos` as this sink's cursor (everything before it is written), and deletes
+    /// the entries every sink has passed.
+    ///
+    /// # Errors
+    /// SQLite failed; the cursor stays where it was (the sink will write some readings
+    /// again, which the stores absorb).
+    pub fn commit(&mut self, pos: Position) -> Result<(), JournalError> {
+        let s = self.shared.clone();
+        let min_seq = {
+            let mut cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+            cursors.insert(self.sink.clone(), pos);
+            cursors.values().map(|p| p.seq).min().unwrap_or(pos.seq)
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(s.sqlite())?;
+        tx.execute(
+            "UPDATE cursors SET seq = ?2, idx = ?3 WHERE sink = ?1",
+            params![self.sink, pos.seq, pos.idx],
+        )
+        .map_err(s.sqlite())?;
+        let freed: i64 = tx
+            .query_row(
+                "SELECT COALESCE(SUM(length(data)), 0) FROM entries WHERE seq < ?1",
+                [min_seq],
+                |r| r.get(0),
+            )
+            .map_err(s.sqlite())?;
+        if freed > 0 {
+            tx.execute("DELETE FROM entries WHERE seq < ?1", [min_seq])
+                .map_err(s.sqlite())?;
+        }
+        tx.commit().map_err(s.sqlite())?;
+        if freed > 0 {
+            s.add_bytes(-freed);
+            s.notify_space();
+        }
+        Ok(())
+    }
+
+    /// A receiver that changes whenever an entry is committed; closed once the writer has
+    /// finished (no more entries will come).
+    pub fn committed(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
+    }
+
+    /// The sink this reader belongs to.
+    pub fn sink(&self) -> &str {
+        &self.sink
+    }
+}
+
+#[cfg(test)]
+mod tests;

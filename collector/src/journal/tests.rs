@@ -1,0 +1,216 @@
+use super::*;
+use crate::metrics::Metrics;
+use crate::reading::FieldValue;
+use crate::sources::Ack;
+
+fn reading(i: usize) -> Reading {
+    let mut r = Reading::new("env", 1_700_000_000_000_000_000 + i as i64);
+    r.set_tag("device", format!("d{i}"));
+    r.fields.push(("v".into(), FieldValue::Float(i as f64)));
+    r
+}
+
+fn settings(dir: &Path, max_bytes: u64, when_full: WhenFull) -> JournalSettings {
+    JournalSettings {
+        path: dir.join("journal.db"),
+        max_bytes,
+        when_full,
+        sync: false,
+    }
+}
+
+fn values(rs: &[Reading]) -> Vec<usize> {
+    rs.iter()
+        .map(|r| r.field("v").and_then(FieldValue::as_f64).unwrap_or(-1.0) as usize)
+        .collect()
+}
+
+#[test]
+fn readers_resume_from_their_cursors_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    {
+        let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+        journal.register_sinks(&["a", "b"]).unwrap();
+        writer
+            .append(&(0..5).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        writer
+            .append(&(5..8).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        let mut a = journal.reader("a").unwrap();
+        assert_eq!(values(&a.read(3).unwrap()), vec![0, 1, 2]);
+        assert_eq!(values(&a.read(3).unwrap()), vec![3, 4, 5]);
+        a.commit(a.read_position()).unwrap();
+        assert_eq!(
+            values(&a.read(10).unwrap()),
+            vec![6, 7],
+            "read ahead, not committed"
+        );
+        assert!(a.read(10).unwrap().is_empty());
+    }
+    let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+    journal.register_sinks(&["a", "b"]).unwrap();
+    writer.append(&[reading(8)]).unwrap();
+    let mut a = journal.reader("a").unwrap();
+    assert_eq!(values(&a.read(100).unwrap()), vec![6, 7, 8]);
+    let mut b = journal.reader("b").unwrap();
+    assert_eq!(values(&b.read(100).unwrap()), (0..9).collect::<Vec<_>>());
+}
+
+#[test]
+fn space_is_reclaimed_once_every_sink_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), 1 << 30, WhenFull::Block),
+        Metrics::new(),
+    )
+    .unwrap();
+    journal.register_sinks(&["a", "b"]).unwrap();
+    writer
+        .append(&(0..10).map(reading).collect::<Vec<_>>())
+        .unwrap();
+    writer
+        .append(&(10..20).map(reading).collect::<Vec<_>>())
+        .unwrap();
+    let full = journal.bytes();
+    assert!(full > 0);
+    let mut a = journal.reader("a").unwrap();
+    let mut b = journal.reader("b").unwrap();
+    a.read(20).unwrap();
+    a.commit(a.read_position()).unwrap();
+    assert_eq!(journal.bytes(), full, "b has not passed anything yet");
+    b.read(15).unwrap();
+    b.commit(b.read_position()).unwrap();
+    assert!(
+        journal.bytes() < full && journal.bytes() > 0,
+        "the first entry is gone, the second is half read"
+    );
+    b.read(5).unwrap();
+    b.commit(b.read_position()).unwrap();
+    assert_eq!(journal.bytes(), 0);
+}
+
+#[test]
+fn a_removed_sink_no_longer_holds_space_and_a_new_one_starts_at_the_oldest_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), 1 << 30, WhenFull::Block),
+        Metrics::new(),
+    )
+    .unwrap();
+    journal.register_sinks(&["old"]).unwrap();
+    writer.append(&[reading(1)]).unwrap();
+    journal.register_sinks(&["new"]).unwrap();
+    assert_eq!(journal.cursor("old"), None);
+    let mut n = journal.reader("new").unwrap();
+    assert_eq!(values(&n.read(10).unwrap()), vec![1]);
+}
+
+#[test]
+fn drop_oldest_counts_what_each_sink_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), 4096, WhenFull::DropOldest),
+        metrics.clone(),
+    )
+    .unwrap();
+    journal.register_sinks(&["slow", "fast"]).unwrap();
+    let mut fast = journal.reader("fast").unwrap();
+    let mut slow = journal.reader("slow").unwrap();
+    let mut sent = 0;
+    for chunk in 0..40 {
+        let batch: Vec<Reading> = (chunk * 10..chunk * 10 + 10).map(reading).collect();
+        writer.append(&batch).unwrap();
+        sent += batch.len();
+        let got = fast.read(100).unwrap();
+        assert_eq!(got.len(), 10);
+        fast.commit(fast.read_position()).unwrap();
+        assert!(journal.bytes() <= 4096);
+    }
+    let kept = slow.read(10_000).unwrap();
+    let dropped = metrics.sum("readings_dropped_total", &[("sink", "slow")]);
+    assert!(dropped > 0);
+    assert_eq!(
+        kept.len() as u64 + dropped,
+        sent as u64,
+        "every reading is either kept or counted"
+    );
+    assert_eq!(
+        metrics.sum("readings_dropped_total", &[("sink", "fast")]),
+        0
+    );
+    assert_eq!(
+        *values(&kept).last().unwrap(),
+        sent - 1,
+        "the newest are kept"
+    );
+}
+
+#[test]
+fn block_waits_for_a_sink_to_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut writer) =
+        Journal::open(&settings(dir.path(), 2048, WhenFull::Block), Metrics::new()).unwrap();
+    journal.register_sinks(&["s"]).unwrap();
+    let big: Vec<Reading> = (0..50).map(reading).collect();
+    writer.append(&big).unwrap();
+    let before = journal.bytes();
+    assert!(before + before > 2048, "a second batch does not fit");
+    let mut reader = journal.reader("s").unwrap();
+    let handle = std::thread::spawn(move || {
+        writer.append(&big).unwrap(); // blocks until the reader commits
+        writer
+    });
+    assert_eq!(reader.read(1000).unwrap().len(), 50);
+    reader.commit(reader.read_position()).unwrap();
+    let _writer = handle.join().unwrap();
+    assert_eq!(reader.read(1000).unwrap().len(), 50);
+    assert_eq!(journal.bytes(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writer_acks_only_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let (journal, writer) = Journal::open(
+        &settings(dir.path(), 1 << 30, WhenFull::Block),
+        metrics.clone(),
+    )
+    .unwrap();
+    journal.register_sinks(&["s"]).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (ack_tx, mut ack_rx) = mpsc::channel(16);
+    let mut committed = journal.reader("s").unwrap().committed();
+    let task = tokio::task::spawn_blocking(move || writer.run(rx));
+    for pkid in 1..=3u16 {
+        let ack = Ack::new(pkid, ack_tx.clone(), Counter::default());
+        tx.send(Envelope {
+            readings: vec![reading(pkid as usize)],
+            ack: Some(ack),
+        })
+        .await
+        .unwrap();
+    }
+    let mut acked = Vec::new();
+    for _ in 0..3 {
+        let pkid = ack_rx.recv().await.unwrap();
+        // An ack implies its reading is readable from the journal.
+        let mut r = journal.reader("s").unwrap();
+        let have = values(&r.read(100).unwrap());
+        assert!(
+            have.contains(&(pkid as usize)),
+            "{pkid} acked before commit: {have:?}"
+        );
+        acked.push(pkid);
+    }
+    assert_eq!(acked, vec![1, 2, 3]);
+    drop(tx);
+    task.await.unwrap();
+    assert!(
+        committed.changed().await.is_err() || committed.changed().await.is_err(),
+        "closed once the writer is done"
+    );
+    assert_eq!(metrics.sum("journal_readings_appended_total", &[]), 3);
+}

@@ -1,0 +1,40 @@
+//! telemetry-collector: collects sensor readings from serial ports and MQTT brokers, makes
+//! them durable in a local journal, and writes them to time-series stores without losing any.
+//!
+//! ```text
+//! MQTT connection ─┐                                    ┌─> local store sink (SQLite)
+//! MQTT connection ─┼─> bounded channel ─> journal ──────┤   each sink: own cursor, batch,
+//!        ^                                  │           └─> ...     write, retry, advance
+//!        └──────── PUBACK once on disk ─────┘
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML file as written, environment overrides, validation into
+//!   [`Settings`](config::Settings) with every problem reported at once.
+//! - [`sources`]: where readings come from ([`sources::mqtt`]); each source sends
+//!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
+//! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
+//! - [`reading`]: the [`Reading`](reading::Reading) type, and its journal encoding.
+//! - [`journal`]: the durable log every reading passes through (group commit, ack after
+//!   sync, bounded in bytes), read by each sink from its own cursor.
+//! - [`batcher`]: when a sink writes (size, age of the first reading, end of input).
+//! - [`sinks`]: destinations (the embedded local store and its `query`), and the runner
+//!   that feeds each one from the journal with retries.
+//! - [`pipeline`]: the wiring, and the orderly shutdown.
+//! - [`metrics`]: counters of everything received, written, rejected and dropped.
+//! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
+//! - [`cli`]: the `telemetry-collector` command line.
+
+pub mod backoff;
+pub mod batcher;
+pub mod cli;
+pub mod config;
+pub mod journal;
+pub mod metrics;
+pub mod payload;
+pub mod pipeline;
+pub mod reading;
+pub mod sinks;
+pub mod sources;
+
+pub use pipeline::run;

@@ -1,0 +1,112 @@
+//! InfluxDB line protocol payloads, parsed with influxdata's own parser and checked line by
+//! line: a bad line is rejected and counted, the good lines around it are kept.
+
+use influxdb_line_protocol::{parse_lines, FieldValue as LpValue};
+
+use super::{ensure_device, Context, Reject, TimeUnit};
+use crate::reading::{FieldValue, Reading};
+
+/// Parses every line of `text` into `out`; returns one rejection per bad line.
+pub(super) fn parse(
+    text: &str,
+    precision: TimeUnit,
+    ctx: &Context<'_>,
+    out: &mut Vec<Reading>,
+) -> Vec<Reject> {
+    let mut rejects = Vec::new();
+    for line in parse_lines(text) {
+        match line
+            .map_err(|_| Reject::InvalidLineProtocol)
+            .and_then(|l| convert(l, precision, ctx))
+        {
+            Ok(r) => out.push(r),
+            Err(r) => rejects.push(r),
+        }
+    }
+    rejects
+}
+
+fn convert(
+    line: influxdb_line_protocol::ParsedLine<'_>,
+    precision: TimeUnit,
+    ctx: &Context<'_>,
+) -> Result<Reading, Reject> {
+    let timestamp = match line.timestamp {
+        Some(ts) => ctx.bounds.check(precision.int_to_ns(ts)?)?,
+        None => ctx.received_ns,
+    };
+    let mut reading = Reading {
+        measurement: line.series.measurement.to_string(),
+        tags: ctx.tags.to_vec(),
+        fields: Vec::with_capacity(line.field_set.len()),
+        timestamp,
+    };
+    for (k, v) in line.series.tag_set.iter().flatten() {
+        reading.set_tag(k.to_string(), v.to_string());
+    }
+    for (k, v) in &line.field_set {
+        let value = match v {
+            LpValue::I64(v) => FieldValue::Integer(*v),
+            LpValue::U64(v) => FieldValue::Unsigned(*v),
+            LpValue::F64(v) if v.is_finite() => FieldValue::Float(*v),
+            LpValue::F64(_) => return Err(Reject::InvalidLineProtocol),
+            LpValue::String(s) => FieldValue::String(s.to_string()),
+            LpValue::Boolean(b) => FieldValue::Boolean(*b),
+        };
+        reading.fields.push((k.to_string(), value));
+    }
+    if reading.fields.is_empty() {
+        return Err(Reject::NoFields);
+    }
+    ensure_device(&mut reading, ctx);
+    Ok(reading)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{ctx, NOW};
+    use super::*;
+
+    #[test]
+    fn lines_become_readings_and_bad_lines_are_rejected_alone() {
+        let tags = vec![("site".to_string(), "from-topic".to_string())];
+        let text = format!(
+            "env,device=d1,site=s\\ 1 t=21.5,n=3i,u=7u,ok=t,s=\"a \\\"q\\\"\" {NOW}\n\
+             this is not line protocol\n\
+             env t=1 1\n\
+             env,device=d2 t=2\n"
+        );
+        let mut out = Vec::new();
+        let rejects = parse(&text, TimeUnit::Ns, &ctx(&tags), &mut out);
+        assert_eq!(
+            rejects,
+            vec![Reject::InvalidLineProtocol, Reject::TimestampOutOfRange]
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].tag("site"), Some("s 1"), "the payload's tags win");
+        assert_eq!(out[0].device(), Some("d1"));
+        assert_eq!(out[0].timestamp, NOW);
+        assert_eq!(
+            out[0].fields,
+            vec![
+                ("t".to_string(), FieldValue::Float(21.5)),
+                ("n".to_string(), FieldValue::Integer(3)),
+                ("u".to_string(), FieldValue::Unsigned(7)),
+                ("ok".to_string(), FieldValue::Boolean(true)),
+                ("s".to_string(), FieldValue::String("a \"q\"".into())),
+            ]
+        );
+        assert_eq!(out[1].timestamp, NOW, "no timestamp: time of receipt");
+        assert_eq!(out[1].tag("site"), Some("from-topic"));
+    }
+
+    #[test]
+    fn precision_scales_timestamps() {
+        let mut out = Vec::new();
+        let secs = NOW / 1_000_000_000;
+        let rejects = parse(&format!("m f=1 {secs}"), TimeUnit::S, &ctx(&[]), &mut out);
+        assert!(rejects.is_empty());
+        assert_eq!(out[0].timestamp, secs * 1_000_000_000);
+        assert_eq!(out[0].device(), Some("sensors/a/b"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Payload parsers shared by every source: JSON objects, InfluxDB line protocol, bare values.
+//!
+//! A parser turns one payload (an MQTT message, a serial line) into readings, or rejects it
+//! with a [`Reject`] whose [`reason`](Reject::reason) is the label it is counted under. No
+//! input makes a parser panic or allocate more than a small multiple of the input's size.
+
+mod json;
+mod line_protocol;
+mod timestamp;
+
+pub use timestamp::{TimeUnit, TimestampBounds};
+
+use crate::reading::{FieldValue, Reading, DEVICE_TAG};
+
+/// What a payload is, with the options of that format.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// A flat JSON object: numbers, booleans and strings become fields, except the timestamp
+    /// key and the keys named as tags.
+    Json(JsonOptions),
+    /// InfluxDB line protocol, one or more lines.
+    LineProtocol {
+        /// The unit of the timestamps in the lines.
+        precision: TimeUnit,
+    },
+    /// A bare value (`21.5`, `-3`, `true`, or text); the field name comes from the context.
+    Value,
+}
+
+/// Options of the JSON format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonOptions {
+    /// The key holding the device's timestamp; absent from a payload means "time of receipt".
+    pub timestamp_key: String,
+    /// The unit of a numeric timestamp (`auto` infers it from the magnitude).
+    pub timestamp_unit: TimeUnit,
+    /// Keys whose values become tags instead of fields.
+    pub tag_keys: Vec<String>,
+    /// Whether integer literals stay integers (`true`) or become floats like every other
+    /// number (`false`, the default: a field then never changes type between messages, which
+    /// InfluxDB would reject as a type conflict).
+    pub keep_integers: bool,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        JsonOptions {
+            timestamp_key: "ts".to_string(),
+            timestamp_unit: TimeUnit::Auto,
+            tag_keys: Vec::new(),
+            keep_integers: false,
+        }
+    }
+}
+
+/// What the parser knows besides the payload: where it came from and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The measurement, unless the payload names its own (line protocol does).
+    pub measurement: &'a str,
+    /// Tags from the source (topic segments, configured tags); a payload's own tags win.
+    pub tags: &'a [(String, String)],
+    /// The field name for [`Format::Value`].
+    pub field: &'a str,
+    /// The device id to use when neither the payload nor `tags` has one.
+    pub default_device: &'a str,
+    /// Time of receipt, in nanoseconds since the epoch.
+    pub received_ns: i64,
+    /// Timestamps outside these bounds are rejected.
+    pub bounds: TimestampBounds,
+}
+
+/// Why a payload (or one line of it) was not turned into a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// The payload is larger than the configured maximum.
+    Oversized,
+    /// The payload is not valid UTF-8.
+    InvalidUtf8,
+    /// The payload is not a JSON object.
+    InvalidJson,
+    /// A JSON value is an array, an object or null.
+    UnsupportedValue,
+    /// The timestamp is not a number or date in the configured unit.
+    InvalidTimestamp,
+    /// The timestamp is further in the future or the past than allowed.
+    TimestampOutOfRange,
+    /// The payload has no field.
+    NoFields,
+    /// A line is not valid line protocol.
+    InvalidLineProtocol,
+    /// A bare value is empty.
+    InvalidValue,
+}
+
+impl Reject {
+    /// Every reason, for listing counters.
+    pub const ALL: [Reject; 9] = [
+        Reject::Oversized,
+        Reject::InvalidUtf8,
+        Reject::InvalidJson,
+        Reject::UnsupportedValue,
+        Reject::InvalidTimestamp,
+        Reject::TimestampOutOfRange,
+        Reject::NoFields,
+        Reject::InvalidLineProtocol,
+        Reject::InvalidValue,
+    ];
+
+    /// The label this rejection is counted under.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::Oversized => "oversized",
+            Reject::InvalidUtf8 => "invalid_utf8",
+            Reject::InvalidJson => "invalid_json",
+            Reject::UnsupportedValue => "unsupported_value",
+            Reject::InvalidTimestamp => "invalid_timestamp",
+            Reject::TimestampOutOfRange => "timestamp_out_of_range",
+            Reject::NoFields => "no_fields",
+            Reject::InvalidLineProtocol => "invalid_line_protocol",
+            Reject::InvalidValue => "invalid_value",
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// Parses `payload` into `out`. Returns the rejections: for most formats the whole payload
+/// is one reading or one rejection; line protocol rejects line by line and keeps the good
+/// lines.
+pub fn parse(
+    format: &Format,
+    payload: &[u8],
+    ctx: &Context<'_>,
+    out: &mut Vec<Reading>,
+) -> Vec<Reject> {
+    let text = match std::str::from_utf8(payload) {
+        Ok(t) => t,
+        Err(_) => return vec![Reject::InvalidUtf8],
+    };
+    match format {
+        Format::Json(opts) => json::parse(text, opts, ctx)
+            .map(|r| out.push(r))
+            .err()
+            .into_iter()
+            .collect(),
+        Format::LineProtocol { precision } => line_protocol::parse(text, *precision, ctx, out),
+        Format::Value => parse_value(text, ctx)
+            .map(|r| out.push(r))
+            .err()
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn parse_value(text: &str, ctx: &Context<'_>) -> Result<Reading, Reject> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Reject::InvalidValue);
+    }
+    let value = if let Ok(v) = text.parse::<f64>() {
+        if !v.is_finite() {
+            return Err(Reject::InvalidValue);
+        }
+        FieldValue::Float(v)
+    } else {
+        match text {
+            "true" | "TRUE" | "True" => FieldValue::Boolean(true),
+            "false" | "FALSE" | "False" => FieldValue::Boolean(false),
+            _ => FieldValue::String(text.to_string()),
+        }
+    };
+    let mut r = new_reading(ctx.measurement, ctx, ctx.received_ns);
+    r.fields.push((ctx.field.to_string(), value));
+    ensure_device(&mut r, ctx);
+    Ok(r)
+}
+
+/// A reading with the context's tags, measurement and timestamp, and no fields yet.
+fn new_reading(measurement: &str, ctx: &Context<'_>, timestamp: i64) -> Reading {
+    Reading {
+        measurement: measurement.to_string(),
+        tags: ctx.tags.to_vec(),
+        fields: Vec::new(),
+        timestamp,
+    }
+}
+
+/// Gives `r` the context's device id if it has none.
+fn ensure_device(r: &mut Reading, ctx: &Context<'_>) {
+    if r.device().is_none() {
+        r.set_tag(DEVICE_TAG, ctx.default_device);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const NOW: i64 = 1_750_000_000_000_000_000;
+
+    pub(crate) fn ctx(tags: &[(String, String)]) -> Context<'_> {
+        Context {
+            measurement: "env",
+            tags,
+            field: "value",
+            default_device: "sensors/a/b",
+            received_ns: NOW,
+            bounds: TimestampBounds::around(NOW, 600_000_000_000, 86_400_000_000_000),
+        }
+    }
+
+    #[test]
+    fn bare_values() {
+        let tags = vec![("device".to_string(), "d1".to_string())];
+        let mut out = Vec::new();
+        for (text, want) in [
+            ("21.5", FieldValue::Float(21.5)),
+            (" -3\n", FieldValue::Float(-3.0)),
+            ("true", FieldValue::Boolean(true)),
+            ("open", FieldValue::String("open".into())),
+        ] {
+            out.clear();
+            assert!(parse(&Format::Value, text.as_bytes(), &ctx(&tags), &mut out).is_empty());
+            assert_eq!(out[0].fields, vec![("value".to_string(), want)]);
+            assert_eq!(out[0].timestamp, NOW);
+            assert_eq!(out[0].device(), Some("d1"));
+        }
+        assert_eq!(
+            parse(&Format::Value, b"  ", &ctx(&tags), &mut out),
+            vec![Reject::InvalidValue]
+        );
+        assert_eq!(
+            parse(&Format::Value, b"NaN", &ctx(&tags), &mut out),
+            vec![Reject::InvalidValue]
+        );
+        assert_eq!(
+            parse(&Format::Value, b"\xff1", &ctx(&tags), &mut out),
+            vec![Reject::InvalidUtf8]
+        );
+    }
+}

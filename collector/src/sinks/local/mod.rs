@@ -1,0 +1,145 @@
+//! The embedded local store: the default sink, which needs no server, and what the `query`
+//! command reads.
+//!
+//! - [`LocalStore`] (in `store.rs`): one SQLite file; its module documentation describes the
+//!   schema and what is guaranteed (idempotent writes, exact types, type changes, NaN).
+//! - [`LocalSink`]: the [`Sink`] that writes batches into it off the async runtime and applies
+//!   retention by age.
+//! - [`query`]: the `telemetry-collector query` command.
+
+pub mod query;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use store::{DeviceSummary, LocalStore, Point, Query, StoreError};
+
+use crate::sinks::{Batch, Sink, SinkError};
+
+/// Retention runs at most this often (and once at open).
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the local sink needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSinkSettings {
+    /// The SQLite file; created with its parent directories when missing.
+    pub path: PathBuf,
+    /// Points older than this are deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
+}
+
+/// The local store as a [`Sink`].
+///
+/// Each write runs on Tokio's blocking pool (`spawn_blocking`), with the store behind a
+/// mutex, so SQLite never blocks the runtime's workers. A write that is abandoned (its
+/// future dropped, at shutdown) still completes or rolls back as a whole on that thread.
+#[derive(Debug)]
+pub struct LocalSink {
+    store: Arc<Mutex<LocalStore>>,
+    retention: Option<Duration>,
+    last_retention: Instant,
+}
+
+impl LocalSink {
+    /// Opens (or creates) the store and applies retention once.
+    ///
+    /// This blocks while it does so, which on a large store whose retention has not run for a
+    /// long time may take seconds: call it before the runtime starts, or in `spawn_blocking`.
+    ///
+    /// # Errors
+    /// Any error of [`LocalStore::open`], or of the first retention pass.
+    pub fn open(settings: LocalSinkSettings) -> Result<LocalSink, StoreError> {
+        let mut store = LocalStore::open(&settings.path)?;
+        if let Some(retention) = settings.retention {
+            apply_retention(&mut store, retention)?;
+        }
+        Ok(LocalSink {
+            store: Arc::new(Mutex::new(store)),
+            retention: settings.retention,
+            last_retention: Instant::now(),
+        })
+    }
+}
+
+impl Sink for LocalSink {
+    /// Inserts the batch in one transaction, then applies retention when it is due (a
+    /// retention failure is logged, not returned: the batch is stored).
+    ///
+    /// # Errors
+    /// [`SinkError::Retryable`] for a busy database, an I/O error, a full disk, or a write
+    /// task that panicked; [`SinkError::Rejected`] for errors that would repeat identically
+    /// (see [`StoreError::is_retryable`]).
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not stop the write: it completes or rolls back on the
+    /// blocking thread, and the next write waits for it.
+    async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let store = Arc::clone(&self.store);
+        let batch = Arc::clone(batch);
+        let retention = self
+            .retention
+            .filter(|_| self.last_retention.elapsed() >= RETENTION_INTERVAL);
+        let task = tokio::task::spawn_blocking(move || {
+            // A panic in an earlier write rolled its transaction back when it unwound; the
+            // store is consistent, so a poisoned lock is no reason to stop writing.
+            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            store.insert(&batch)?;
+            if let Some(retention) = retention {
+                if let Err(err) = apply_retention(&mut store, retention) {
+                    tracing::warn!(error = %error_chain(&err), "local store retention failed; will retry");
+                }
+            }
+            Ok::<(), StoreError>(())
+        });
+        match task.await {
+            Ok(Ok(())) => {
+                if retention.is_some() {
+                    self.last_retention = Instant::now();
+                }
+                Ok(())
+            }
+            Ok(Err(err)) if err.is_retryable() => Err(SinkError::Retryable(error_chain(&err))),
+            Ok(Err(err)) => Err(SinkError::Rejected(error_chain(&err))),
+            Err(err) => Err(SinkError::Retryable(format!(
+                "local store write task failed: {err}"
+            ))),
+        }
+    }
+}
+
+/// Deletes the points older than `now - retention`.
+fn apply_retention(store: &mut LocalStore, retention: Duration) -> Result<(), StoreError> {
+    let cutoff = now_ns().saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    let started = Instant::now();
+    let deleted = store.delete_older_than(cutoff)?;
+    if deleted > 0 {
+        tracing::info!(
+            deleted,
+            elapsed_ms = started.elapsed().as_millis(),
+            "local store retention deleted old points"
+        );
+    }
+    Ok(())
+}
+
+/// Now, in nanoseconds since the Unix epoch (saturating outside 1677..2262).
+pub(crate) fn now_ns() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+    }
+}
+
+/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,1533 @@
+//! The SQLite file behind the local sink and `query`: schema, inserts, queries, retention.
+//!
+//! # Schema (version 1, in `PRAGMA user_version`)
+//!
+//! ```sql
+//! CREATE TABLE series (
+//!     id          INTEGER PRIMARY KEY,
+//!     measurement TEXT NOT NULL,
+//!     tags        TEXT NOT NULL,   -- canonical JSON object, keys sorted: {"device":"d1","site":"a"}
+//!     field       TEXT NOT NULL,
+//!     device      TEXT,            -- the `device` tag, NULL when there is none
+//!     UNIQUE (measurement, tags, field)
+//! ) STRICT;
+//! CREATE INDEX series_by_device ON series (device);
+//! CREATE TABLE points (
+//!     series_id INTEGER NOT NULL,
+//!     ts        INTEGER NOT NULL,  -- nanoseconds since the Unix epoch
+//!     kind      INTEGER NOT NULL,  -- FieldKind as u8
+//!     value     ANY,               -- REAL, INTEGER or TEXT, see below
+//!     PRIMARY KEY (series_id, ts)
+//! ) STRICT, WITHOUT ROWID;
+//! ```
+//!
+//! A series is one (measurement, tag set, field): the few, long-lived rows that name what is
+//! measured. Points are the many small rows, clustered by `(series_id, ts)` in a `WITHOUT
+//! ROWID` table, so a time range of one series is one contiguous range of the primary key and
+//! no second index exists to keep up to date.
+//!
+//! Values keep their type exactly: `kind` says how to read `value` back. Floats are `REAL`,
+//! integers `INTEGER`, unsigned integers `INTEGER` holding the same 64 bits (so values above
+//! `i64::MAX` survive), booleans `INTEGER` 0/1, strings `TEXT`. `value` is `ANY` in a `STRICT`
+//! table, so SQLite never converts between them.
+//!
+//! # Identity, type changes, non-finite floats
+//!
+//! A point is identified by (measurement, tags, field, timestamp), as in InfluxDB: writing the
+//! same identity again overwrites it, whatever its value, so a batch delivered twice leaves
+//! the store as if it had been delivered once. The value's kind is part of the point, not of
+//! the series: when a device changes a field's type (a JSON payload sending `21` and then
+//! `21.5`, a firmware update), the store keeps one series and every point keeps the type it
+//! was written with. InfluxDB rejects such a write; a local store that rejected it would lose
+//! the reading, and splitting the series by kind would break a chart in two.
+//!
+//! NaN and ±infinity are stored, unlike in InfluxDB, which cannot represent them: the local
+//! store keeps what the device said. Infinities read back exactly; SQLite stores NaN as `NULL`,
+//! which reads back as a float NaN (its sign and payload bits are not kept).
+//!
+//! # One writer
+//!
+//! One process writes a store at a time (the collector's local sink); any number may read it
+//! at the same time (`query`, dashboards), WAL mode lets them do so without blocking the
+//! writer. The writer caches series ids in memory, so a second writer deleting series under
+//! it is not supported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::reading::{FieldKind, FieldValue, Reading, DEVICE_TAG};
+
+/// The schema version this build reads and writes, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Marks the file as ours in `PRAGMA application_id` ("TCLS").
+const APPLICATION_ID: i64 = 0x5443_4C53;
+
+/// How long a statement waits for a lock held by another connection before failing busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Retention deletes at most this many points per transaction, so it never holds the write
+/// lock (or grows the WAL) for long.
+const DELETE_CHUNK: usize = 10_000;
+
+/// The series id cache is emptied when it holds more than this many series (a tag with
+/// unbounded values must not grow memory without bound).
+const CACHE_MAX_SERIES: usize = 100_000;
+
+const SCHEMA: &str = "
+CREATE TABLE series (
+    id          INTEGER PRIMARY KEY,
+    measurement TEXT NOT NULL,
+    tags        TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    device      TEXT,
+    UNIQUE (measurement, tags, field)
+) STRICT;
+CREATE INDEX series_by_device ON series (device);
+CREATE TABLE points (
+    series_id INTEGER NOT NULL,
+    ts        INTEGER NOT NULL,
+    kind      INTEGER NOT NULL,
+    value     ANY,
+    PRIMARY KEY (series_id, ts)
+) STRICT, WITHOUT ROWID;
+";
+
+const SELECT_SERIES_ID: &str =
+    "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2 AND field = ?3";
+const INSERT_SERIES: &str =
+    "INSERT INTO series (measurement, tags, field, device) VALUES (?1, ?2, ?3, ?4)";
+const UPSERT_POINT: &str = "INSERT INTO points (series_id, ts, kind, value) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, value = excluded.value";
+const SELECT_POINTS: &str = "SELECT ts, kind, value FROM points
+     WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts LIMIT ?4";
+const SELECT_LATEST: &str = "SELECT ts, kind, value FROM points
+     WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT 1";
+
+/// Everything that can go wrong with the local store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// [`LocalStore::open_read_only`] was given a path where no file exists.
+    #[error("local store {} does not exist", path.display())]
+    NotFound {
+        /// The path that was asked for.
+        path: PathBuf,
+    },
+    /// The directory that should hold the store could not be created.
+    #[error("cannot create directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite could not open the file, or set it up.
+    #[error("cannot open local store {}", path.display())]
+    Open {
+        /// The store's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is a database, or something else, but not a local store.
+    #[error("{} is not a telemetry-collector local store", path.display())]
+    NotAStore {
+        /// The file's path.
+        path: PathBuf,
+    },
+    /// The file is a local store written by a build with another schema version.
+    #[error(
+        "local store {} has schema version {found}, this build knows version {supported}",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The store's path.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The version this build reads and writes.
+        supported: i64,
+    },
+    /// A statement failed (busy, I/O error, disk full, ...).
+    #[error("sqlite error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A tag set could not be encoded as JSON.
+    #[error("cannot encode tags")]
+    EncodeTags(#[source] serde_json::Error),
+    /// The file holds a row this build cannot read (written by something else, or damaged).
+    #[error("local store holds an invalid row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether doing the same thing again may succeed: a busy or locked database, an I/O
+    /// error, a full disk. Size limits, constraint and type errors are not passing.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => !matches!(
+                e.code,
+                ErrorCode::TooBig
+                    | ErrorCode::ConstraintViolation
+                    | ErrorCode::TypeMismatch
+                    | ErrorCode::ParameterOutOfRange
+                    | ErrorCode::ApiMisuse
+            ),
+            // Other rusqlite errors (conversions, parameter counts) fail the same way every time.
+            StoreError::Sqlite(_) => false,
+            StoreError::CreateDir { .. } | StoreError::Open { .. } => true,
+            StoreError::NotFound { .. }
+            | StoreError::NotAStore { .. }
+            | StoreError::UnsupportedVersion { .. }
+            | StoreError::EncodeTags(_)
+            | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Which points a [`LocalStore::query`] or [`LocalStore::latest`] returns. Every filter that
+/// is set must match; the default matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Only this measurement.
+    pub measurement: Option<String>,
+    /// Only series that have all these tags with these values.
+    pub tags: Vec<(String, String)>,
+    /// Only this field.
+    pub field: Option<String>,
+    /// Only series whose `device` tag has this value.
+    pub device: Option<String>,
+    /// Only points at or after this time (nanoseconds since the Unix epoch).
+    pub from_ns: Option<i64>,
+    /// Only points before this time (nanoseconds since the Unix epoch; exclusive).
+    pub to_ns: Option<i64>,
+    /// At most this many points.
+    pub limit: Option<usize>,
+}
+
+/// One stored field value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The measurement.
+    pub measurement: String,
+    /// The tags, sorted by key.
+    pub tags: Vec<(String, String)>,
+    /// The field's name.
+    pub field: String,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The value, with the type it was written with.
+    pub value: FieldValue,
+}
+
+/// What the store holds for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    /// The `device` tag; `None` for series without one.
+    pub device: Option<String>,
+    /// How many series (measurement, tags, field) hold points.
+    pub series: u64,
+    /// How many points (field values).
+    pub points: u64,
+    /// The earliest timestamp (nanoseconds since the Unix epoch).
+    pub first_ns: i64,
+    /// The latest timestamp (nanoseconds since the Unix epoch).
+    pub last_ns: i64,
+}
+
+/// The local store: one SQLite file. See the module documentation for the schema and what it
+/// guarantees.
+///
+/// The API is synchronous: async code runs it on a blocking thread, as
+/// [`LocalSink`](super::LocalSink) does.
+#[derive(Debug)]
+pub struct LocalStore {
+    conn: Connection,
+    path: PathBuf,
+    cache: SeriesCache,
+}
+
+impl LocalStore {
+    /// Opens the store at `path` for reading and writing, creating the file, its parent
+    /// directories and the schema when they do not exist yet.
+    ///
+    /// The file is put in WAL mode with `synchronous=NORMAL`: a commit is durable against a
+    /// crash of the process, and a power loss may cost the last commits. The journal upstream
+    /// is the durable copy, and the sink re-delivers from its cursor.
+    ///
+    /// # Errors
+    /// [`StoreError::CreateDir`] or [`StoreError::Open`] when the file cannot be created or
+    /// opened, [`StoreError::NotAStore`] when it is some other file or database,
+    /// [`StoreError::UnsupportedVersion`] when it was written by a build with another schema.
+    pub fn open(path: &Path) -> Result<LocalStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // Check what the file is before changing anything in it.
+        let empty = check_schema(&conn, path)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "local store cannot use WAL mode; readers will block the writer");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        let mut store = LocalStore {
+            conn,
+            path: path.to_path_buf(),
+            cache: SeriesCache::default(),
+        };
+        if empty {
+            store.create_schema()?;
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only, as `query` does. It may be read while the
+    /// collector writes it.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when no file exists at `path`, [`StoreError::Open`] when it
+    /// cannot be opened, [`StoreError::NotAStore`] or [`StoreError::UnsupportedVersion`] when
+    /// it is not a local store this build can read.
+    pub fn open_read_only(path: &Path) -> Result<LocalStore, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        // When existence cannot be told (a permission problem), SQLite's error says why.
+        if !path.try_exists().unwrap_or(true) {
+            return Err(StoreError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        if check_schema(&conn, path)? {
+            return Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(LocalStore {
+            conn,
+            path: path.to_path_buf(),
+            cache: SeriesCache::default(),
+        })
+    }
+
+    /// The file this store was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn create_schema(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have created it since we looked.
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes every field value of `readings`, in one transaction: all of them or none.
+    /// A point that already exists (same measurement, tags, field and timestamp) is
+    /// overwritten, so writing a batch again is harmless. Readings without fields add
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the write fails (see [`StoreError::is_retryable`]);
+    /// nothing of the batch is then stored.
+    pub fn insert(&mut self, readings: &[Reading]) -> Result<(), StoreError> {
+        if self.cache.series > CACHE_MAX_SERIES {
+            self.cache.clear();
+        }
+        let result = insert_all(&mut self.conn, &mut self.cache, readings);
+        if result.is_err() {
+            // Series created by the rolled-back transaction do not exist: forget their ids.
+            self.cache.clear();
+        }
+        result
+    }
+
+    /// The points that match `q`, ordered by measurement, tags, field and time; at most
+    /// `q.limit` of them.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails, [`StoreError::Corrupt`] for a row this
+    /// build cannot decode.
+    pub fn query(&self, q: &Query) -> Result<Vec<Point>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut out = Vec::new();
+        let Some((lo, hi)) = ts_bounds(q) else {
+            return Ok(out);
+        };
+        let mut stmt = tx.prepare_cached(SELECT_POINTS)?;
+        for s in matching_series(&tx, q)? {
+            let remaining = match q.limit {
+                Some(limit) if out.len() >= limit => break,
+                Some(limit) => i64::try_from(limit - out.len()).unwrap_or(i64::MAX),
+                None => -1,
+            };
+            let mut rows = stmt.query(params![s.id, lo, hi, remaining])?;
+            while let Some(row) = rows.next()? {
+                out.push(Point {
+                    measurement: s.measurement.clone(),
+                    tags: s.tags.clone(),
+                    field: s.field.clone(),
+                    timestamp: row.get(0)?,
+                    value: decode_value(row.get(1)?, row.get_ref(2)?)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest point of each series that matches `q` (within `q`'s time range), ordered by
+    /// measurement, tags and field; at most `q.limit` of them. "The latest temperature of
+    /// every device" is a query for that measurement and field.
+    ///
+    /// # Errors
+    /// As [`LocalStore::query`].
+    pub fn latest(&self, q: &Query) -> Result<Vec<Point>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut out = Vec::new();
+        let Some((lo, hi)) = ts_bounds(q) else {
+            return Ok(out);
+        };
+        let mut stmt = tx.prepare_cached(SELECT_LATEST)?;
+        for s in matching_series(&tx, q)? {
+            if q.limit.is_some_and(|limit| out.len() >= limit) {
+                break;
+            }
+            let row = stmt
+                .query_row(params![s.id, lo, hi], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, rusqlite::types::Value>(2)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((timestamp, kind, value)) = row {
+                out.push(Point {
+                    measurement: s.measurement,
+                    tags: s.tags,
+                    field: s.field,
+                    timestamp,
+                    value: decode_value(kind, ValueRef::from(&value))?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per device: how many series and points the store holds, and their time span; ordered
+    /// by device, series without a device tag first. It reads every point (a full scan).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails.
+    pub fn summary(&self) -> Result<Vec<DeviceSummary>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.device, COUNT(DISTINCT s.id), COUNT(*), MIN(p.ts), MAX(p.ts)
+             FROM series s JOIN points p ON p.series_id = s.id
+             GROUP BY s.device ORDER BY s.device",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(DeviceSummary {
+                device: row.get(0)?,
+                series: row.get(1)?,
+                points: row.get(2)?,
+                first_ns: row.get(3)?,
+                last_ns: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Deletes every point older than `ts_ns` (nanoseconds since the Unix epoch), then the
+    /// series left without points; returns how many points were deleted. It works in
+    /// transactions of at most a few thousand points, so readers and the WAL checkpoint get
+    /// their turn in between; a failure leaves the chunks already committed deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when a statement fails.
+    pub fn delete_older_than(&mut self, ts_ns: i64) -> Result<u64, StoreError> {
+        let result = delete_older_than(&mut self.conn, ts_ns);
+        // Deleted series ids may be reused by SQLite: forget them all.
+        self.cache.clear();
+        result
+    }
+}
+
+/// Reads the schema version of an open file. Returns whether the file is empty (no schema
+/// yet), or an error when it is not a local store this build can use.
+fn check_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+    let not_a_store = || StoreError::NotAStore {
+        path: path.to_path_buf(),
+    };
+    let read = |pragma: &str| -> Result<i64, StoreError> {
+        conn.pragma_query_value(None, pragma, |row| row.get(0))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::NotADatabase) => not_a_store(),
+                _ => StoreError::Open {
+                    path: path.to_path_buf(),
+                    source: e,
+                },
+            })
+    };
+    let application_id = read("application_id")?;
+    let version = read("user_version")?;
+    if application_id == 0 && version == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        return if tables == 0 {
+            Ok(true)
+        } else {
+            Err(not_a_store())
+        };
+    }
+    if application_id != APPLICATION_ID {
+        return Err(not_a_store());
+    }
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(false)
+}
+
+fn insert_all(
+    conn: &mut Connection,
+    cache: &mut SeriesCache,
+    readings: &[Reading],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut new_series = 0;
+    {
+        let mut upsert = tx.prepare_cached(UPSERT_POINT)?;
+        for r in readings {
+            if r.fields.is_empty() {
+                continue;
+            }
+            let group = cache.group(r)?;
+            for (name, value) in &r.fields {
+                let id = match group.fields.get(name.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        let id = series_id(&tx, group, name)?;
+                        group.fields.insert(name.clone(), id);
+                        new_series += 1;
+                        id
+                    }
+                };
+                upsert.execute(params![
+                    id,
+                    r.timestamp,
+                    value.kind() as u8,
+                    bind_value(value)
+                ])?;
+            }
+        }
+    }
+    cache.series += new_series;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The id of series (group, field), created when it does not exist.
+fn series_id(conn: &Connection, group: &CachedGroup, field: &str) -> Result<i64, StoreError> {
+    let mut select = conn.prepare_cached(SELECT_SERIES_ID)?;
+    let found = select
+        .query_row(params![group.measurement, group.tags_json, field], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    let mut insert = conn.prepare_cached(INSERT_SERIES)?;
+    insert.execute(params![
+        group.measurement,
+        group.tags_json,
+        field,
+        group.device
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn delete_older_than(conn: &mut Connection, ts_ns: i64) -> Result<u64, StoreError> {
+    let ids: Vec<i64> = {
+        let mut stmt = conn.prepare_cached("SELECT id FROM series ORDER BY id")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut deleted = 0u64;
+    let mut in_tx = 0usize;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for id in ids {
+        loop {
+            // The timestamp of the first old point past this transaction's budget, if any:
+            // deleting below it deletes exactly the budget (timestamps are unique per series).
+            let boundary: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT ts FROM points WHERE series_id = ?1 AND ts < ?2
+                     ORDER BY ts LIMIT 1 OFFSET ?3",
+                )?
+                .query_row(params![id, ts_ns, DELETE_CHUNK - in_tx], |row| row.get(0))
+                .optional()?;
+            let n = tx
+                .prepare_cached("DELETE FROM points WHERE series_id = ?1 AND ts < ?2")?
+                .execute(params![id, boundary.unwrap_or(ts_ns)])?;
+            deleted += n as u64;
+            in_tx += n;
+            if in_tx >= DELETE_CHUNK {
+                tx.commit()?;
+                tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                in_tx = 0;
+            }
+            if boundary.is_none() {
+                break;
+            }
+        }
+    }
+    tx.execute(
+        "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM points WHERE series_id = series.id)",
+        [],
+    )?;
+    tx.commit()?;
+    Ok(deleted)
+}
+
+/// A series as `query` and `latest` need it.
+struct SeriesRow {
+    id: i64,
+    measurement: String,
+    tags: Vec<(String, String)>,
+    field: String,
+}
+
+/// The series matching `q`'s measurement, tags, field and device, ordered by measurement,
+/// tags (as a list of pairs) and field.
+fn matching_series(conn: &Connection, q: &Query) -> Result<Vec<SeriesRow>, StoreError> {
+    let mut sql = String::from("SELECT id, measurement, tags, field FROM series WHERE 1");
+    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+    for (column, value) in [
+        ("measurement", &q.measurement),
+        ("field", &q.field),
+        ("device", &q.device),
+    ] {
+        if let Some(value) = value {
+            args.push(value);
+            sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+    }
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(args.as_slice())?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let tags_json: String = row.get(2)?;
+        let tags = parse_tags(&tags_json)?;
+        let matches = q
+            .tags
+            .iter()
+            .all(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && tv == v));
+        if matches {
+            out.push(SeriesRow {
+                id: row.get(0)?,
+                measurement: row.get(1)?,
+                tags,
+                field: row.get(3)?,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.measurement, &a.tags, &a.field).cmp(&(&b.measurement, &b.tags, &b.field))
+    });
+    Ok(out)
+}
+
+/// `q`'s half-open time range as the closed range the statements use; `None` when empty.
+fn ts_bounds(q: &Query) -> Option<(i64, i64)> {
+    let lo = q.from_ns.unwrap_or(i64::MIN);
+    let hi = match q.to_ns {
+        Some(to) => to.checked_sub(1)?,
+        None => i64::MAX,
+    };
+    (lo <= hi).then_some((lo, hi))
+}
+
+fn bind_value(value: &FieldValue) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match value {
+        // SQLite stores NaN as NULL; decode_value reads it back as NaN.
+        FieldValue::Float(v) => ValueRef::Real(*v),
+        FieldValue::Integer(v) => ValueRef::Integer(*v),
+        FieldValue::Unsigned(v) => ValueRef::Integer(v.cast_signed()),
+        FieldValue::Boolean(v) => ValueRef::Integer(i64::from(*v)),
+        FieldValue::String(v) => ValueRef::Text(v.as_bytes()),
+    })
+}
+
+fn decode_value(kind: i64, value: ValueRef<'_>) -> Result<FieldValue, StoreError> {
+    let kind = u8::try_from(kind)
+        .ok()
+        .and_then(FieldKind::from_u8)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown value kind {kind}")))?;
+    Ok(match (kind, value) {
+        (FieldKind::Float, ValueRef::Real(v)) => FieldValue::Float(v),
+        (FieldKind::Float, ValueRef::Null) => FieldValue::Float(f64::NAN),
+        (FieldKind::Integer, ValueRef::Integer(v)) => FieldValue::Integer(v),
+        (FieldKind::Unsigned, ValueRef::Integer(v)) => FieldValue::Unsigned(v.cast_unsigned()),
+        (FieldKind::Boolean, ValueRef::Integer(v)) => FieldValue::Boolean(v != 0),
+        (FieldKind::String, ValueRef::Text(v)) => FieldValue::String(
+            std::str::from_utf8(v)
+                .map_err(|_| StoreError::Corrupt("string value is not UTF-8".into()))?
+                .to_owned(),
+        ),
+        (kind, value) => {
+            return Err(StoreError::Corrupt(format!(
+                "{} value stored as {}",
+                kind.name(),
+                value.data_type()
+            )))
+        }
+    })
+}
+
+/// The canonical form of a tag set (a JSON object, keys sorted, the last value of a repeated
+/// key) and its device tag.
+fn canonical_tags(tags: &[(String, String)]) -> Result<(String, Option<String>), StoreError> {
+    let map: BTreeMap<&str, &str> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let json = serde_json::to_string(&map).map_err(StoreError::EncodeTags)?;
+    Ok((json, map.get(DEVICE_TAG).map(|d| (*d).to_owned())))
+}
+
+fn parse_tags(json: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let map: BTreeMap<String, String> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("tags {json:?}: {e}")))?;
+    Ok(map.into_iter().collect())
+}
+
+/// Series ids by (measurement, tags) and field, so that inserting a known series neither
+/// allocates nor asks SQLite.
+#[derive(Debug, Default)]
+struct SeriesCache {
+    hasher: RandomState,
+    /// Groups by the hash of (measurement, tags); a collision shares the bucket.
+    groups: HashMap<u64, Vec<CachedGroup>>,
+    /// How many series ids are cached.
+    series: usize,
+}
+
+#[derive(Debug)]
+struct CachedGroup {
+    measurement: String,
+    tags: Vec<(String, String)>,
+    tags_json: String,
+    device: Option<String>,
+    fields: HashMap<String, i64>,
+}
+
+impl SeriesCache {
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.series = 0;
+    }
+
+    /// The cache entry of `r`'s measurement and tags, created empty when missing.
+    fn group(&mut self, r: &Reading) -> Result<&mut CachedGroup, StoreError> {
+        let hash = self
+            .hasher
+            .hash_one((r.measurement.as_str(), r.tags.as_slice()));
+        let bucket = self.groups.entry(hash).or_default();
+        let i = match bucket
+            .iter()
+            .position(|g| g.measurement == r.measurement && g.tags == r.tags)
+        {
+            Some(i) => i,
+            None => {
+                let (tags_json, device) = canonical_tags(&r.tags)?;
+                bucket.push(CachedGroup {
+                    measurement: r.measurement.clone(),
+                    tags: r.tags.clone(),
+                    tags_json,
+                    device,
+                    fields: HashMap::new(),
+                });
+                bucket.len() - 1
+            }
+        };
+        Ok(&mut bucket[i])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use tempfile::TempDir;
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+    const SEC: i64 = 1_000_000_000;
+
+    fn temp_store() -> (TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("store.db")).unwrap();
+        (dir, store)
+    }
+
+    fn reading(measurement: &str, device: &str, ts: i64, fields: &[(&str, FieldValue)]) -> Reading {
+        let mut r = Reading::new(measurement, ts);
+        r.set_tag(DEVICE_TAG, device);
+        r.fields = fields
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .collect();
+        r
+    }
+
+    fn point(r: &Reading, field: &str) -> Point {
+        Point {
+            measurement: r.measurement.clone(),
+            tags: r.tags.clone(),
+            field: field.to_owned(),
+            timestamp: r.timestamp,
+            value: r.field(field).unwrap().clone(),
+        }
+    }
+
+    fn all(store: &LocalStore) -> Vec<Point> {
+        store.query(&Query::default()).unwrap()
+    }
+
+    /// Equality that tells -0.0 from 0.0 and NaN from NaN.
+    fn same_value(a: &FieldValue, b: &FieldValue) -> bool {
+        match (a, b) {
+            (FieldValue::Float(a), FieldValue::Float(b)) => {
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+            }
+            _ => a == b,
+        }
+    }
+
+    fn assert_same_points(got: &[Point], want: &[Point]) {
+        assert_eq!(got.len(), want.len(), "got {got:#?}\nwant {want:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                g.measurement == w.measurement
+                    && g.tags == w.tags
+                    && g.field == w.field
+                    && g.timestamp == w.timestamp
+                    && same_value(&g.value, &w.value),
+                "got {g:?}\nwant {w:?}"
+            );
+        }
+    }
+
+    fn count(store: &LocalStore) -> usize {
+        all(store).len()
+    }
+
+    #[test]
+    fn every_type_reads_back_exactly() {
+        let (_dir, mut store) = temp_store();
+        let values = [
+            FieldValue::Float(21.5),
+            FieldValue::Float(-0.0),
+            FieldValue::Float(f64::MIN_POSITIVE),
+            FieldValue::Float(f64::MAX),
+            FieldValue::Float(f64::INFINITY),
+            FieldValue::Float(f64::NEG_INFINITY),
+            FieldValue::Float(f64::NAN),
+            FieldValue::Integer(i64::MIN),
+            FieldValue::Integer(i64::MAX),
+            FieldValue::Integer(0),
+            FieldValue::Unsigned(u64::MAX),
+            FieldValue::Unsigned(1 << 63),
+            FieldValue::Unsigned(0),
+            FieldValue::Boolean(true),
+            FieldValue::Boolean(false),
+            FieldValue::String(
+                "say \"hi\", then\nbye\r\n\t\u{1b}[0m ✓ '; DROP TABLE points; --".into(),
+            ),
+            FieldValue::String(String::new()),
+            FieldValue::String("123".into()),
+        ];
+        let fields: Vec<(String, FieldValue)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("f{i:02}"), v.clone()))
+            .collect();
+        let mut r = Reading::new("all \"types\", m=1", i64::MIN);
+        r.set_tag(DEVICE_TAG, "dev,1=\"x\"\n");
+        r.set_tag("a.b", "ü \\ '");
+        r.set_tag("\"quoted\" key", "");
+        r.fields = fields;
+        let mut late = r.clone();
+        late.timestamp = i64::MAX;
+        store.insert(&[r.clone(), late.clone()]).unwrap();
+
+        let mut want = Vec::new();
+        for (name, _) in &r.fields {
+            want.push(point(&r, name));
+            want.push(point(&late, name));
+        }
+        assert_same_points(&all(&store), &want);
+
+        // And through a fresh read-only connection, from the file.
+        let path = store.path().to_path_buf();
+        drop(store);
+        let reader = LocalStore::open_read_only(&path).unwrap();
+        assert_same_points(&all(&reader), &want);
+        let nan = reader
+            .query(&Query {
+                field: Some("f06".into()),
+                ..Query::default()
+            })
+            .unwrap();
+        assert!(matches!(nan[0].value, FieldValue::Float(v) if v.is_nan()));
+    }
+
+    #[test]
+    fn writing_the_same_points_again_overwrites_them() {
+        let (_dir, mut store) = temp_store();
+        let batch: Vec<Reading> = (0..100)
+            .map(|i| {
+                reading(
+                    "env",
+                    &format!("dev-{}", i % 3),
+                    T0 + i * SEC,
+                    &[
+                        ("t", FieldValue::Float(i as f64)),
+                        ("n", FieldValue::Integer(i)),
+                    ],
+                )
+            })
+            .collect();
+        store.insert(&batch).unwrap();
+        let first = all(&store);
+        let summary = store.summary().unwrap();
+        assert_eq!(first.len(), 200);
+        store.insert(&batch).unwrap();
+        store.insert(&batch[10..20]).unwrap();
+        assert_eq!(all(&store), first);
+        assert_eq!(store.summary().unwrap(), summary);
+
+        // Through a new connection (cold cache) too.
+        let path = store.path().to_path_buf();
+        drop(store);
+        let mut store = LocalStore::open(&path).unwrap();
+        store.insert(&batch).unwrap();
+        assert_eq!(all(&store), first);
+
+        // A new value for an existing point replaces the old one.
+        let changed = reading("env", "dev-0", T0, &[("t", FieldValue::Float(-1.0))]);
+        store.insert(&[changed]).unwrap();
+        let q = Query {
+            field: Some("t".into()),
+            device: Some("dev-0".into()),
+            to_ns: Some(T0 + 1),
+            ..Query::default()
+        };
+        let got = store.query(&q).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].value, FieldValue::Float(-1.0));
+        assert_eq!(count(&store), 200);
+    }
+
+    #[test]
+    fn a_field_that_changes_type_stays_one_series_and_each_point_keeps_its_type() {
+        let (_dir, mut store) = temp_store();
+        let r1 = reading("env", "d", T0, &[("t", FieldValue::Integer(21))]);
+        let r2 = reading("env", "d", T0 + SEC, &[("t", FieldValue::Float(21.5))]);
+        store.insert(&[r1.clone(), r2.clone()]).unwrap();
+        assert_eq!(all(&store), vec![point(&r1, "t"), point(&r2, "t")]);
+        // Redelivering the first point with another type overwrites it: same identity.
+        let r1b = reading("env", "d", T0, &[("t", FieldValue::String("n/a".into()))]);
+        store.insert(std::slice::from_ref(&r1b)).unwrap();
+        assert_eq!(all(&store), vec![point(&r1b, "t"), point(&r2, "t")]);
+        let summary = store.summary().unwrap();
+        assert_eq!(summary.len(), 1);
+        assert_eq!((summary[0].series, summary[0].points), (1, 2));
+        assert_eq!(
+            store.latest(&Query::default()).unwrap(),
+            vec![point(&r2, "t")]
+        );
+    }
+
+    /// Two measurements, three devices on two sites, points at T0 + 0..4 s.
+    fn dataset() -> Vec<Reading> {
+        let mut out = Vec::new();
+        for s in 0..4 {
+            for (device, site) in [("dev-1", "a"), ("dev-2", "a"), ("dev-3", "b")] {
+                let mut r = reading(
+                    "env",
+                    device,
+                    T0 + s * SEC,
+                    &[
+                        ("temperature", FieldValue::Float(20.0 + s as f64)),
+                        ("humidity", FieldValue::Integer(40 + s)),
+                    ],
+                );
+                r.set_tag("site", site);
+                out.push(r);
+                let mut p = reading(
+                    "power",
+                    device,
+                    T0 + s * SEC,
+                    &[("watts", FieldValue::Unsigned(100 + s as u64))],
+                );
+                p.set_tag("site", site);
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// What `q` must return: the dataset's points matching `keep`, in query order.
+    fn expected(data: &[Reading], keep: impl Fn(&Point) -> bool) -> Vec<Point> {
+        let mut out: Vec<Point> = data
+            .iter()
+            .flat_map(|r| r.fields.iter().map(|(f, _)| point(r, f)))
+            .filter(|p| keep(p))
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.measurement, &a.tags, &a.field, a.timestamp).cmp(&(
+                &b.measurement,
+                &b.tags,
+                &b.field,
+                b.timestamp,
+            ))
+        });
+        out
+    }
+
+    fn has_tag(p: &Point, k: &str, v: &str) -> bool {
+        p.tags.iter().any(|(tk, tv)| tk == k && tv == v)
+    }
+
+    #[test]
+    fn queries_filter_and_order() {
+        let (_dir, mut store) = temp_store();
+        let mut data = dataset();
+        // Insert in a scrambled order: the result order must not depend on it.
+        data.reverse();
+        data.swap(0, 7);
+        store.insert(&data).unwrap();
+        let data = data;
+
+        assert_eq!(all(&store), expected(&data, |_| true));
+        assert_eq!(all(&store).len(), 36);
+
+        type Case = (Query, Box<dyn Fn(&Point) -> bool>);
+        let cases: Vec<Case> = vec![
+            (
+                Query {
+                    measurement: Some("power".into()),
+                    ..Query::default()
+                },
+                Box::new(|p| p.measurement == "power"),
+            ),
+            (
+                Query {
+                    field: Some("humidity".into()),
+                    ..Query::default()
+                },
+                Box::new(|p| p.field == "humidity"),
+            ),
+            (
+                Query {
+                    device: Some("dev-2".into()),
+                    ..Query::default()
+                },
+                Box::new(|p| has_tag(p, DEVICE_TAG, "dev-2")),
+            ),
+            (
+                Query {
+                    tags: vec![("site".into(), "a".into())],
+                    ..Query::default()
+                },
+                Box::new(|p| has_tag(p, "site", "a")),
+            ),
+            (
+                Query {
+                    tags: vec![
+                        ("site".into(), "a".into()),
+                        (DEVICE_TAG.into(), "dev-1".into()),
+                    ],
+                    ..Query::default()
+                },
+                Box::new(|p| has_tag(p, "site", "a") && has_tag(p, DEVICE_TAG, "dev-1")),
+            ),
+            (
+                Query {
+                    tags: vec![
+                        ("site".into(), "a".into()),
+                        (DEVICE_TAG.into(), "dev-3".into()),
+                    ],
+                    ..Query::default()
+                },
+                Box::new(|_| false),
+            ),
+            (
+                Query {
+                    tags: vec![("nosuch".into(), "a".into())],
+                    ..Query::default()
+                },
+                Box::new(|_| false),
+            ),
+            (
+                Query {
+                    measurement: Some("nosuch".into()),
+                    ..Query::default()
+                },
+                Box::new(|_| false),
+            ),
+            (
+                // Half-open: from is included, to is not.
+                Query {
+                    from_ns: Some(T0 + SEC),
+                    to_ns: Some(T0 + 3 * SEC),
+                    ..Query::default()
+                },
+                Box::new(|p| p.timestamp == T0 + SEC || p.timestamp == T0 + 2 * SEC),
+            ),
+            (
+                Query {
+                    from_ns: Some(T0 + 3 * SEC),
+                    ..Query::default()
+                },
+                Box::new(|p| p.timestamp == T0 + 3 * SEC),
+            ),
+            (
+                Query {
+                    to_ns: Some(T0 + 1),
+                    ..Query::default()
+                },
+                Box::new(|p| p.timestamp == T0),
+            ),
+            (
+                Query {
+                    from_ns: Some(T0 + SEC),
+                    to_ns: Some(T0 + SEC),
+                    ..Query::default()
+                },
+                Box::new(|_| false),
+            ),
+            (
+                Query {
+                    to_ns: Some(i64::MIN),
+                    ..Query::default()
+                },
+                Box::new(|_| false),
+            ),
+            (
+                Query {
+                    measurement: Some("env".into()),
+                    field: Some("temperature".into()),
+                    device: Some("dev-3".into()),
+                    tags: vec![("site".into(), "b".into())],
+                    from_ns: Some(T0 + 2 * SEC),
+                    to_ns: None,
+                    limit: None,
+                },
+                Box::new(|p| {
+                    p.measurement == "env"
+                        && p.field == "temperature"
+                        && has_tag(p, DEVICE_TAG, "dev-3")
+                        && p.timestamp >= T0 + 2 * SEC
+                }),
+            ),
+        ];
+        for (q, keep) in &cases {
+            assert_eq!(store.query(q).unwrap(), expected(&data, keep), "{q:?}");
+        }
+
+        // Limit: the first N in query order, across series.
+        let everything = expected(&data, |_| true);
+        for limit in [0, 1, 3, 4, 5, 36, 100] {
+            let q = Query {
+                limit: Some(limit),
+                ..Query::default()
+            };
+            let want: Vec<Point> = everything.iter().take(limit).cloned().collect();
+            assert_eq!(store.query(&q).unwrap(), want, "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn latest_is_the_last_point_of_each_matching_series() {
+        let (_dir, mut store) = temp_store();
+        let data = dataset();
+        store.insert(&data).unwrap();
+        let last_of_each = |keep: &dyn Fn(&Point) -> bool, before: i64| -> Vec<Point> {
+            let mut out: Vec<Point> = Vec::new();
+            for p in expected(&data, |p| keep(p) && p.timestamp < before) {
+                match out.last_mut() {
+                    Some(l)
+                        if (&l.measurement, &l.tags, &l.field)
+                            == (&p.measurement, &p.tags, &p.field) =>
+                    {
+                        *l = p
+                    }
+                    _ => out.push(p),
+                }
+            }
+            out
+        };
+        let q = Query {
+            measurement: Some("env".into()),
+            field: Some("temperature".into()),
+            ..Query::default()
+        };
+        let got = store.latest(&q).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got
+            .iter()
+            .all(|p| p.timestamp == T0 + 3 * SEC && p.value == FieldValue::Float(23.0)));
+        assert_eq!(
+            got,
+            last_of_each(
+                &|p| p.measurement == "env" && p.field == "temperature",
+                i64::MAX
+            )
+        );
+
+        assert_eq!(
+            store.latest(&Query::default()).unwrap(),
+            last_of_each(&|_| true, i64::MAX)
+        );
+        let before = Query {
+            to_ns: Some(T0 + 2 * SEC),
+            ..Query::default()
+        };
+        assert_eq!(
+            store.latest(&before).unwrap(),
+            last_of_each(&|_| true, T0 + 2 * SEC)
+        );
+        let limited = Query {
+            limit: Some(2),
+            ..Query::default()
+        };
+        assert_eq!(
+            store.latest(&limited).unwrap(),
+            last_of_each(&|_| true, i64::MAX)[..2].to_vec()
+        );
+        let none = Query {
+            to_ns: Some(T0),
+            ..Query::default()
+        };
+        assert_eq!(store.latest(&none).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn summary_counts_per_device() {
+        let (_dir, mut store) = temp_store();
+        assert_eq!(store.summary().unwrap(), vec![]);
+        store.insert(&dataset()).unwrap();
+        let mut anonymous = Reading::new("env", 5);
+        anonymous.fields = vec![("x".into(), FieldValue::Boolean(true))];
+        store.insert(&[anonymous]).unwrap();
+        let device = |d: &str| DeviceSummary {
+            device: Some(d.into()),
+            series: 3,
+            points: 12,
+            first_ns: T0,
+            last_ns: T0 + 3 * SEC,
+        };
+        assert_eq!(
+            store.summary().unwrap(),
+            vec![
+                DeviceSummary {
+                    device: None,
+                    series: 1,
+                    points: 1,
+                    first_ns: 5,
+                    last_ns: 5
+                },
+                device("dev-1"),
+                device("dev-2"),
+                device("dev-3"),
+            ]
+        );
+    }
+
+    #[test]
+    fn retention_deletes_exactly_the_points_older_than_the_cutoff() {
+        let (_dir, mut store) = temp_store();
+        // Enough points in one series to take several chunks, and series that are wholly old,
+        // wholly new, or empty after deletion.
+        let n = 2 * DELETE_CHUNK as i64 + 345;
+        let mut batch: Vec<Reading> = (0..n)
+            .map(|i| reading("m", "busy", i, &[("v", FieldValue::Integer(i))]))
+            .collect();
+        for i in 0..10 {
+            batch.push(reading("m", "old", i, &[("v", FieldValue::Integer(i))]));
+            batch.push(reading("m", "new", n + i, &[("v", FieldValue::Integer(i))]));
+        }
+        store.insert(&batch).unwrap();
+        let cutoff = DELETE_CHUNK as i64 + 17;
+        let before = all(&store);
+        assert_eq!(
+            store.delete_older_than(cutoff).unwrap(),
+            (cutoff + 10) as u64
+        );
+        let want: Vec<Point> = before
+            .into_iter()
+            .filter(|p| p.timestamp >= cutoff)
+            .collect();
+        assert_eq!(all(&store), want);
+        let devices: Vec<_> = store
+            .summary()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.device)
+            .collect();
+        assert_eq!(
+            devices,
+            vec![Some("busy".to_owned()), Some("new".to_owned())]
+        );
+        assert_eq!(store.delete_older_than(cutoff).unwrap(), 0);
+
+        // The deleted series comes back when written again (its cached id is gone).
+        let again = reading("m", "old", n, &[("v", FieldValue::Integer(7))]);
+        store.insert(std::slice::from_ref(&again)).unwrap();
+        let q = Query {
+            device: Some("old".into()),
+            ..Query::default()
+        };
+        assert_eq!(store.query(&q).unwrap(), vec![point(&again, "v")]);
+    }
+
+    #[test]
+    fn a_failed_insert_stores_nothing_and_later_inserts_work() {
+        let (_dir, mut store) = temp_store();
+        let other = Connection::open(store.path()).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON points WHEN NEW.ts = 666
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let good = reading("m", "d", 1, &[("v", FieldValue::Integer(1))]);
+        let bad = reading("m", "d", 666, &[("v", FieldValue::Integer(2))]);
+        let err = store.insert(&[good.clone(), bad]).unwrap_err();
+        assert!(!err.is_retryable(), "{err:?}");
+        assert_eq!(all(&store), vec![]);
+        assert_eq!(store.summary().unwrap(), vec![]);
+        // The series created by the rolled-back transaction must not linger in the cache.
+        store.insert(std::slice::from_ref(&good)).unwrap();
+        assert_eq!(all(&store), vec![point(&good, "v")]);
+    }
+
+    #[test]
+    fn open_creates_directories_and_data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/store.db");
+        let r = reading("m", "d", 1, &[("v", FieldValue::Unsigned(u64::MAX))]);
+        LocalStore::open(&path)
+            .unwrap()
+            .insert(std::slice::from_ref(&r))
+            .unwrap();
+        let store = LocalStore::open(&path).unwrap();
+        assert_eq!(all(&store), vec![point(&r, "v")]);
+        let mode: String = store
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_reader_sees_what_the_writer_committed_while_it_is_open() {
+        let (_dir, mut writer) = temp_store();
+        let reader = LocalStore::open_read_only(writer.path()).unwrap();
+        assert_eq!(all(&reader), vec![]);
+        let r = reading("m", "d", 1, &[("v", FieldValue::Boolean(false))]);
+        writer.insert(std::slice::from_ref(&r)).unwrap();
+        assert_eq!(all(&reader), vec![point(&r, "v")]);
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.db");
+        let err = LocalStore::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("local store {} does not exist", path.display())
+        );
+        assert!(!path.exists(), "a read-only open must not create the file");
+    }
+
+    #[test]
+    fn a_read_only_store_refuses_writes() {
+        let (_dir, writer) = temp_store();
+        let mut reader = LocalStore::open_read_only(writer.path()).unwrap();
+        let r = reading("m", "d", 1, &[("v", FieldValue::Integer(1))]);
+        assert!(reader.insert(&[r]).is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_stores_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "this is not a database, not even close; ".repeat(50)).unwrap();
+        for result in [LocalStore::open(&text), LocalStore::open_read_only(&text)] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+        }
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        for result in [LocalStore::open(&other), LocalStore::open_read_only(&other)] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+        }
+
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, "").unwrap();
+        let err = LocalStore::open_read_only(&empty).unwrap_err();
+        assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+        // A writer may use an empty file: it becomes a store.
+        LocalStore::open(&empty).unwrap();
+        LocalStore::open_read_only(&empty).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_a_clear_error() {
+        let (_dir, store) = temp_store();
+        let path = store.path().to_path_buf();
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 2)
+            .unwrap();
+        for result in [LocalStore::open(&path), LocalStore::open_read_only(&path)] {
+            let err = result.unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "local store {} has schema version 2, this build knows version 1",
+                    path.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let sqlite = |code| {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(sqlite(rusqlite::ffi::SQLITE_BUSY).is_retryable());
+        assert!(sqlite(rusqlite::ffi::SQLITE_LOCKED).is_retryable());
+        assert!(sqlite(rusqlite::ffi::SQLITE_IOERR).is_retryable());
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_retryable());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_TOOBIG).is_retryable());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CONSTRAINT).is_retryable());
+    }
+
+    /// Not a test of speed (nothing is asserted): a measurement, run with
+    /// `cargo test --release -p telemetry-collector insert_rate -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn insert_rate() {
+        let (_dir, mut store) = temp_store();
+        let env = |k: &str, d: i64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let devices = env("DEV", 100);
+        let per_batch = env("PER", 1000);
+        let batches = 200_000 / per_batch;
+        if let Ok(c) = std::env::var("CACHE") {
+            store
+                .conn
+                .pragma_update(None, "cache_size", c.parse::<i64>().unwrap())
+                .unwrap();
+        }
+        if let Ok(c) = std::env::var("SYNC") {
+            store.conn.pragma_update(None, "synchronous", c).unwrap();
+        }
+        let mut total = 0u64;
+        let mut elapsed = Duration::ZERO;
+        for b in 0..batches {
+            let batch: Vec<Reading> = (0..per_batch)
+                .map(|i| {
+                    let n = b * per_batch + i;
+                    let mut r = reading(
+                        "env",
+                        &format!("dev-{:04}", n % devices),
+                        T0 + n * 1_000_000,
+                        &[
+                            (
+                                "temperature",
+                                FieldValue::Float(20.0 + (n % 100) as f64 / 10.0),
+                            ),
+                            ("humidity", FieldValue::Float(40.0 + (n % 37) as f64)),
+                            ("pressure", FieldValue::Integer(101_300 + n % 50)),
+                            ("ok", FieldValue::Boolean(n % 7 != 0)),
+                        ],
+                    );
+                    r.set_tag("site", "site-01");
+                    r
+                })
+                .collect();
+            total += batch.iter().map(|r| r.fields.len() as u64).sum::<u64>();
+            let started = std::time::Instant::now();
+            store.insert(&batch).unwrap();
+            elapsed += started.elapsed();
+        }
+        let size = std::fs::metadata(store.path()).unwrap().len()
+            + std::fs::metadata(store.path().with_extension("db-wal")).map_or(0, |m| m.len());
+        println!(
+            "inserted {total} field values in {elapsed:?}: {:.0} field values/s, {:.1} bytes each on disk",
+            total as f64 / elapsed.as_secs_f64(),
+            size as f64 / total as f64,
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! The MQTT source: one task per broker connection (rumqttc).
+//!
+//! The event loop is polled continuously in the source's task; PUBACKs are sent from a second
+//! task, fed by the journal once a message's readings are durable (acking from the polling
+//! task can deadlock on rumqttc's bounded request channel). The connection reconnects with
+//! capped, jittered backoff (rumqttc has none of its own), and subscribes again on every
+//! ConnAck (a session that was not kept has lost its subscriptions).
+
+mod tls;
+mod topic;
+
+pub use topic::{TopicMatch, TopicTemplate};
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{Ack, Envelope};
+use crate::backoff::Backoff;
+use crate::config::{MqttSettings, TimestampConfig};
+use crate::metrics::{Counter, Gauge, Metrics};
+use crate::payload::{self, Context, Reject, TimestampBounds};
+use crate::reading::Reading;
+
+/// Room for every packet id that can be unacknowledged at once: sending an ack never waits.
+const ACK_CHANNEL_CAPACITY: usize = 65_535;
+
+/// How long a stopping source keeps its connection up to send the acks of messages that are
+/// still on their way into the journal.
+const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One broker connection and its subscriptions.
+#[derive(Debug)]
+pub struct MqttSource {
+    settings: MqttSettings,
+    options: MqttOptions,
+    timestamps: TimestampConfig,
+    metrics: Metrics,
+}
+
+/// Per-source counters, looked up once.
+struct SourceMetrics {
+    messages: Counter,
+    readings: Counter,
+    reconnects: Counter,
+    connected: Gauge,
+    subscribed: Gauge,
+    ack_failed: Counter,
+    metrics: Metrics,
+    name: String,
+}
+
+impl SourceMetrics {
+    fn rejected(&self, reason: &str) -> Counter {
+        self.metrics.counter(
+            "readings_rejected_total",
+            &[("source", &self.name), ("reason", reason)],
+        )
+    }
+}
+
+impl MqttSource {
+    /// A source for one configured connection.
+    ///
+    /// # Errors
+    /// TLS files that cannot be read or hold no usable certificate or key.
+    pub fn new(
+        settings: MqttSettings,
+        timestamps: TimestampConfig,
+        metrics: Metrics,
+    ) -> anyhow::Result<MqttSource> {
+        let s = &settings;
+        let mut options = MqttOptions::new(&s.client_id, &s.host, s.port);
+        options
+            .set_keep_alive(s.keep_alive)
+            .set_clean_session(s.clean_session)
+            .set_manual_acks(true)
+            // A publish packet is the payload plus at most a 64 KiB topic and a few header
+            // bytes: anything larger cannot be a payload we would accept.
+            .set_max_packet_size(s.max_payload_size.saturating_add(70 * 1024), 64 * 1024);
+        if let (Some(user), password) = (&s.username, &s.password) {
+            options.set_credentials(user, password.as_ref().map(|p| p.expose()).unwrap_or(""));
+        }
+        if let Some(tls) = &s.tls {
+            let transport =
+                tls::transport(tls).with_context(|| format!("source {}: TLS", s.name))?;
+            options.set_transport(transport);
+        }
+        Ok(MqttSource {
+            settings,
+            options,
+            timestamps,
+            metrics,
+        })
+    }
+
+    /// The source's name in logs and metrics (`mqtt:<name>`).
+    pub fn label(&self) -> String {
+        format!("mqtt:{}", self.settings.name)
+    }
+
+    /// Runs until `stop` is cancelled: connects, subscribes, and sends what arrives to `out`.
+    /// A full `out` pushes back: the event loop is not polled until there is room, so the
+    /// broker holds the rest.
+    ///
+    /// # Errors
+    /// Only for a configuration that cannot be used at all (unreadable TLS files); network
+    /// failures are retried forever.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<Envelope>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let label = self.label();
+        let s = &self.settings;
+        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 256);
+        let m = SourceMetrics {
+            messages: self
+                .metrics
+                .counter("messages_received_total", &[("source", &label)]),
+            readings: self
+                .metrics
+                .counter("readings_received_total", &[("source", &label)]),
+            reconnects: self
+                .metrics
+                .counter("source_reconnects_total", &[("source", &label)]),
+            connected: self
+                .metrics
+                .gauge("source_connected", &[("source", &label)]),
+            subscribed: self
+                .metrics
+                .gauge("source_subscribed", &[("source", &label)]),
+            ack_failed: self
+                .metrics
+                .counter("acks_failed_total", &[("source", &label)]),
+            metrics: self.metrics.clone(),
+            name: label.clone(),
+        };
+
+        let (ack_tx, mut ack_rx) = mpsc::channel::<u16>(ACK_CHANNEL_CAPACITY);
+        let ack_client = client.clone();
+        let mut acker = tokio::spawn(async move {
+            while let Some(pkid) = ack_rx.recv().await {
+                let mut p = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
+                p.pkid = pkid;
+                if ack_client.ack(&p).await.is_err() {
+                    break; // the event loop is gone: the broker redelivers
+                }
+            }
+        });
+
+        let filters: Vec<SubscribeFilter> = s
+            .subscriptions
+            .iter()
+            .map(|sub| SubscribeFilter::new(sub.template.filter(), sub.qos))
+            .collect();
+        let mut backoff = Backoff::new(s.reconnect);
+        let mut connected = false;
+        let mut reader = Reader::new(&self, &m);
+        info!(source = %label, host = %s.host, port = s.port, client_id = %s.client_id, "connecting");
+
+        // While running, `out` and `ack_tx` are Some. Stopping takes both: no new message is
+        // read (the broker keeps what we did not ack), and once the journal has taken every
+        // message already read, the acker ends; a disconnect queued behind its acks then
+        // closes the connection after they went out.
+        let mut out = Some(out);
+        let mut ack_tx = Some(ack_tx);
+        let mut acks_done = false;
+        let drain_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain_deadline);
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = stop.cancelled(), if out.is_some() => {
+                    out = None;
+                    ack_tx = None;
+                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + ACK_DRAIN_TIMEOUT);
+                    continue;
+                }
+                () = &mut drain_deadline => {
+                    warn!(source = %label, "stopping without sending every ack; the broker will redeliver those messages");
+                    break;
+                }
+                _ = &mut acker, if out.is_none() && !acks_done => {
+                    acks_done = true;
+                    let _ = client.try_disconnect();
+                    continue;
+                }
+                e = eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    connected = true;
+                    m.connected.set(1);
+                    backoff.reset();
+                    info!(source = %label, session_present = ack.session_present, "connected");
+                    // Subscribing from this task could wait on rumqttc's request channel,
+                    // which only this task drains: hand it to another task.
+                    let c = client.clone();
+                    let f = filters.clone();
+                    tokio::spawn(async move { c.subscribe_many(f).await });
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
+                        error!(source = %label, "the broker refused a subscription (check its ACL)");
+                    } else {
+                        m.subscribed.set(1);
+                        info!(source = %label, filters = filters.len(), "subscribed");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    // While stopping, a new message is not acked: the broker redelivers it.
+                    let (Some(tx), Some(acks)) = (&out, &ack_tx) else {
+                        continue;
+                    };
+                    if let Some(envelope) = reader.read(p, acks) {
+                        if tx.send(envelope).await.is_err() {
+                            break; // the pipeline is gone
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    m.connected.set(0);
+                    m.subscribed.set(0);
+                    if out.is_none() {
+                        break;
+                    }
+                    m.reconnects.inc();
+                    let delay = backoff.next_delay();
+                    if let ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+                    )) = &e
+                    {
+                        m.rejected(Reject::Oversized.reason()).inc();
+                        error!(source = %label, size, "a message larger than the packet limit closed the connection; raise max_payload_size, or limit message sizes on the broker");
+                    } else if connected {
+                        warn!(source = %label, error = %e, "connection lost; reconnecting");
+                    } else if backoff.attempts() == 1 || backoff.attempts() % 10 == 0 {
+                        warn!(source = %label, error = %e, attempts = backoff.attempts(), "cannot connect; retrying");
+                    } else {
+                        debug!(source = %label, error = %e, ?delay, "cannot connect");
+                    }
+                    connected = false;
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        m.connected.set(0);
+        acker.abort();
+        info!(source = %label, "stopped");
+        Ok(())
+    }
+}
+
+/// Turns publishes into envelopes: subscription lookup, parsing, counting.
+struct Reader<'a> {
+    source: &'a MqttSource,
+    m: &'a SourceMetrics,
+    warned_at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl<'a> Reader<'a> {
+    fn new(source: &'a MqttSource, m: &'a SourceMetrics) -> Reader<'a> {
+        Reader {
+            source,
+            m,
+            warned_at: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Parses one publish. Returns the envelope to send, or `None` when nothing in it was
+    /// usable (then it is counted, and acked at once).
+    fn read(&mut self, p: Publish, ack_tx: &mpsc::Sender<u16>) -> Option<Envelope> {
+        self.m.messages.inc();
+        let ack = (p.qos != QoS::AtMostOnce)
+            .then(|| Ack::new(p.pkid, ack_tx.clone(), self.m.ack_failed.clone()));
+        let readings = self.parse(&p);
+        if readings.is_empty() {
+            if let Some(a) = ack {
+                a.send();
+            }
+            return None;
+        }
+        self.m.readings.add(readings.len() as u64);
+        Some(Envelope { readings, ack })
+    }
+
+    fn parse(&mut self, p: &Publish) -> Vec<Reading> {
+        let s = &self.source.settings;
+        let mut readings = Vec::new();
+        let Some((sub, m)) = s
+            .subscriptions
+            .iter()
+            .find_map(|sub| sub.template.matches(&p.topic).map(|m| (sub, m)))
+        else {
+            self.reject(&p.topic, "unmatched_topic");
+            return readings;
+        };
+        if p.payload.len() > s.max_payload_size {
+            self.reject(&p.topic, Reject::Oversized.reason());
+            return readings;
+        }
+        let mut tags = sub.tags.clone();
+        for (k, v) in m.tags {
+            match tags.binary_search_by(|(tk, _)| tk.cmp(&k)) {
+                Ok(i) => tags[i].1 = v,
+                Err(i) => tags.insert(i, (k, v)),
+            }
+        }
+        let now = now_ns();
+        let ts = &self.source.timestamps;
+        let ctx = Context {
+            measurement: m.measurement.as_deref().unwrap_or(&sub.measurement),
+            tags: &tags,
+            field: m.field.as_deref().unwrap_or(&sub.field),
+            default_device: &p.topic,
+            received_ns: now,
+            bounds: TimestampBounds::around(
+                now,
+                duration_ns(ts.max_future),
+                duration_ns(ts.max_past),
+            ),
+        };
+        for reject in payload::parse(&sub.format, &p.payload, &ctx, &mut readings) {
+            self.reject(&p.topic, reject.reason());
+        }
+        readings
+    }
+
+    /// Counts a rejection, and logs it without flooding the log: the first at once, then at
+    /// most one line every 10 seconds with the number left unsaid.
+    fn reject(&mut self, topic: &str, reason: &str) {
+        self.m.rejected(reason).inc();
+        let now = Instant::now();
+        match self.warned_at {
+            Some(t) if now.duration_since(t) < Duration::from_secs(10) => {
+                self.suppressed += 1;
+                debug!(source = %self.m.name, topic, reason, "rejected a message");
+            }
+            _ => {
+                warn!(source = %self.m.name, topic, reason, similar_since_last = self.suppressed, "rejected a message");
+                self.warned_at = Some(now);
+                self.suppressed = 0;
+            }
+        }
+    }
+}
+
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| duration_ns(d))
+        .unwrap_or(0)
+}

@@ -38,6 +38,12 @@ impl Backoff {
         self.attempt = 0;
     }
 
+    /// Whether the failure that led to the latest delay is worth a log line: the first one,
+    /// then every tenth, so that a long outage does not flood the log.
+    pub fn worth_logging(&self) -> bool {
+        self.attempt == 1 || self.attempt.is_multiple_of(10)
+    }
+
     /// How many delays were handed out since the last reset.
     pub fn attempts(&self) -> u32 {
         self.attempt

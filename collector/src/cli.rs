@@ -1,6 +1,5 @@
 //! The command line: `run`, `validate`, `query`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -86,8 +85,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
+            // `run` flushes, and ends quietly on a closed pipe (`query | head`).
             query::run(&store, &args, &mut out)?;
-            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

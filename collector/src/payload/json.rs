@@ -115,7 +115,7 @@ fn timestamp(value: &Scalar<'_>, opts: &JsonOptions) -> Result<i64, Reject> {
     match value {
         Scalar::Int(v) => opts.timestamp_unit.int_to_ns(*v),
         Scalar::Uint(v) => i64::try_from(*v)
-            .map_err(|_| Reject::InvalidTimestamp)
+            .map_err(|_| Reject::TimestampOutOfRange)
             .and_then(|v| opts.timestamp_unit.int_to_ns(v)),
         Scalar::Float(v) => opts.timestamp_unit.float_to_ns(*v),
         Scalar::Str(s) => opts.timestamp_unit.str_to_ns(s),
@@ -259,9 +259,13 @@ mod tests {
         assert_eq!(one(r#"{"ts":true,"t":1}"#), Err(Reject::InvalidTimestamp));
         assert_eq!(
             one(r#"{"ts":10400000000000000000,"t":1}"#),
-            Err(Reject::InvalidTimestamp)
+            Err(Reject::TimestampOutOfRange)
         );
         assert_eq!(one(r#"{"ts":1,"t":1}"#), Err(Reject::TimestampOutOfRange));
+        assert_eq!(
+            one(r#"{"ts":10413792000,"t":1}"#),
+            Err(Reject::TimestampOutOfRange)
+        );
         assert_eq!(
             one(r#"{"ts":4102444800,"t":1}"#),
             Err(Reject::TimestampOutOfRange)

@@ -49,20 +49,22 @@ impl TimeUnit {
     /// Converts an integer timestamp in this unit to nanoseconds.
     ///
     /// # Errors
-    /// [`Reject::InvalidTimestamp`] if the unit takes strings only or the result overflows.
+    /// [`Reject::InvalidTimestamp`] if the unit takes strings only;
+    /// [`Reject::TimestampOutOfRange`] if the time is beyond what nanoseconds in an `i64`
+    /// can hold (years 1677 to 2262).
     pub fn int_to_ns(self, v: i64) -> Result<i64, Reject> {
         if self == TimeUnit::Rfc3339 {
             return Err(Reject::InvalidTimestamp);
         }
         v.checked_mul(self.nanos_per_unit(v.unsigned_abs() as f64))
-            .ok_or(Reject::InvalidTimestamp)
+            .ok_or(Reject::TimestampOutOfRange)
     }
 
     /// Converts a fractional timestamp in this unit to nanoseconds.
     ///
     /// # Errors
-    /// [`Reject::InvalidTimestamp`] if the unit takes strings only or the value is not finite
-    /// or out of range.
+    /// [`Reject::InvalidTimestamp`] if the unit takes strings only or the value is not
+    /// finite; [`Reject::TimestampOutOfRange`] beyond the years 1677 to 2262.
     pub fn float_to_ns(self, v: f64) -> Result<i64, Reject> {
         if self == TimeUnit::Rfc3339 || !v.is_finite() {
             return Err(Reject::InvalidTimestamp);
@@ -72,7 +74,7 @@ impl TimeUnit {
         if ns >= -(i64::MAX as f64) && ns < i64::MAX as f64 {
             Ok(ns as i64)
         } else {
-            Err(Reject::InvalidTimestamp)
+            Err(Reject::TimestampOutOfRange)
         }
     }
 
@@ -164,11 +166,11 @@ mod tests {
         assert_eq!(TimeUnit::Ns.int_to_ns(2), Ok(2));
         assert_eq!(
             TimeUnit::S.int_to_ns(i64::MAX),
-            Err(Reject::InvalidTimestamp)
+            Err(Reject::TimestampOutOfRange)
         );
         assert_eq!(
             TimeUnit::Ns.float_to_ns(1e300),
-            Err(Reject::InvalidTimestamp)
+            Err(Reject::TimestampOutOfRange)
         );
         assert_eq!(
             TimeUnit::Ns.float_to_ns(f64::NAN),

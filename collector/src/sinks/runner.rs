@@ -174,7 +174,7 @@ impl<S: Sink> SinkRunner<S> {
                 Err(e @ SinkError::Retryable(_)) => {
                     self.failures.inc();
                     let delay = self.retry.next_delay();
-                    if self.retry.attempts() == 1 || self.retry.attempts() % 10 == 0 {
+                    if self.retry.worth_logging() {
                         warn!(sink = %self.name, error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
                     }
                     tokio::select! {

@@ -1,8 +1,8 @@
 //! The embedded local store: the default sink, which needs no server, and what the `query`
 //! command reads.
 //!
-//! - [`LocalStore`] (in `store.rs`): one SQLite file; its module documentation describes the
-//!   schema and what is guaranteed (idempotent writes, exact types, type changes, NaN).
+//! - [`LocalStore`]: one SQLite file; its documentation describes the schema and what is
+//!   guaranteed (idempotent writes, exact types, type changes, NaN).
 //! - [`LocalSink`]: the [`Sink`] that writes batches into it off the async runtime and applies
 //!   retention by age.
 //! - [`query`]: the `telemetry-collector query` command.
@@ -82,8 +82,9 @@ impl Sink for LocalSink {
             .retention
             .filter(|_| self.last_retention.elapsed() >= RETENTION_INTERVAL);
         let task = tokio::task::spawn_blocking(move || {
-            // A panic in an earlier write rolled its transaction back when it unwound; the
-            // store is consistent, so a poisoned lock is no reason to stop writing.
+            // A panic in an earlier write rolled its transaction back when it unwound, and the
+            // store drops its id cache after an unfinished insert: a poisoned lock is no
+            // reason to stop writing.
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
             store.insert(&batch)?;
             if let Some(retention) = retention {
@@ -142,4 +143,136 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use crate::reading::{FieldValue, Reading, DEVICE_TAG};
+
+    const HOUR_NS: i64 = 3_600_000_000_000;
+
+    fn reading(device: &str, ts: i64, v: f64) -> Reading {
+        let mut r = Reading::new("env", ts);
+        r.set_tag(DEVICE_TAG, device);
+        r.fields = vec![("t".into(), FieldValue::Float(v))];
+        r
+    }
+
+    fn timestamps(path: &std::path::Path) -> Vec<i64> {
+        let store = LocalStore::open_read_only(path).unwrap();
+        store
+            .query(&Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.timestamp)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_land_once_however_often_they_are_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/store.db");
+        let mut sink = LocalSink::open(LocalSinkSettings {
+            path: path.clone(),
+            retention: None,
+        })
+        .unwrap();
+        let batch: Batch = Arc::new((0..10).map(|i| reading("d", i, i as f64)).collect());
+        sink.write(&batch).await.unwrap();
+        sink.write(&batch).await.unwrap();
+        assert_eq!(timestamps(&path), (0..10).collect::<Vec<_>>());
+        let summary = LocalStore::open_read_only(&path)
+            .unwrap()
+            .summary()
+            .unwrap();
+        assert_eq!(summary[0].points, 10);
+    }
+
+    #[tokio::test]
+    async fn retention_runs_at_open_and_then_at_most_once_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let now = now_ns();
+        let old = now - 2 * HOUR_NS;
+        LocalStore::open(&path)
+            .unwrap()
+            .insert(&[reading("d", old, 1.0), reading("d", now, 2.0)])
+            .unwrap();
+        let settings = LocalSinkSettings {
+            path: path.clone(),
+            retention: Some(Duration::from_secs(3600)),
+        };
+        let mut sink = LocalSink::open(settings).unwrap();
+        assert_eq!(timestamps(&path), vec![now]);
+
+        // Not due yet: an old point written now stays until the next pass.
+        let late: Batch = Arc::new(vec![reading("d", old + 1, 3.0)]);
+        sink.write(&late).await.unwrap();
+        assert_eq!(timestamps(&path), vec![old + 1, now]);
+
+        // Due: the next write runs it.
+        sink.last_retention -= RETENTION_INTERVAL;
+        let fresh: Batch = Arc::new(vec![reading("d", now + 1, 4.0)]);
+        sink.write(&fresh).await.unwrap();
+        assert_eq!(timestamps(&path), vec![now, now + 1]);
+        assert!(sink.last_retention.elapsed() < RETENTION_INTERVAL);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_store_refuses_is_rejected_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut sink = LocalSink::open(LocalSinkSettings {
+            path: path.clone(),
+            retention: None,
+        })
+        .unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON recent WHEN NEW.ts = 666
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let batch: Batch = Arc::new(vec![reading("d", 1, 1.0), reading("d", 666, 2.0)]);
+        let err = sink.write(&batch).await.unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert_eq!(timestamps(&path), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn opening_a_store_that_is_not_one_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        std::fs::write(
+            &path,
+            "not sqlite at all, not even a little bit: ".repeat(40),
+        )
+        .unwrap();
+        let err = LocalSink::open(LocalSinkSettings {
+            path: path.clone(),
+            retention: None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} is not a telemetry-collector local store",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn error_chains_read_like_anyhow() {
+        let err = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        ));
+        assert_eq!(error_chain(&err), format!("{:#}", anyhow::Error::new(err)));
+    }
 }

@@ -468,3 +468,352 @@ impl Serialize for JsonSummary<'_> {
         map.end()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use clap::Parser;
+    use tempfile::TempDir;
+
+    use crate::reading::{Reading, DEVICE_TAG};
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: QueryArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<QueryArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("query").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    /// A small fixed dataset: two devices, every type, text that needs quoting.
+    fn fixture() -> (TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut store = LocalStore::open(&path).unwrap();
+        let mut r1 = Reading::new("env", T0);
+        r1.set_tag(DEVICE_TAG, "dev-1");
+        r1.set_tag("site", "lab");
+        r1.fields = vec![
+            ("temperature".into(), FieldValue::Float(21.5)),
+            ("ok".into(), FieldValue::Boolean(true)),
+        ];
+        let mut r2 = r1.clone();
+        r2.timestamp = T0 + 1_500_000_000;
+        r2.fields = vec![("temperature".into(), FieldValue::Float(22.0))];
+        let mut r3 = Reading::new("env", T0 + 1);
+        r3.set_tag(DEVICE_TAG, "dev-2");
+        r3.set_tag("site", "a,b=c");
+        r3.fields = vec![
+            ("note".into(), FieldValue::String("say \"hi\",\nbye".into())),
+            ("total".into(), FieldValue::Unsigned(u64::MAX)),
+            ("delta".into(), FieldValue::Integer(i64::MIN)),
+        ];
+        let mut r4 = Reading::new("power", T0);
+        r4.set_tag(DEVICE_TAG, "dev-2");
+        r4.fields = vec![
+            ("watts".into(), FieldValue::Float(f64::INFINITY)),
+            ("idle".into(), FieldValue::Float(f64::NAN)),
+        ];
+        store.insert(&[r1, r2, r3, r4]).unwrap();
+        (dir, path)
+    }
+
+    fn output(path: &Path, args: &[&str]) -> String {
+        let args = parse(args).unwrap();
+        let mut out = Vec::new();
+        run(path, &args, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn table_output() {
+        let (_dir, path) = fixture();
+        assert_eq!(
+            output(&path, &[]),
+            "\
+time                            measurement  tags                       field        value
+2023-11-14T22:13:20.000000000Z  env          device=dev-1,site=lab      ok           true
+2023-11-14T22:13:20.000000000Z  env          device=dev-1,site=lab      temperature  21.5
+2023-11-14T22:13:21.500000000Z  env          device=dev-1,site=lab      temperature  22
+2023-11-14T22:13:20.000000001Z  env          device=dev-2,site=a\\,b\\=c  delta        -9223372036854775808
+2023-11-14T22:13:20.000000001Z  env          device=dev-2,site=a\\,b\\=c  note         say \"hi\",\\nbye
+2023-11-14T22:13:20.000000001Z  env          device=dev-2,site=a\\,b\\=c  total        18446744073709551615
+2023-11-14T22:13:20.000000000Z  power        device=dev-2               idle         NaN
+2023-11-14T22:13:20.000000000Z  power        device=dev-2               watts        inf
+"
+        );
+    }
+
+    #[test]
+    fn csv_output() {
+        let (_dir, path) = fixture();
+        assert_eq!(
+            output(&path, &["--format", "csv", "--device", "dev-2"]),
+            "\
+time,measurement,tags,field,value
+2023-11-14T22:13:20.000000001Z,env,\"device=dev-2,site=a\\,b\\=c\",delta,-9223372036854775808
+2023-11-14T22:13:20.000000001Z,env,\"device=dev-2,site=a\\,b\\=c\",note,\"say \"\"hi\"\",
+bye\"
+2023-11-14T22:13:20.000000001Z,env,\"device=dev-2,site=a\\,b\\=c\",total,18446744073709551615
+2023-11-14T22:13:20.000000000Z,power,device=dev-2,idle,NaN
+2023-11-14T22:13:20.000000000Z,power,device=dev-2,watts,inf
+"
+        );
+    }
+
+    #[test]
+    fn json_output() {
+        let (_dir, path) = fixture();
+        let out = output(&path, &["--format", "json"]);
+        assert_eq!(
+            out,
+            r#"[
+{"time":"2023-11-14T22:13:20.000000000Z","timestamp_ns":1700000000000000000,"measurement":"env","tags":{"device":"dev-1","site":"lab"},"field":"ok","value":true},
+{"time":"2023-11-14T22:13:20.000000000Z","timestamp_ns":1700000000000000000,"measurement":"env","tags":{"device":"dev-1","site":"lab"},"field":"temperature","value":21.5},
+{"time":"2023-11-14T22:13:21.500000000Z","timestamp_ns":1700000001500000000,"measurement":"env","tags":{"device":"dev-1","site":"lab"},"field":"temperature","value":22.0},
+{"time":"2023-11-14T22:13:20.000000001Z","timestamp_ns":1700000000000000001,"measurement":"env","tags":{"device":"dev-2","site":"a,b=c"},"field":"delta","value":-9223372036854775808},
+{"time":"2023-11-14T22:13:20.000000001Z","timestamp_ns":1700000000000000001,"measurement":"env","tags":{"device":"dev-2","site":"a,b=c"},"field":"note","value":"say \"hi\",\nbye"},
+{"time":"2023-11-14T22:13:20.000000001Z","timestamp_ns":1700000000000000001,"measurement":"env","tags":{"device":"dev-2","site":"a,b=c"},"field":"total","value":18446744073709551615},
+{"time":"2023-11-14T22:13:20.000000000Z","timestamp_ns":1700000000000000000,"measurement":"power","tags":{"device":"dev-2"},"field":"idle","value":"NaN"},
+{"time":"2023-11-14T22:13:20.000000000Z","timestamp_ns":1700000000000000000,"measurement":"power","tags":{"device":"dev-2"},"field":"watts","value":"inf"}
+]
+"#
+        );
+        // It is JSON, and the big numbers are exact.
+        let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed[5]["value"].as_u64(), Some(u64::MAX));
+        assert_eq!(parsed[3]["value"].as_i64(), Some(i64::MIN));
+        assert_eq!(
+            output(&path, &["--format", "json", "--device", "nobody"]),
+            "[]\n"
+        );
+    }
+
+    #[test]
+    fn filters_latest_and_limit() {
+        let (_dir, path) = fixture();
+        assert_eq!(
+            output(
+                &path,
+                &[
+                    "--latest",
+                    "--measurement",
+                    "env",
+                    "--field",
+                    "temperature",
+                    "--format",
+                    "csv"
+                ]
+            ),
+            "time,measurement,tags,field,value\n\
+             2023-11-14T22:13:21.500000000Z,env,\"device=dev-1,site=lab\",temperature,22\n"
+        );
+        assert_eq!(
+            output(
+                &path,
+                &[
+                    "--tag",
+                    "site=lab",
+                    "--tag",
+                    "device=dev-1",
+                    "--to",
+                    "1700000000000000001",
+                    "--format",
+                    "csv"
+                ]
+            ),
+            "time,measurement,tags,field,value\n\
+             2023-11-14T22:13:20.000000000Z,env,\"device=dev-1,site=lab\",ok,true\n\
+             2023-11-14T22:13:20.000000000Z,env,\"device=dev-1,site=lab\",temperature,21.5\n"
+        );
+        assert_eq!(
+            output(
+                &path,
+                &["--from", "2023-11-14T22:13:21Z", "--format", "csv"]
+            ),
+            "time,measurement,tags,field,value\n\
+             2023-11-14T22:13:21.500000000Z,env,\"device=dev-1,site=lab\",temperature,22\n"
+        );
+        assert_eq!(
+            output(&path, &["--limit", "3", "--format", "csv"])
+                .lines()
+                .count(),
+            4
+        );
+        // Relative times count back from now: the fixture lies in the past.
+        assert_eq!(
+            output(&path, &["--from", "-1h", "--format", "csv"])
+                .lines()
+                .count(),
+            1
+        );
+        // Header, 8 points, and the line break inside the quoted note.
+        assert_eq!(
+            output(&path, &["--to=-1h", "--format", "csv"])
+                .lines()
+                .count(),
+            10
+        );
+        assert_eq!(
+            output(&path, &["--measurement", "nothing"]),
+            "time  measurement  tags  field  value\n"
+        );
+    }
+
+    #[test]
+    fn summary_output() {
+        let (_dir, path) = fixture();
+        assert_eq!(
+            output(&path, &["--summary"]),
+            "\
+device  series  points  first                           last
+dev-1        2       3  2023-11-14T22:13:20.000000000Z  2023-11-14T22:13:21.500000000Z
+dev-2        5       5  2023-11-14T22:13:20.000000000Z  2023-11-14T22:13:20.000000001Z
+"
+        );
+        assert_eq!(
+            output(&path, &["--summary", "--format", "csv"]),
+            "\
+device,series,points,first,last
+dev-1,2,3,2023-11-14T22:13:20.000000000Z,2023-11-14T22:13:21.500000000Z
+dev-2,5,5,2023-11-14T22:13:20.000000000Z,2023-11-14T22:13:20.000000001Z
+"
+        );
+        assert_eq!(
+            output(&path, &["--summary", "--format", "json"]),
+            r#"[
+{"device":"dev-1","series":2,"points":3,"first":"2023-11-14T22:13:20.000000000Z","first_ns":1700000000000000000,"last":"2023-11-14T22:13:21.500000000Z","last_ns":1700000001500000000},
+{"device":"dev-2","series":5,"points":5,"first":"2023-11-14T22:13:20.000000000Z","first_ns":1700000000000000000,"last":"2023-11-14T22:13:20.000000001Z","last_ns":1700000000000000001}
+]
+"#
+        );
+    }
+
+    #[test]
+    fn times_parse() {
+        let at = |s: &str| s.parse::<TimeArg>();
+        assert_eq!(at("-1h"), Ok(TimeArg::Ago(Duration::from_secs(3600))));
+        assert_eq!(at("30m"), Ok(TimeArg::Ago(Duration::from_secs(1800))));
+        assert_eq!(at("1h30m"), Ok(TimeArg::Ago(Duration::from_secs(5400))));
+        assert_eq!(
+            at("-2days"),
+            Ok(TimeArg::Ago(Duration::from_secs(2 * 86_400)))
+        );
+        assert_eq!(at("now"), Ok(TimeArg::Ago(Duration::ZERO)));
+        assert_eq!(
+            at("2024-05-01T12:00:00Z"),
+            Ok(TimeArg::At(1_714_564_800_000_000_000))
+        );
+        assert_eq!(
+            at("2024-05-01T14:00:00.000000007+02:00"),
+            Ok(TimeArg::At(1_714_564_800_000_000_007))
+        );
+        assert_eq!(
+            at("1714564800000000000"),
+            Ok(TimeArg::At(1_714_564_800_000_000_000))
+        );
+        assert_eq!(at("-5"), Ok(TimeArg::At(-5)));
+        for bad in [
+            "",
+            "yesterday",
+            "1x",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01",
+            "--1h",
+            "9999-01-01T00:00:00Z",
+        ] {
+            assert!(at(bad).is_err(), "{bad:?}");
+        }
+        assert!(at("9999-01-01T00:00:00Z")
+            .unwrap_err()
+            .contains("outside the years"));
+
+        assert_eq!(
+            TimeArg::Ago(Duration::from_secs(1)).resolve(T0),
+            Ok(T0 - 1_000_000_000)
+        );
+        assert_eq!(TimeArg::At(7).resolve(T0), Ok(7));
+        assert!(TimeArg::Ago(Duration::from_secs(400 * 365 * 86_400))
+            .resolve(T0)
+            .is_err());
+    }
+
+    #[test]
+    fn bad_arguments_are_clear_errors() {
+        let err = |args: &[&str]| parse(args).unwrap_err().to_string();
+        let e = err(&["--format", "xml"]);
+        assert!(
+            e.contains("invalid value 'xml' for '--format <FORMAT>'")
+                && e.contains("table, csv, json"),
+            "{e}"
+        );
+        let e = err(&["--tag", "site"]);
+        assert!(e.contains("expected KEY=VALUE, got \"site\""), "{e}");
+        let e = err(&["--tag", "=lab"]);
+        assert!(e.contains("expected KEY=VALUE"), "{e}");
+        let e = err(&["--from", "last tuesday"]);
+        assert!(
+            e.contains("'--from <TIME>'") && e.contains("is not a time"),
+            "{e}"
+        );
+        let e = err(&["--limit", "-1"]);
+        assert!(e.contains("unexpected argument '-1'"), "{e}");
+        let e = err(&["--limit", "ten"]);
+        assert!(e.contains("invalid value 'ten' for '--limit <N>'"), "{e}");
+        let e = err(&["--summary", "--latest"]);
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = err(&["--summary", "--device", "d"]);
+        assert!(e.contains("cannot be used with"), "{e}");
+
+        // A tag value may hold '=': only the first one separates.
+        assert_eq!(
+            parse(&["--tag", "k=a=b"]).unwrap().tags,
+            vec![("k".to_owned(), "a=b".to_owned())]
+        );
+
+        let args = parse(&[
+            "--from",
+            "2024-05-01T12:00:00Z",
+            "--to",
+            "2024-05-01T11:00:00Z",
+        ])
+        .unwrap();
+        let e = format!("{:#}", args.to_query(T0).unwrap_err());
+        assert_eq!(
+            e,
+            "--from (2024-05-01T12:00:00.000000000Z) is not before --to (2024-05-01T11:00:00.000000000Z)"
+        );
+    }
+
+    #[test]
+    fn a_missing_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nothing.db");
+        let err = run(&path, &QueryArgs::default(), &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!("local store {} does not exist", path.display())
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_output_quietly() {
+        struct ClosedPipe;
+        impl Write for ClosedPipe {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+        }
+        let (_dir, path) = fixture();
+        run(&path, &QueryArgs::default(), &mut ClosedPipe).unwrap();
+    }
+}

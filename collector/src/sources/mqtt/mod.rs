@@ -249,7 +249,7 @@ impl MqttSource {
                         error!(source = %label, size, "a message larger than the packet limit closed the connection; raise max_payload_size, or limit message sizes on the broker");
                     } else if connected {
                         warn!(source = %label, error = %e, "connection lost; reconnecting");
-                    } else if backoff.attempts() == 1 || backoff.attempts() % 10 == 0 {
+                    } else if backoff.worth_logging() {
                         warn!(source = %label, error = %e, attempts = backoff.attempts(), "cannot connect; retrying");
                     } else {
                         debug!(source = %label, error = %e, ?delay, "cannot connect");
@@ -373,6 +373,6 @@ fn duration_ns(d: Duration) -> i64 {
 pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| duration_ns(d))
+        .map(duration_ns)
         .unwrap_or(0)
 }

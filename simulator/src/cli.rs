@@ -1,0 +1,351 @@
+//! The `telemetry-simulator` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::broker::Broker;
+use crate::fleet::{FaultConfig, FaultKind, Fleet, FleetConfig, PayloadFormat};
+use crate::manifest::{write_manifest, ManifestEntry};
+use crate::mqtt::{publish_stream, PublishConfig, PublishReport};
+
+/// Deterministic fake sensor devices for telemetry-collector.
+#[derive(Debug, Parser)]
+#[command(name = "telemetry-simulator", version)]
+pub struct Cli {
+    /// What to simulate.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish the readings of simulated devices to an MQTT broker.
+    Mqtt(Box<MqttArgs>),
+    /// Host an in-process MQTT broker until Ctrl-C.
+    Broker(BrokerArgs),
+}
+
+/// `telemetry-simulator mqtt`.
+#[derive(Debug, Args)]
+pub struct MqttArgs {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// Number of devices.
+    #[arg(long, default_value_t = 100)]
+    pub devices: usize,
+    /// Number of sites the devices are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub sites: usize,
+    /// Seed of all values: same seed, same messages.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Time between two samples of a device (in the timestamps, not the pacing).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Timestamp of the first sample in ns since the epoch [default: now, to the second].
+    #[arg(long)]
+    pub start_ns: Option<i64>,
+    /// Messages per second over all connections [default: as fast as possible].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Samples per device [default: 10].
+    #[arg(long, conflicts_with = "duration")]
+    pub count: Option<usize>,
+    /// Publish for this long instead of a number of samples.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Payload format.
+    #[arg(long, value_enum, default_value_t = PayloadFormat::Json)]
+    pub format: PayloadFormat,
+    /// Measurement of the readings.
+    #[arg(long, default_value = "env")]
+    pub measurement: String,
+    /// First topic level(s).
+    #[arg(long, default_value = "sensors")]
+    pub topic_prefix: String,
+    /// QoS of the publishes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// MQTT connections; devices are spread over them.
+    #[arg(long, default_value_t = 10)]
+    pub connections: usize,
+    /// Client id prefix; connection N uses `<prefix>-N` [default: telemetry-simulator-<pid>].
+    #[arg(long)]
+    pub client_id_prefix: Option<String>,
+    /// Ask the broker for clean sessions (unacknowledged messages are still republished).
+    #[arg(long)]
+    pub clean_session: bool,
+    /// Unacknowledged QoS 1 publishes per connection.
+    #[arg(long, default_value_t = 100)]
+    pub max_inflight: u16,
+    /// Make every Nth message faulty (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub faults_every: usize,
+    /// Kinds of faults, used in turn [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub fault_kinds: Vec<FaultKind>,
+    /// Size of oversized payloads.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub oversized_bytes: usize,
+    /// Write what was sent (and whether it was acknowledged) to this JSON-lines file.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Start an in-process broker on this address and publish into it (instead of
+    /// --host/--port).
+    #[arg(long)]
+    pub host_broker: Option<SocketAddr>,
+    /// With --host-broker: keep the broker up this long after publishing.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub linger: Duration,
+}
+
+/// `telemetry-simulator broker`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub listen: SocketAddr,
+}
+
+/// Runs a command until it is done or `stop` is cancelled.
+///
+/// # Errors
+/// Invalid arguments, a broker that cannot start, or a manifest that cannot be written.
+pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Mqtt(args) => run_mqtt(*args, stop).await,
+        Command::Broker(args) => {
+            start_broker(args.listen).await?;
+            println!("MQTT broker listening on {}; Ctrl-C to stop", args.listen);
+            stop.cancelled().await;
+            Ok(())
+        }
+    }
+}
+
+/// Cancels `stop` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signal(stop: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        info!("stopping");
+        stop.cancel();
+    });
+}
+
+async fn start_broker(addr: SocketAddr) -> anyhow::Result<crate::broker::BrokerHandle> {
+    tokio::task::spawn_blocking(move || Broker::start(addr))
+        .await?
+        .with_context(|| format!("cannot start the in-process broker on {addr}"))
+}
+
+async fn run_mqtt(args: MqttArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let fleet = Fleet::new(fleet_config(&args)?)?;
+    let (host, port) = match args.host_broker {
+        Some(addr) => {
+            start_broker(addr).await?;
+            (addr.ip().to_string(), addr.port())
+        }
+        None => (args.host.clone(), args.port),
+    };
+    let cfg = PublishConfig {
+        host,
+        port,
+        client_id_prefix: args
+            .client_id_prefix
+            .clone()
+            .unwrap_or_else(|| format!("telemetry-simulator-{}", std::process::id())),
+        connections: args.connections,
+        qos: args.qos,
+        rate: args.rate,
+        clean_session: args.clean_session,
+        max_inflight: args.max_inflight,
+    };
+    info!(host = cfg.host, port = cfg.port, devices = args.devices, format = ?args.format, "publishing");
+
+    let started = std::time::Instant::now();
+    let report = match args.duration {
+        Some(duration) => {
+            let deadline = started + duration;
+            let messages = fleet
+                .iter()
+                .take_while(|_| std::time::Instant::now() < deadline);
+            publish_stream(cfg, messages, stop.clone()).await?
+        }
+        None => {
+            let total = args.count.unwrap_or(10) * args.devices * fleet.messages_per_sample();
+            publish_stream(cfg, fleet.iter().take(total), stop.clone()).await?
+        }
+    };
+    let elapsed = started.elapsed();
+    println!(
+        "{}",
+        summary(&report, args.qos, elapsed, stop.is_cancelled())
+    );
+
+    if let Some(path) = &args.manifest {
+        // The fleet is deterministic: regenerate the messages rather than keep them.
+        let entries = fleet
+            .iter()
+            .zip(&report.acked)
+            .map(|(message, acked)| ManifestEntry::new(message, *acked));
+        write_manifest(path, entries).context("cannot write the manifest")?;
+        info!(path = %path.display(), entries = report.acked.len(), "manifest written");
+    }
+    if args.host_broker.is_some() && !stop.is_cancelled() {
+        info!(linger = ?args.linger, "keeping the broker up");
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(args.linger) => {}
+        }
+    }
+    Ok(())
+}
+
+fn fleet_config(args: &MqttArgs) -> anyhow::Result<FleetConfig> {
+    let start_ns = match args.start_ns {
+        Some(ns) => ns,
+        None => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+            i64::try_from(now.as_secs())?.saturating_mul(1_000_000_000)
+        }
+    };
+    Ok(FleetConfig {
+        devices: args.devices,
+        sites: args.sites,
+        seed: args.seed,
+        start_ns,
+        interval: args.interval,
+        format: args.format,
+        measurement: args.measurement.clone(),
+        topic_prefix: args.topic_prefix.clone(),
+        faults: FaultConfig {
+            every: (args.faults_every > 0).then_some(args.faults_every),
+            kinds: if args.fault_kinds.is_empty() {
+                FaultKind::ALL.to_vec()
+            } else {
+                args.fault_kinds.clone()
+            },
+            oversized_bytes: args.oversized_bytes,
+        },
+    })
+}
+
+fn summary(report: &PublishReport, qos: u8, elapsed: Duration, interrupted: bool) -> String {
+    let secs = elapsed.as_secs_f64();
+    let acked = if qos == 0 {
+        "no acks at QoS 0".to_owned()
+    } else {
+        format!("{} acked", report.acked_count())
+    };
+    format!(
+        "sent {} of {} messages ({acked}), {} reconnects, {} retransmissions, in {secs:.2} s ({:.1} msg/s){}",
+        report.sent,
+        report.acked.len(),
+        report.reconnects,
+        report.retransmissions,
+        report.sent as f64 / secs.max(1e-9),
+        if interrupted { ", interrupted" } else { "" },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let cli = Cli::try_parse_from([
+            "telemetry-simulator",
+            "mqtt",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1883",
+            "--devices",
+            "100",
+            "--sites",
+            "10",
+            "--seed",
+            "42",
+            "--interval",
+            "1s",
+            "--rate",
+            "500",
+            "--count",
+            "10",
+            "--format",
+            "line-protocol",
+            "--qos",
+            "1",
+            "--connections",
+            "10",
+            "--faults-every",
+            "0",
+            "--manifest",
+            "sent.jsonl",
+            "--host-broker",
+            "127.0.0.1:1884",
+            "--linger",
+            "5s",
+            "--fault-kinds",
+            "garbage,invalid-utf8",
+        ])
+        .expect("valid");
+        let Command::Mqtt(args) = cli.command else {
+            panic!("not mqtt");
+        };
+        assert_eq!(args.format, PayloadFormat::LineProtocol);
+        assert_eq!(
+            args.fault_kinds,
+            [FaultKind::Garbage, FaultKind::InvalidUtf8]
+        );
+        assert_eq!(args.linger, Duration::from_secs(5));
+        let config = fleet_config(&args).expect("config");
+        assert_eq!(config.faults.every, None);
+
+        let both = Cli::try_parse_from([
+            "telemetry-simulator",
+            "mqtt",
+            "--count",
+            "1",
+            "--duration",
+            "1s",
+        ]);
+        assert!(both.is_err());
+        let qos2 = Cli::try_parse_from(["telemetry-simulator", "mqtt", "--qos", "2"]);
+        assert!(qos2.is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! telemetry-simulator: deterministic fake sensor devices for exercising telemetry-collector
+//! without hardware. Same seed, same readings, byte for byte; so a test knows exactly what a
+//! collector must store, and what it must reject.
+//!
+//! # Layout
+//! - [`model`]: value models (temperature, humidity, pressure, a counter) and the tiny PRNG
+//!   they draw from; pure functions of (seed, device, sample).
+//! - [`fleet`]: devices, their messages in time order, payload formats (JSON, line protocol,
+//!   bare values), fault injection, and the readings each message should produce. Independent
+//!   of the transport.
+//! - [`mqtt`]: publishes messages over several MQTT connections, paced, surviving broker
+//!   restarts, and reports which ones the broker acknowledged.
+//! - [`broker`]: an in-process MQTT broker (rumqttd) for self-contained demos and tests.
+//! - [`manifest`]: a JSON-lines record of what was sent, for tests to check against.
+//! - [`cli`]: the `telemetry-simulator` command line.
+
+pub mod broker;
+pub mod cli;
+pub mod fleet;
+pub mod manifest;
+pub mod model;
+pub mod mqtt;
+
+pub use broker::{Broker, BrokerHandle};
+pub use fleet::{
+    ExpectedReading, ExpectedValue, Fault, FaultConfig, FaultKind, Fleet, FleetConfig, Message,
+    PayloadFormat,
+};
+pub use manifest::{read_manifest, write_manifest, ManifestEntry};
+pub use mqtt::{publish, publish_stream, PublishConfig, PublishReport};

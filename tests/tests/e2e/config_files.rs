@@ -1,0 +1,107 @@
+//! Configuration: every example file validates; mistakes are reported with their key path.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn collector() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_collector-under-test"))
+}
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_validates() {
+    let files = examples();
+    assert!(files.len() >= 2, "config/ holds the examples: {files:?}");
+    for file in files {
+        let out = collector()
+            .arg("validate")
+            .arg("-c")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn validate(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = collector()
+        .arg("validate")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"
+data_dir = "/tmp/telemetry-test"
+[[sources.mqtt]]
+host = "localhost"
+[[sources.mqtt.subscriptions]]
+topic = "sensors/{site}/{device}/{measurement}"
+"#;
+
+#[test]
+fn a_misspelt_key_is_an_error_naming_the_key() {
+    assert!(validate(GOOD).0);
+    let (ok, err) = validate(&GOOD.replace("host = ", "hots = \"x\"\nhost = "));
+    assert!(!ok);
+    assert!(err.contains("sources.mqtt[0].hots: unknown key"), "{err}");
+    let (ok, err) = validate(&GOOD.replace("topic =", "qos = 1\nformats = \"json\"\ntopic ="));
+    assert!(!ok);
+    assert!(
+        err.contains("sources.mqtt[0].subscriptions[0].formats: unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_type_is_an_error_naming_the_key() {
+    let (ok, err) = validate(&GOOD.replace(
+        "host = \"localhost\"",
+        "host = \"localhost\"\nport = \"eighty\"",
+    ));
+    assert!(!ok);
+    assert!(err.contains("sources.mqtt[0].port: "), "{err}");
+    let (ok, err) = validate(&format!("{GOOD}\n[sinks.local.batch]\nmax_age = 5\n"));
+    assert!(!ok);
+    assert!(err.contains("sinks.local.batch.max_age: "), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = GOOD.replace(
+        "topic = \"sensors/{site}/{device}/{measurement}\"",
+        "topic = \"a/#/b\"\nqos = 7",
+    ) + "\n[journal]\nmax_bytes = 10\n";
+    let (ok, err) = validate(&text);
+    assert!(!ok);
+    for want in [
+        "journal.max_bytes: must be at least 1MiB",
+        "sources.mqtt[0].subscriptions[0].topic: `#` may only be the last segment",
+        "sources.mqtt[0].subscriptions[0].qos: must be 0 or 1",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -1,0 +1,433 @@
+//! Shared helpers: real servers on free loopback ports, the collector in-process or as a
+//! process, and exact comparison of what the simulator sent with what the store holds.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use collector::config::Config;
+use collector::metrics::Metrics;
+use collector::reading::FieldValue;
+use collector::sinks::local::{LocalStore, Query};
+use simulator::fleet::{ExpectedValue, Message};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any readiness or delivery wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("mosquitto is not installed: run scripts/test.sh, which installs it (apt-get install -y mosquitto)");
+}
+
+/// The user running the tests. Mosquitto started as root drops to user `mosquitto` unless
+/// told otherwise, and could then not write its persistence file into our directory.
+fn current_user() -> String {
+    Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "root".to_string())
+}
+
+/// A real Mosquitto on a free loopback port, with persistence in its own directory (so that
+/// a restart keeps sessions and queued messages, as a production broker would).
+pub struct Mosquitto {
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts a broker and waits until it accepts connections.
+    pub async fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = Mosquitto {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        m.launch().await;
+        m
+    }
+
+    async fn launch(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user {user}\n\
+                 listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence true\n\
+                 persistence_location {dir}/\n\
+                 autosave_interval 1\n\
+                 max_queued_messages 1000000\n\
+                 log_dest file {dir}/mosquitto.log\n",
+                port = self.port,
+                dir = self.dir.path().display(),
+                user = current_user(),
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("mosquitto to accept connections", WAIT, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+    }
+
+    /// Stops the broker gracefully (SIGTERM: it saves its persistence file) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the same persistence.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A collector configuration for tests: one MQTT connection to `port`, data under `dir`.
+pub fn collector_config(dir: &Path, port: u16, client_id: &str, subscriptions: &str) -> String {
+    format!(
+        r#"
+data_dir = "{dir}"
+
+[pipeline]
+shutdown_timeout = "20s"
+
+[[sources.mqtt]]
+name = "broker"
+host = "127.0.0.1"
+port = {port}
+client_id = "{client_id}"
+reconnect = {{ initial = "50ms", max = "500ms" }}
+max_payload_size = "4KiB"
+
+{subscriptions}
+
+[sinks.local.batch]
+max_readings = 500
+max_age = "100ms"
+"#,
+        dir = dir.display()
+    )
+}
+
+/// The usual subscription: the simulator's JSON topics.
+pub const JSON_SUBSCRIPTION: &str = r#"
+[[sources.mqtt.subscriptions]]
+topic = "sensors/{site}/{device}/{measurement}"
+qos = 1
+format = "json"
+"#;
+
+/// The collector running in this process.
+pub struct InProcess {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// Its metrics.
+    pub metrics: Metrics,
+    /// Its local store.
+    pub store: PathBuf,
+}
+
+impl InProcess {
+    /// Starts the collector on `toml` and waits until every source is subscribed.
+    pub async fn start(toml: &str) -> InProcess {
+        let settings = Config::from_toml(toml)
+            .and_then(Config::validate)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let sources = settings.mqtt.len() as i64;
+        let store = settings.local.as_ref().expect("local store").path.clone();
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(collector::run(settings, metrics.clone(), shutdown.clone()));
+        let m = metrics.clone();
+        wait_for("the collector to subscribe", WAIT, || {
+            m.gauges()
+                .iter()
+                .filter(|(k, v)| k.name == "source_subscribed" && *v == 1)
+                .count() as i64
+                == sources
+        })
+        .await;
+        InProcess {
+            shutdown,
+            task,
+            metrics,
+            store,
+        }
+    }
+
+    /// A counter's total over labels.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.metrics.sum(name, labels)
+    }
+
+    /// Stops it gracefully and waits.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("collector task")
+            .expect("collector run");
+    }
+}
+
+/// The collector as a real process (for kill -9 and restarts).
+pub struct Process {
+    child: Child,
+    lines: std_mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `collector-under-test run -c config` and waits until its log says it is
+    /// subscribed.
+    pub async fn start(config: &Path) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_collector-under-test"))
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the collector");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Process { child, lines };
+        p.wait_for_log("subscribed").await;
+        p
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_for_log(&mut self, needle: &str) {
+        let start = Instant::now();
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => continue,
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("the collector exited ({status}) before logging {needle:?}");
+                    }
+                    assert!(
+                        start.elapsed() < WAIT,
+                        "no log line with {needle:?} after {WAIT:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    panic!("the collector closed its log before {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().expect("wait for the collector");
+        assert!(status.success(), "the collector exited with {status}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One stored field value, in a form that compares exactly.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct Row {
+    /// Measurement.
+    pub measurement: String,
+    /// Tags, sorted.
+    pub tags: Vec<(String, String)>,
+    /// Field name.
+    pub field: String,
+    /// Nanoseconds.
+    pub timestamp: i64,
+    /// The value as the store holds it.
+    pub value: String,
+}
+
+/// Every point in the store, sorted.
+pub fn stored_rows(store: &Path) -> Vec<Row> {
+    if !store.exists() {
+        return Vec::new();
+    }
+    let store = LocalStore::open_read_only(store).expect("open store");
+    let mut rows: Vec<Row> = store
+        .query(&Query::default())
+        .expect("query store")
+        .into_iter()
+        .map(|p| Row {
+            measurement: p.measurement,
+            tags: p.tags,
+            field: p.field,
+            timestamp: p.timestamp,
+            value: value_text(&p.value),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    rows
+}
+
+fn value_text(v: &FieldValue) -> String {
+    match v {
+        FieldValue::Float(f) => format!("float:{f}"),
+        FieldValue::Integer(i) => format!("int:{i}"),
+        FieldValue::Unsigned(u) => format!("uint:{u}"),
+        FieldValue::Boolean(b) => format!("bool:{b}"),
+        FieldValue::String(s) => format!("str:{s}"),
+    }
+}
+
+/// What the store must hold for `messages`. With `ints_as_float` (the collector's default
+/// for JSON) integers are stored as floats; line protocol keeps them integers.
+pub fn expected_rows<'a>(
+    messages: impl IntoIterator<Item = &'a Message>,
+    ints_as_float: bool,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for m in messages {
+        for r in &m.expected {
+            let tags: Vec<(String, String)> = r
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            for (field, value) in &r.fields {
+                rows.push(Row {
+                    measurement: r.measurement.clone(),
+                    tags: tags.clone(),
+                    field: field.clone(),
+                    // 0 where the payload has none (bare values): stamped on receipt.
+                    timestamp: r.timestamp_ns.unwrap_or(0),
+                    value: match value {
+                        ExpectedValue::Float(f) => format!("float:{f}"),
+                        ExpectedValue::Integer(i) if ints_as_float => {
+                            format!("float:{}", *i as f64)
+                        }
+                        ExpectedValue::Integer(i) => format!("int:{i}"),
+                    },
+                });
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    rows
+}
+
+/// Waits until the store holds `n` field values (or fails after [`WAIT`]).
+pub async fn wait_for_rows(store: &Path, n: usize) {
+    let start = Instant::now();
+    loop {
+        let have = stored_rows(store).len();
+        if have >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the store holds {have} of {n} values after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts that two sorted row lists are equal, printing only the differences.
+pub fn assert_rows_eq(got: &[Row], want: &[Row]) {
+    if got == want {
+        return;
+    }
+    let missing: Vec<&Row> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+    let extra: Vec<&Row> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+    panic!(
+        "store differs from what was sent: {} stored, {} expected\nmissing (first 5): {missing:#?}\nunexpected (first 5): {extra:#?}",
+        got.len(),
+        want.len()
+    );
+}

@@ -14,6 +14,9 @@ use crate::fleet::{FaultConfig, FaultKind, Fleet, FleetConfig, PayloadFormat};
 use crate::manifest::{write_manifest, ManifestEntry};
 use crate::mqtt::{publish_stream, PublishConfig, PublishReport};
 
+/// Samples per device when neither --count nor --duration is given.
+const DEFAULT_COUNT: usize = 10;
+
 /// Deterministic fake sensor devices for telemetry-collector.
 #[derive(Debug, Parser)]
 #[command(name = "telemetry-simulator", version)]
@@ -53,7 +56,9 @@ pub struct MqttArgs {
     /// Time between two samples of a device (in the timestamps, not the pacing).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
-    /// Timestamp of the first sample in ns since the epoch [default: now, to the second].
+    /// Timestamp of the first sample in ns since the epoch [default: with --count, so that
+    /// the last sample is stamped now (a collector rejects readings from the future); with
+    /// --duration, now; to the second].
     #[arg(long)]
     pub start_ns: Option<i64>,
     /// Messages per second over all connections [default: as fast as possible].
@@ -80,7 +85,7 @@ pub struct MqttArgs {
     /// MQTT connections; devices are spread over them.
     #[arg(long, default_value_t = 10)]
     pub connections: usize,
-    /// Client id prefix; connection N uses `<prefix>-N` [default: telemetry-simulator-<pid>].
+    /// Client id prefix; connection N uses `PREFIX-N` [default: telemetry-simulator-PID].
     #[arg(long)]
     pub client_id_prefix: Option<String>,
     /// Ask the broker for clean sessions (unacknowledged messages are still republished).
@@ -187,7 +192,13 @@ async fn run_mqtt(args: MqttArgs, stop: CancellationToken) -> anyhow::Result<()>
         clean_session: args.clean_session,
         max_inflight: args.max_inflight,
     };
-    info!(host = cfg.host, port = cfg.port, devices = args.devices, format = ?args.format, "publishing");
+    info!(
+        host = cfg.host,
+        port = cfg.port,
+        devices = args.devices,
+        format = ?args.format,
+        "publishing"
+    );
 
     let started = std::time::Instant::now();
     let report = match args.duration {
@@ -199,7 +210,8 @@ async fn run_mqtt(args: MqttArgs, stop: CancellationToken) -> anyhow::Result<()>
             publish_stream(cfg, messages, stop.clone()).await?
         }
         None => {
-            let total = args.count.unwrap_or(10) * args.devices * fleet.messages_per_sample();
+            let total =
+                args.count.unwrap_or(DEFAULT_COUNT) * args.devices * fleet.messages_per_sample();
             publish_stream(cfg, fleet.iter().take(total), stop.clone()).await?
         }
     };
@@ -233,7 +245,15 @@ fn fleet_config(args: &MqttArgs) -> anyhow::Result<FleetConfig> {
         Some(ns) => ns,
         None => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-            i64::try_from(now.as_secs())?.saturating_mul(1_000_000_000)
+            let now_ns = i64::try_from(now.as_secs())?.saturating_mul(1_000_000_000);
+            let span = match (args.duration, args.count) {
+                (None, count) => {
+                    let samples = count.unwrap_or(DEFAULT_COUNT).saturating_sub(1);
+                    i64::try_from(args.interval.as_nanos().saturating_mul(samples as u128))?
+                }
+                (Some(_), _) => 0,
+            };
+            now_ns.saturating_sub(span)
         }
     };
     Ok(FleetConfig {
@@ -264,14 +284,13 @@ fn summary(report: &PublishReport, qos: u8, elapsed: Duration, interrupted: bool
     } else {
         format!("{} acked", report.acked_count())
     };
+    let (sent, total) = (report.sent, report.acked.len());
+    let (reconnects, retransmissions) = (report.reconnects, report.retransmissions);
+    let rate = sent as f64 / secs.max(1e-9);
+    let interrupted = if interrupted { ", interrupted" } else { "" };
     format!(
-        "sent {} of {} messages ({acked}), {} reconnects, {} retransmissions, in {secs:.2} s ({:.1} msg/s){}",
-        report.sent,
-        report.acked.len(),
-        report.reconnects,
-        report.retransmissions,
-        report.sent as f64 / secs.max(1e-9),
-        if interrupted { ", interrupted" } else { "" },
+        "sent {sent} of {total} messages ({acked}), {reconnects} reconnects, \
+         {retransmissions} retransmissions, in {secs:.2} s ({rate:.1} msg/s){interrupted}"
     )
 }
 

@@ -3,7 +3,9 @@
 //! Randomness comes from [`SplitMix64`], a tiny generator written here so that the values for
 //! a given seed never change with a dependency upgrade. Every value is derived from its own
 //! stream (seed, device, sample), so generating sample 1000 does not require generating
-//! samples 0 to 999, and two devices never share noise.
+//! samples 0 to 999, and two devices never share noise. (The daily cycles use `f64::sin` and
+//! `cos`, whose last bit may differ between platforms' math libraries; rounding to 2
+//! decimals hides that in all but the rarest cases.)
 
 use std::f64::consts::TAU;
 

@@ -4,19 +4,20 @@
 //! readings it would have carried are never sent and a correct collector stores nothing for it.
 //! Each kind is rendered in the configured payload format where that format can express it:
 //!
-//! | kind                | JSON                              | line protocol                  | bare value            |
-//! |---------------------|-----------------------------------|--------------------------------|-----------------------|
-//! | `invalid-json`      | the object cut in half            | a field without value          | `21.53.5`             |
-//! | `wrong-type`        | `"temperature":[21.53,21.53]` or `{"value":21.53}` | `temperature=[21.53,21.53]` | `[21.53,21.53]` |
-//! | `invalid-timestamp` | `"ts":"yesterday"`                | timestamp `yesterday`          | the JSON payload      |
-//! | `oversized`         | spaces before `}` up to the size  | a `padding` string field       | leading zeros         |
-//! | `invalid-utf8`      | `0xff 0xfe` in the `temperature` key | the same in the field key   | the same after the number |
-//! | `future-timestamp`  | year 2300 (beyond i64 ns)         | year 2300                      | the JSON payload      |
-//! | `past-timestamp`    | 1 s after the epoch               | 1 s after the epoch            | the JSON payload      |
-//! | `garbage`           | 16 to 200 random bytes            | same                           | same                  |
+//! | kind                | JSON                               | line protocol            | bare value       |
+//! |---------------------|------------------------------------|--------------------------|------------------|
+//! | `invalid-json`      | the object cut in half             | `humidity=` (no value)   | `21.53.5`        |
+//! | `wrong-type`        | `"temperature":[21.53,21.53]` or `{"value":21.53}` | the same | the same |
+//! | `invalid-timestamp` | `"ts":"yesterday"`                 | timestamp `yesterday`    | the JSON payload |
+//! | `oversized`         | spaces before the `}`              | a `padding="xx…"` field  | leading zeros    |
+//! | `invalid-utf8`      | `0xff 0xfe` ending the `temperature` key | the same           | after the number |
+//! | `future-timestamp`  | year 2300 (overflows i64 ns)       | the same                 | the JSON payload |
+//! | `past-timestamp`    | 1 s after the epoch                | the same                 | the JSON payload |
+//! | `garbage`           | 16 to 200 random bytes             | the same                 | the same         |
 //!
-//! A bare value has no timestamp, so the timestamp faults send the JSON payload there, which
-//! is not a number either.
+//! Oversized payloads are exactly `oversized_bytes` long and parse to the good reading (plus
+//! a `padding` field in line protocol): only a size limit rejects them. A bare value has no
+//! timestamp, so the timestamp faults send the JSON payload there, which is not a number.
 
 use serde::{Deserialize, Serialize};
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeviceModel, Sample};
+use crate::model::{DeviceModel, Sample, SplitMix64};
 
 pub use fault::{Fault, FaultConfig, FaultKind, ONE_SECOND_AFTER_EPOCH_NS, YEAR_2300_NS};
 
@@ -198,7 +198,9 @@ impl Fleet {
 
     /// All messages of `per_device` samples of every device, in time order.
     pub fn messages(&self, per_device: usize) -> Vec<Message> {
-        let total = per_device * self.devices.len() * self.messages_per_sample();
+        let total = per_device
+            .saturating_mul(self.devices.len())
+            .saturating_mul(self.messages_per_sample());
         self.iter().take(total).collect()
     }
 
@@ -216,7 +218,7 @@ impl Fleet {
         let sample_index = n / per_sample / devices;
         let device = &self.devices[device_index as usize];
 
-        // Each device is offset by its index in µs so that no two devices share a timestamp.
+        // Device i is i µs late, so that the devices of one sample differ in time too.
         let timestamp_ns = self
             .config
             .start_ns
@@ -267,8 +269,8 @@ impl Fleet {
         }
     }
 
-    fn fault_rng(&self, n: u64) -> crate::model::SplitMix64 {
-        crate::model::SplitMix64::derive(self.config.seed, &[FAULT_STREAM, n])
+    fn fault_rng(&self, n: u64) -> SplitMix64 {
+        SplitMix64::derive(self.config.seed, &[FAULT_STREAM, n])
     }
 }
 

@@ -232,8 +232,9 @@ struct Poller {
 
 impl Poller {
     /// Polls until the disconnect requested by the feeder is written and the broker closed the
-    /// connection, or until a short grace period after `stop`. The poll future is never cancelled before `stop`: dropping it in
-    /// the middle of a write would lose the packet while rumqttc believes it sent it.
+    /// connection, or until a short grace period after `stop`. The poll future is never
+    /// cancelled before `stop`: dropping it in the middle of a write would lose the packet
+    /// while rumqttc believes it sent it.
     async fn run(mut self, mut eventloop: EventLoop, stop: CancellationToken) -> ConnectionOutcome {
         // Unacknowledged publishes at the last connection failure, in case the broker comes
         // back without our session.
@@ -328,11 +329,13 @@ impl Poller {
         }
     }
 
-    /// Logs the first failure of an outage loudly and the retries quietly.
+    /// Logs the first failure of an outage loudly, then one retry in 30 (about a minute).
     fn on_connection_error(&self, err: &ConnectionError, failures: u32) {
         let in_flight = self.tracker.in_flight();
         if failures == 0 {
             warn!(error = %err, in_flight, "connection failed; reconnecting");
+        } else if failures.is_multiple_of(30) {
+            warn!(error = %err, failures, "still cannot reconnect");
         } else {
             debug!(error = %err, failures, "reconnect failed");
         }

@@ -5,9 +5,13 @@
 //! out in order on one connection. A dispatcher paces the messages (`rate`, messages per
 //! second over all connections) and hands them to one task per connection, which publishes
 //! them through a rumqttc client while a second task polls the event loop without ever
-//! blocking it. The poller maps packet ids to messages and marks them acknowledged on PUBACK
-//! (see [`connection`](self) internals), reconnects with capped backoff, and republishes
-//! what the broker had not acknowledged, even when the broker lost the session.
+//! blocking it. The poller maps packet ids to messages and marks them acknowledged on PUBACK,
+//! reconnects with capped backoff, and republishes what the broker had not acknowledged, even
+//! when the broker lost the session.
+//!
+//! A message the broker refuses by closing the connection (one over its packet size limit,
+//! say) is sent again after every reconnect, forever: MQTT 3.1.1 gives the client no way to
+//! tell that apart from a broker restart. Keep oversized faults under the broker's limit.
 
 mod connection;
 

@@ -23,18 +23,8 @@ fn every_example_config_validates() {
     let files = examples();
     assert!(files.len() >= 2, "config/ holds the examples: {files:?}");
     for file in files {
-        let out = collector()
-            .arg("validate")
-            .arg("-c")
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} does not validate:\n{}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, err) = validate_file(&file);
+        assert!(ok, "{} does not validate:\n{err}", file.display());
     }
 }
 
@@ -42,10 +32,15 @@ fn validate(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, text).unwrap();
+    validate_file(&file)
+}
+
+/// `validate -c file`: whether it passed, and what it printed on stderr.
+fn validate_file(file: &Path) -> (bool, String) {
     let out = collector()
         .arg("validate")
         .arg("-c")
-        .arg(&file)
+        .arg(file)
         .output()
         .unwrap();
     (

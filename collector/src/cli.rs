@@ -99,11 +99,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .thread_name("collector")
                 .build()
                 .context("cannot start the runtime")?;
-            runtime.block_on(async {
+            let result = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(watch_signals(shutdown.clone()));
                 crate::pipeline::run(settings, Metrics::new(), shutdown).await
-            })?;
+            });
+            // The pipeline has stopped in order (or given up at its own timeout): do not
+            // wait for anything left on a blocking thread.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
     }

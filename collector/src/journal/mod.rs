@@ -172,9 +172,14 @@ impl Journal {
              CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, idx INTEGER NOT NULL);",
         )
         .map_err(sqlite)?;
+        // Sequence numbers never go back, even when every entry has been reclaimed: a cursor
+        // may point past the last entry, and new entries must come after it.
         let (bytes, last_seq): (i64, i64) = conn
             .query_row(
-                "SELECT COALESCE(SUM(length(data)), 0), COALESCE(MAX(seq), 0) FROM entries",
+                "SELECT COALESCE(SUM(length(data)), 0),
+                        MAX(COALESCE((SELECT MAX(seq) FROM entries), 0),
+                            COALESCE((SELECT MAX(seq) FROM cursors), 0) - 1)
+                 FROM entries",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

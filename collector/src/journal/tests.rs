@@ -59,6 +59,21 @@ fn readers_resume_from_their_cursors_after_a_reopen() {
 }
 
 #[test]
+fn sequence_numbers_never_go_back_after_everything_was_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    for round in 0..3 {
+        let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+        journal.register_sinks(&["a"]).unwrap();
+        writer.append(&[reading(round)]).unwrap();
+        let mut a = journal.reader("a").unwrap();
+        assert_eq!(values(&a.read(10).unwrap()), vec![round], "round {round}");
+        a.commit(a.read_position()).unwrap();
+        assert_eq!(journal.bytes(), 0, "everything reclaimed");
+    }
+}
+
+#[test]
 fn space_is_reclaimed_once_every_sink_has_passed() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, mut writer) = Journal::open(

@@ -38,12 +38,20 @@ const ACK_CHANNEL_CAPACITY: usize = 65_535;
 const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One broker connection and its subscriptions.
-#[derive(Debug)]
 pub struct MqttSource {
     settings: MqttSettings,
     options: MqttOptions,
     timestamps: TimestampConfig,
     metrics: Metrics,
+}
+
+/// Not derived: rumqttc's `MqttOptions` prints the password in its `Debug`.
+impl std::fmt::Debug for MqttSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSource")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Per-source counters, looked up once.
@@ -375,4 +383,35 @@ pub(crate) fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(duration_ns)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_password_is_never_in_debug_output() {
+        let settings = Config::from_toml(
+            r#"
+            [[sources.mqtt]]
+            host = "localhost"
+            username = "collector"
+            password = "hunter2-secret"
+            [[sources.mqtt.subscriptions]]
+            topic = "a/{device}/{measurement}"
+            "#,
+        )
+        .and_then(Config::validate)
+        .unwrap();
+        let source = MqttSource::new(
+            settings.mqtt[0].clone(),
+            settings.timestamps.clone(),
+            Metrics::new(),
+        )
+        .unwrap();
+        let shown = format!("{source:?} {settings:?} {:#?}", settings.mqtt);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("***"));
+    }
 }

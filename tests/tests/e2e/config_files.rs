@@ -100,3 +100,37 @@ fn every_problem_is_reported_at_once() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn environment_variables_override_keys_and_a_misspelt_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, GOOD).unwrap();
+    let out = collector()
+        .args(["validate", "-c"])
+        .arg(&file)
+        .env("COLLECTOR__SINKS__LOCAL__PATH", "/srv/Telemetry/store.db")
+        .env("COLLECTOR__JOURNAL__MAX_BYTES", "2GiB")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("local store /srv/Telemetry/store.db"),
+        "{stdout}"
+    );
+
+    let out = collector()
+        .args(["validate", "-c"])
+        .arg(&file)
+        .env("COLLECTOR__JOURNAL__MAX_BYTE", "2GiB")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("journal.max_byte: unknown key"), "{err}");
+}

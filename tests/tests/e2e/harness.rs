@@ -66,9 +66,102 @@ fn current_user() -> String {
 /// a restart keeps sessions and queued messages, as a production broker would).
 pub struct Mosquitto {
     child: Option<Child>,
-    /// The port it listens on.
+    /// The port it listens on (plain TCP).
     pub port: u16,
+    /// A second, TLS listener, if started with [`Mosquitto::start_with_tls`].
+    pub tls: Option<TlsListener>,
     dir: tempfile::TempDir,
+}
+
+/// A TLS listener that requires a client certificate, and the files a client needs.
+pub struct TlsListener {
+    /// Its port.
+    pub port: u16,
+    /// The CA that signed the server's and the client's certificates.
+    pub ca: PathBuf,
+    /// A client certificate the broker accepts.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    openssl(dir, &ca);
+    for (name, usage, san) in [
+        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+        ("client", "clientAuth", ""),
+    ] {
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!("{san}basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"),
+        )
+        .expect("write ext");
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subj = format!("/CN={name}");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
 }
 
 impl Mosquitto {
@@ -78,6 +171,28 @@ impl Mosquitto {
         let mut m = Mosquitto {
             child: None,
             port: free_port(),
+            tls: None,
+            dir,
+        };
+        m.launch().await;
+        m
+    }
+
+    /// Starts a broker with a plain listener and a TLS listener that requires a client
+    /// certificate.
+    pub async fn start_with_tls() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_certificates(dir.path());
+        let tls = TlsListener {
+            port: free_port(),
+            ca: dir.path().join("ca.pem"),
+            client_cert: dir.path().join("client.pem"),
+            client_key: dir.path().join("client.key"),
+        };
+        let mut m = Mosquitto {
+            child: None,
+            port: free_port(),
+            tls: Some(tls),
             dir,
         };
         m.launch().await;
@@ -86,9 +201,21 @@ impl Mosquitto {
 
     async fn launch(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
+        let tls = match &self.tls {
+            Some(t) => format!(
+                "listener {port} 127.0.0.1\n\
+                 cafile {dir}/ca.pem\n\
+                 certfile {dir}/server.pem\n\
+                 keyfile {dir}/server.key\n\
+                 require_certificate true\n",
+                port = t.port,
+                dir = self.dir.path().display()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &conf,
-            format!(
+            tls + &format!(
                 "user {user}\n\
                  listener {port} 127.0.0.1\n\
                  allow_anonymous true\n\
@@ -112,9 +239,12 @@ impl Mosquitto {
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
-        let port = self.port;
+        let ports = [Some(self.port), self.tls.as_ref().map(|t| t.port)];
         wait_for("mosquitto to accept connections", WAIT, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            ports
+                .iter()
+                .flatten()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
         })
         .await;
     }
@@ -189,33 +319,41 @@ pub struct InProcess {
     pub metrics: Metrics,
     /// Its local store.
     pub store: PathBuf,
+    sources: usize,
 }
 
 impl InProcess {
     /// Starts the collector on `toml` and waits until every source is subscribed.
     pub async fn start(toml: &str) -> InProcess {
-        let settings = Config::from_toml(toml)
-            .and_then(Config::validate)
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let sources = settings.mqtt.len() as i64;
-        let store = settings.local.as_ref().expect("local store").path.clone();
-        let metrics = Metrics::new();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(collector::run(settings, metrics.clone(), shutdown.clone()));
-        let m = metrics.clone();
+        let c = InProcess::spawn(toml);
+        let (m, sources) = (c.metrics.clone(), c.sources);
         wait_for("the collector to subscribe", WAIT, || {
             m.gauges()
                 .iter()
                 .filter(|(k, v)| k.name == "source_subscribed" && *v == 1)
-                .count() as i64
+                .count()
                 == sources
         })
         .await;
+        c
+    }
+
+    /// Starts the collector on `toml` without waiting for anything.
+    pub fn spawn(toml: &str) -> InProcess {
+        let settings = Config::from_toml(toml)
+            .and_then(Config::validate)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let sources = settings.mqtt.len();
+        let store = settings.local.as_ref().expect("local store").path.clone();
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(collector::run(settings, metrics.clone(), shutdown.clone()));
         InProcess {
             shutdown,
             task,
             metrics,
             store,
+            sources,
         }
     }
 

@@ -1,5 +1,6 @@
 //! MQTT to the local store: exact delivery, every payload format, malformed input.
 
+use std::path::Path;
 use std::time::Duration;
 
 use simulator::fleet::{FaultConfig, FaultKind, Fleet, FleetConfig, Message, PayloadFormat};
@@ -228,4 +229,65 @@ async fn malformed_payloads_are_counted_by_reason_and_the_good_ones_all_arrive()
     let store = collector.store.clone();
     collector.stop().await;
     assert_rows_eq(&stored_rows(&store), &all);
+}
+
+/// `collector_config` with TLS files for the source.
+fn with_tls(toml: &str, ca: &Path, cert: Option<(&Path, &Path)>) -> String {
+    let client = cert.map_or(String::new(), |(c, k)| {
+        format!(
+            ", client_cert_file = \"{}\", client_key_file = \"{}\"",
+            c.display(),
+            k.display()
+        )
+    });
+    toml.replace(
+        "max_payload_size = \"4KiB\"",
+        &format!(
+            "max_payload_size = \"4KiB\"\ntls = {{ ca_file = \"{}\"{client} }}",
+            ca.display()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate_delivers_and_without_one_is_refused() {
+    let broker = Mosquitto::start_with_tls().await;
+    let tls = broker.tls.as_ref().unwrap();
+
+    // Without a client certificate the broker refuses the connection; the collector keeps
+    // retrying with backoff and never gets in.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = InProcess::spawn(&with_tls(
+        &collector_config(dir.path(), tls.port, "tls-refused", JSON_SUBSCRIPTION),
+        &tls.ca,
+        None,
+    ));
+    let m = refused.metrics.clone();
+    wait_for("failed TLS attempts", WAIT, || {
+        m.sum("source_reconnects_total", &[]) >= 2
+    })
+    .await;
+    assert_eq!(refused.metrics.sum("messages_received_total", &[]), 0);
+    assert!(refused
+        .metrics
+        .gauges()
+        .iter()
+        .all(|(k, v)| k.name != "source_connected" || *v == 0));
+    refused.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let collector = InProcess::start(&with_tls(
+        &collector_config(dir.path(), tls.port, "tls", JSON_SUBSCRIPTION),
+        &tls.ca,
+        Some((&tls.client_cert, &tls.client_key)),
+    ))
+    .await;
+    // The simulator publishes on the plain listener; the collector reads over TLS.
+    let messages = fleet(4, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(10);
+    publish_all(broker.port, "sim-tls", &messages).await;
+    let want = expected_rows(&messages, true);
+    wait_for_rows(&collector.store, want.len()).await;
+    let store = collector.store.clone();
+    collector.stop().await;
+    assert_rows_eq(&stored_rows(&store), &want);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need when it is missing (Mosquitto, and
-# openssl for test certificates, from Debian's packages), then runs every test of the workspace: unit tests, and the end-to-end
-# tests that start their own brokers on free loopback ports.
+# openssl for test certificates, from Debian's packages), then runs every test of the
+# workspace: unit tests, and the end-to-end tests that start their own brokers on free
+# loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -169,16 +169,22 @@ fn init_logging() {
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: stopping"),
-        _ = int.recv() => info!("SIGINT: stopping"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            // Without a handler SIGHUP would end the process at once (no orderly stop);
+            // reloading in place is not implemented yet.
+            _ = hup.recv() => warn!("SIGHUP: reloading is not supported yet; restart the service to apply a new configuration"),
+        }
     }
     shutdown.cancel();
     tokio::select! {

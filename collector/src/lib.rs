@@ -22,6 +22,7 @@
 //!   that feeds each one from the journal with retries.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
+//! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`cli`]: the `telemetry-collector` command line.
 
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pipeline;
 pub mod reading;
+pub mod service;
 pub mod sinks;
 pub mod sources;
 

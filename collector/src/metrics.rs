@@ -107,6 +107,50 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Every metric in Prometheus' text exposition format, each name prefixed with
+    /// `telemetry_collector_`.
+    pub fn render_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let counters = self
+            .counters()
+            .into_iter()
+            .map(|(k, v)| (k, "counter", v as i128));
+        let gauges = self
+            .gauges()
+            .into_iter()
+            .map(|(k, v)| (k, "gauge", i128::from(v)));
+        let mut last_name = "";
+        for (key, kind, value) in counters.chain(gauges) {
+            if key.name != last_name {
+                let _ = writeln!(out, "# TYPE telemetry_collector_{} {kind}", key.name);
+                last_name = key.name;
+            }
+            let _ = write!(out, "telemetry_collector_{}", key.name);
+            if !key.labels.is_empty() {
+                out.push('{');
+                for (i, (name, value)) in key.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{name}=\"{}\"", escape_label(value));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {value}");
+        }
+        out
+    }
+}
+
+/// A label value as Prometheus reads it: backslash, double quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     Key {
         name,
@@ -130,5 +174,29 @@ mod tests {
         assert_eq!(m.sum("rejected", &[("source", "a")]), 3);
         assert_eq!(m.sum("rejected", &[("reason", "x")]), 3);
         assert_eq!(m.sum("rejected", &[]), 4);
+    }
+
+    #[test]
+    fn prometheus_text_format() {
+        let m = Metrics::new();
+        m.counter(
+            "readings_rejected_total",
+            &[("source", "mqtt:a\"b"), ("reason", "x")],
+        )
+        .add(2);
+        m.counter(
+            "readings_rejected_total",
+            &[("source", "mqtt:c"), ("reason", "y")],
+        )
+        .inc();
+        m.gauge("journal_bytes", &[]).set(42);
+        assert_eq!(
+            m.render_prometheus(),
+            "# TYPE telemetry_collector_readings_rejected_total counter\n\
+             telemetry_collector_readings_rejected_total{source=\"mqtt:a\\\"b\",reason=\"x\"} 2\n\
+             telemetry_collector_readings_rejected_total{source=\"mqtt:c\",reason=\"y\"} 1\n\
+             # TYPE telemetry_collector_journal_bytes gauge\n\
+             telemetry_collector_journal_bytes 42\n"
+        );
     }
 }

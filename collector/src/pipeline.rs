@@ -102,7 +102,22 @@ pub async fn run(
         });
     }
     source_tasks.close();
+    let channel = tx.downgrade();
     drop(tx);
+    // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
+    // (A sink that cannot write is not wedged: it retries, and the journal holds the data.)
+    let notifier = crate::service::Notifier::from_env().context("NOTIFY_SOCKET")?;
+    let commits = metrics.counter("journal_commits_total", &[]);
+    let capacity = settings.pipeline.channel_capacity;
+    let stop_supervisor = CancellationToken::new();
+    tokio::spawn(crate::service::supervise(
+        notifier,
+        move || {
+            let waiting = channel.upgrade().is_some_and(|tx| tx.capacity() < capacity);
+            (waiting, commits.get())
+        },
+        stop_supervisor.clone(),
+    ));
     info!(
         sources = settings.mqtt.len(),
         journal = %settings.journal.path.display(),
@@ -110,6 +125,7 @@ pub async fn run(
     );
 
     shutdown.cancelled().await;
+    stop_supervisor.cancel();
     let deadline = Instant::now() + settings.pipeline.shutdown_timeout;
     info!(timeout = ?settings.pipeline.shutdown_timeout, "stopping: sources first");
     stop_sources.cancel();

@@ -89,6 +89,41 @@ impl Progress {
     }
 }
 
+/// Tells systemd the service is ready, then feeds its watchdog (if it set one) every half
+/// interval while `probe` shows progress, until `stop`. `probe` returns whether work is
+/// waiting, and a counter that grows when the pipeline moves.
+pub async fn supervise(
+    notifier: Notifier,
+    probe: impl Fn() -> (bool, u64) + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    notifier.notify("READY=1\nSTATUS=collecting");
+    let Some(interval) = notifier.watchdog_interval() else {
+        stop.cancelled().await;
+        notifier.notify("STOPPING=1");
+        return;
+    };
+    let mut progress = Progress::default();
+    let mut starving = false;
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let (waiting, counter) = probe();
+                if progress.check(waiting, counter) {
+                    notifier.notify("WATCHDOG=1");
+                    starving = false;
+                } else if !starving {
+                    starving = true;
+                    tracing::error!("the pipeline has work waiting and makes no progress: no longer feeding the watchdog");
+                }
+            }
+        }
+    }
+    notifier.notify("STOPPING=1");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

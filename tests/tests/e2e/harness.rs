@@ -382,10 +382,16 @@ impl Process {
     /// Starts `collector-under-test run -c config` and waits until its log says it is
     /// subscribed.
     pub async fn start(config: &Path) -> Process {
+        Process::start_with_env(config, &[]).await
+    }
+
+    /// [`Process::start`] with extra environment variables.
+    pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_collector-under-test"))
             .arg("run")
             .arg("-c")
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -10,3 +10,4 @@ mod config_files;
 mod harness;
 mod mqtt;
 mod resilience;
+mod service;

@@ -18,6 +18,8 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::sinks::dead_letter::DeadLetter;
+use crate::sinks::influxdb::InfluxSink;
 use crate::sinks::local::{LocalSink, LocalSinkSettings};
 use crate::sinks::runner::{RunnerSettings, SinkRunner};
 use crate::sources::mqtt::MqttSource;
@@ -37,6 +39,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let journal_settings = settings.journal.clone();
     let local_settings = settings.local.clone();
+    let influx_settings = settings.influxdb.clone();
     let opened = tokio::task::spawn_blocking({
         let metrics = metrics.clone();
         move || -> anyhow::Result<_> {
@@ -58,13 +61,26 @@ pub async fn run(
                     },
                 ));
             }
-            let names: Vec<&str> = sinks.iter().map(|(n, _, _)| *n).collect();
+            // InfluxDB sinks: each with its own cursor and dead-letter file.
+            let mut influx = Vec::new();
+            for s in &influx_settings {
+                let sink = InfluxSink::new(s)?;
+                let dead_letter =
+                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes);
+                let runner = RunnerSettings {
+                    batch: s.batch,
+                    retry: s.retry,
+                };
+                influx.push((s.sink.clone(), sink, runner, dead_letter));
+            }
+            let mut names: Vec<&str> = sinks.iter().map(|(n, _, _)| *n).collect();
+            names.extend(influx.iter().map(|(n, _, _, _)| n.as_str()));
             journal.register_sinks(&names)?;
-            Ok((journal, writer, sinks))
+            Ok((journal, writer, sinks, influx))
         }
     })
     .await??;
-    let (journal, writer, sinks) = opened;
+    let (journal, writer, sinks, influx_sinks) = opened;
 
     let sources = settings
         .mqtt
@@ -81,6 +97,16 @@ pub async fn run(
         sink_tasks.spawn(async move {
             if let Err(e) = runner.run(abort).await {
                 error!(sink = name, error = %e, "sink stopped on a journal error");
+            }
+        });
+    }
+    for (name, sink, runner_settings, dead_letter) in influx_sinks {
+        let runner = SinkRunner::new(sink, journal.reader(&name)?, runner_settings, &metrics)
+            .with_dead_letter(dead_letter);
+        let abort = abort_sinks.clone();
+        sink_tasks.spawn(async move {
+            if let Err(e) = runner.run(abort).await {
+                error!(sink = %name, error = %e, "sink stopped on a journal error");
             }
         });
     }

@@ -6,10 +6,14 @@
 //! reports every remaining problem at once, one line each.
 
 mod bytesize;
+mod influxdb;
 mod secret;
 mod settings;
 
 pub use bytesize::ByteSize;
+pub use influxdb::{
+    InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SecretSource, SINK_PREFIX,
+};
 pub use secret::Secret;
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
 
@@ -291,6 +295,8 @@ impl Default for LineProtocolConfig {
 pub struct SinksConfig {
     /// The embedded local store.
     pub local: LocalConfig,
+    /// `[[sinks.influxdb]]`: InfluxDB servers, each fed from the journal with its own cursor.
+    pub influxdb: Vec<InfluxDbConfig>,
 }
 
 /// When a sink writes.

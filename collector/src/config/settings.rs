@@ -28,6 +28,8 @@ pub struct Settings {
     pub mqtt: Vec<MqttSettings>,
     /// The local store, if enabled, with its path resolved.
     pub local: Option<LocalSettings>,
+    /// InfluxDB sinks, in the order written.
+    pub influxdb: Vec<super::InfluxSettings>,
 }
 
 /// The journal's settings.
@@ -152,8 +154,30 @@ impl Config {
             .local
             .enabled
             .then(|| local_settings(&self.sinks.local, &self.data_dir, &mut p));
+        // InfluxDB sinks: their own module validates them.
+        let mut influx_problems = Vec::new();
+        let influxdb: Vec<super::InfluxSettings> = self
+            .sinks
+            .influxdb
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                super::influxdb::validate(c, i, &self.data_dir, &mut influx_problems)
+            })
+            .collect();
+        for (path, message) in influx_problems {
+            p.add(path, message);
+        }
+        for (i, c) in self.sinks.influxdb.iter().enumerate() {
+            if self.sinks.influxdb[..i].iter().any(|o| o.name == c.name) {
+                p.add(
+                    format!("sinks.influxdb[{i}].name"),
+                    format!("`{}` is used by another InfluxDB sink", c.name),
+                );
+            }
+        }
         p.check(
-            local.is_some(),
+            local.is_some() || !self.sinks.influxdb.is_empty(),
             "sinks",
             "no sink is enabled: readings would go nowhere",
         );
@@ -250,6 +274,7 @@ impl Config {
             timestamps: self.timestamps,
             mqtt,
             local,
+            influxdb,
         })
     }
 }

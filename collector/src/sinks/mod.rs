@@ -2,13 +2,21 @@
 //! batches, writes, retries, and advances its cursor only once a write succeeded.
 //!
 //! - [`local`]: the embedded local store (SQLite), the default sink, also what `query` reads.
-//! - [`runner`]: the loop every sink shares (journal cursor, batching, retry with backoff).
+//! - [`influxdb`]: InfluxDB over the v2 write API (the `influxdb2` crate) or the v1 `/write`.
+//! - [`runner`]: the loop every sink shares (journal cursor, batching, retry with backoff,
+//!   Retry-After, splitting batches that are too large, the dead-letter file).
+//! - [`dead_letter`]: where batches a store refused for good are kept, with the reason.
+//! - [`line_protocol`]: readings as InfluxDB line protocol (through the escaping builder).
 
+pub mod dead_letter;
+pub mod influxdb;
+pub mod line_protocol;
 pub mod local;
 pub mod runner;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::reading::Reading;
 
@@ -28,7 +36,24 @@ pub enum SinkError {
     /// A passing failure (connection, server error, busy store): retry later with backoff.
     #[error("retryable: {0}")]
     Retryable(String),
-    /// The store refused these readings for good: do not retry them.
+    /// The store asked to be left alone for a while (HTTP 429 or 503): retry after
+    /// `retry_after` when it said so (`Retry-After`), else with backoff.
+    #[error("throttled: {reason}")]
+    Throttled {
+        /// What the store said.
+        reason: String,
+        /// How long it asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The batch is too large for the store (HTTP 413): the runner writes it in halves.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The store refuses to let us write at all (HTTP 401, 403): the data stays in the
+    /// journal, the runner retries with backoff and reports it loudly.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The store refused these readings for good (other 4xx): the runner puts them in the
+    /// dead-letter file and moves on.
     #[error("rejected: {0}")]
     Rejected(String),
 }
@@ -36,6 +61,9 @@ pub enum SinkError {
 impl SinkError {
     /// Whether writing the same batch again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SinkError::Retryable(_))
+        matches!(
+            self,
+            SinkError::Retryable(_) | SinkError::Throttled { .. } | SinkError::Unauthorized(_)
+        )
     }
 }

@@ -4,21 +4,39 @@
 //! A sink that is down retries forever with capped backoff and falls behind; it never slows
 //! the journal or the other sinks (each has its own reader), and after a restart it resumes
 //! from its persisted cursor.
+//!
+//! What the runner does with each class of [`SinkError`], so that every sink gets the same
+//! policies:
+//! - `Retryable`: backoff (capped, jittered), forever.
+//! - `Throttled`: wait what the store asked (`Retry-After`, at most [`MAX_RETRY_AFTER`]),
+//!   else backoff.
+//! - `Unauthorized`: the data stays in the journal; backoff, forever, with an error log (the
+//!   first failure and every tenth), the gauge `sink_unauthorized{sink}` at 1 and
+//!   `sink_up{sink}` at 0 until a write succeeds again.
+//! - `TooLarge`: the batch is written in halves (recursively); a single reading that is
+//!   still too large is rejected.
+//! - `Rejected`: the readings go to the sink's [dead-letter file](super::dead_letter),
+//!   counted in `readings_dead_lettered_total{sink}`, and the cursor moves on. Without a
+//!   dead-letter file they are counted in `readings_dropped_total{sink,reason="rejected_by_sink"}`.
 
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::dead_letter::DeadLetter;
 use super::{Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
 use crate::journal::{JournalError, JournalReader, Position};
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::Reading;
+
+/// The longest `Retry-After` honoured; a store asking for more is asked again after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// How a sink is fed.
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +55,14 @@ pub struct SinkRunner<S> {
     batcher: Batcher,
     retry: Backoff,
     name: String,
+    dead_letter: Option<DeadLetter>,
     written: Counter,
     rejected: Counter,
+    dead_lettered: Counter,
+    splits: Counter,
     failures: Counter,
+    up: Gauge,
+    unauthorized: Gauge,
 }
 
 /// The runner was told to stop before its batch was written; the batch stays in the journal.
@@ -63,10 +86,22 @@ impl<S: Sink> SinkRunner<S> {
                 "readings_dropped_total",
                 &[("sink", &name), ("reason", "rejected_by_sink")],
             ),
+            dead_lettered: metrics.counter("readings_dead_lettered_total", &[("sink", &name)]),
+            splits: metrics.counter("sink_batch_splits_total", &[("sink", &name)]),
             failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
+            up: metrics.gauge("sink_up", &[("sink", &name)]),
+            unauthorized: metrics.gauge("sink_unauthorized", &[("sink", &name)]),
             reader: Some(reader),
+            dead_letter: None,
             name,
         }
+    }
+
+    /// Sends the batches the store rejects for good to `dead_letter` instead of dropping
+    /// them (counted either way).
+    pub fn with_dead_letter(mut self, dead_letter: DeadLetter) -> SinkRunner<S> {
+        self.dead_letter = Some(dead_letter);
+        self
     }
 
     /// Runs until the journal's writer has finished and everything it committed is written
@@ -148,40 +183,18 @@ impl<S: Sink> SinkRunner<S> {
         self.with_reader(move |r| r.read(max)).await
     }
 
-    /// Writes the batch until it succeeds, is rejected for good, or `abort` fires; then
-    /// moves the cursor past it.
+    /// Writes the batch until it succeeds or is rejected for good (in halves if the store
+    /// says it is too large), or `abort` fires; then moves the cursor past it. If `abort`
+    /// fires halfway, the whole batch stays in the journal (writing a part twice is harmless).
     async fn flush(&mut self, abort: &CancellationToken) -> Result<(), Aborted> {
-        let batch = Arc::new(self.batcher.take());
+        let batch = self.batcher.take();
         let pos: Position = self.reader_ref().read_position();
-        let n = batch.len() as u64;
-        loop {
-            let started = StdInstant::now();
-            match self.sink.write(&batch).await {
-                Ok(()) => {
-                    self.written.add(n);
-                    if self.retry.attempts() > 0 {
-                        info!(sink = %self.name, "sink writes again");
-                    }
-                    self.retry.reset();
-                    debug!(sink = %self.name, readings = n, elapsed = ?started.elapsed(), "batch written");
-                    break;
-                }
-                Err(SinkError::Rejected(reason)) => {
-                    self.rejected.add(n);
-                    error!(sink = %self.name, readings = n, %reason, "the store rejected a batch; skipping it");
-                    break;
-                }
-                Err(e @ SinkError::Retryable(_)) => {
-                    self.failures.inc();
-                    let delay = self.retry.next_delay();
-                    if self.retry.worth_logging() {
-                        warn!(sink = %self.name, error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
-                    }
-                    tokio::select! {
-                        () = abort.cancelled() => return Err(Aborted),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+        // Parts still to write, the next one last.
+        let mut parts = vec![batch];
+        while let Some(part) = parts.pop() {
+            if let Some((first, second)) = self.write_part(Arc::new(part), abort).await? {
+                parts.push(second);
+                parts.push(first);
             }
         }
         if let Err(e) = self.with_reader(move |r| r.commit(pos)).await {
@@ -190,11 +203,338 @@ impl<S: Sink> SinkRunner<S> {
         }
         Ok(())
     }
+
+    /// Writes one part until it is written or dead-lettered (`None`), or the store says it
+    /// is too large: then its two halves.
+    async fn write_part(
+        &mut self,
+        part: Arc<Vec<Reading>>,
+        abort: &CancellationToken,
+    ) -> Result<Option<(Vec<Reading>, Vec<Reading>)>, Aborted> {
+        let n = part.len() as u64;
+        loop {
+            let started = StdInstant::now();
+            let delay = match self.sink.write(&part).await {
+                Ok(()) => {
+                    self.written.add(n);
+                    if self.retry.attempts() > 0 {
+                        info!(sink = %self.name, "sink writes again");
+                    }
+                    self.retry.reset();
+                    self.up.set(1);
+                    self.unauthorized.set(0);
+                    debug!(sink = %self.name, readings = n, elapsed = ?started.elapsed(), "batch written");
+                    return Ok(None);
+                }
+                Err(SinkError::TooLarge(reason)) if n > 1 => {
+                    self.splits.inc();
+                    info!(sink = %self.name, readings = n, %reason, "batch too large for the store: writing it in halves");
+                    let mut first =
+                        Arc::try_unwrap(part).unwrap_or_else(|shared| (*shared).clone());
+                    let second = first.split_off(first.len() / 2);
+                    return Ok(Some((first, second)));
+                }
+                Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
+                    self.reject(&part, &reason, abort).await?;
+                    return Ok(None);
+                }
+                Err(SinkError::Unauthorized(reason)) => {
+                    self.failures.inc();
+                    self.up.set(0);
+                    self.unauthorized.set(1);
+                    let delay = self.retry.next_delay();
+                    if self.retry.worth_logging() {
+                        error!(sink = %self.name, %reason, attempts = self.retry.attempts(), ?delay,
+                            "the store refuses our credentials: nothing is written to it until they are fixed (the readings wait in the journal)");
+                    }
+                    delay
+                }
+                Err(e @ (SinkError::Retryable(_) | SinkError::Throttled { .. })) => {
+                    self.failures.inc();
+                    self.up.set(0);
+                    let backoff = self.retry.next_delay();
+                    let delay = match &e {
+                        SinkError::Throttled {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).min(MAX_RETRY_AFTER),
+                        _ => backoff,
+                    };
+                    if self.retry.worth_logging() {
+                        warn!(sink = %self.name, error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
+                    }
+                    delay
+                }
+            };
+            tokio::select! {
+                () = abort.cancelled() => return Err(Aborted),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Puts readings the store refused for good into the dead-letter file (retrying while
+    /// the file cannot be written: they are not dropped), or counts them as dropped when
+    /// there is none.
+    async fn reject(
+        &mut self,
+        part: &Arc<Vec<Reading>>,
+        reason: &str,
+        abort: &CancellationToken,
+    ) -> Result<(), Aborted> {
+        let n = part.len() as u64;
+        let Some(dead_letter) = self.dead_letter.clone() else {
+            self.rejected.add(n);
+            error!(sink = %self.name, readings = n, %reason, "the store rejected a batch; skipping it");
+            return Ok(());
+        };
+        let mut retry = Backoff::new(BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        });
+        loop {
+            let (dl, part, name, why) = (
+                dead_letter.clone(),
+                part.clone(),
+                self.name.clone(),
+                reason.to_string(),
+            );
+            let written = tokio::task::spawn_blocking(move || dl.append(&name, &why, &part))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            match written {
+                Ok(()) => {
+                    self.dead_lettered.add(n);
+                    error!(sink = %self.name, readings = n, %reason, file = %dead_letter.path().display(),
+                        "the store rejected a batch: it is in the dead-letter file; moving on");
+                    return Ok(());
+                }
+                Err(e) => {
+                    let delay = retry.next_delay();
+                    if retry.worth_logging() {
+                        error!(sink = %self.name, error = %e, file = %dead_letter.path().display(), ?delay,
+                            "cannot write the dead-letter file; retrying (the sink waits)");
+                    }
+                    tokio::select! {
+                        () = abort.cancelled() => return Err(Aborted),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::{JournalSettings, WhenFull};
+    use crate::journal::Journal;
+    use crate::reading::FieldValue;
+
+    /// What the test sink answers to a write: by the batch's values and the attempt number.
+    type Answer = Box<dyn FnMut(&[i64], usize) -> Result<(), SinkError> + Send>;
+
+    /// A sink that records what it was given and answers as told.
+    struct Scripted {
+        answer: Answer,
+        attempts: Arc<Mutex<Vec<(StdInstant, Vec<i64>)>>>,
+    }
+
+    impl Sink for Scripted {
+        async fn write(&mut self, batch: &super::super::Batch) -> Result<(), SinkError> {
+            let values: Vec<i64> = batch
+                .iter()
+                .map(|r| match r.field("v") {
+                    Some(FieldValue::Integer(v)) => *v,
+                    _ => -1,
+                })
+                .collect();
+            let n = {
+                let mut a = self.attempts.lock().unwrap();
+                a.push((StdInstant::now(), values.clone()));
+                a.len()
+            };
+            (self.answer)(&values, n)
+        }
+    }
+
+    fn reading(i: i64) -> Reading {
+        let mut r = Reading::new("env", 1_700_000_000_000_000_000 + i);
+        r.set_tag("device", "d");
+        r.fields.push(("v".into(), FieldValue::Integer(i)));
+        r
+    }
+
+    /// Runs a runner over readings `0..n` (one journal entry) until it has written them all,
+    /// and returns its metrics and every write attempt.
+    async fn run(
+        dir: &Path,
+        n: i64,
+        answer: Answer,
+        dead_letter: bool,
+    ) -> (Metrics, Vec<(StdInstant, Vec<i64>)>, Journal) {
+        let metrics = Metrics::new();
+        let (journal, mut writer) = Journal::open(
+            &JournalSettings {
+                path: dir.join("journal.db"),
+                max_bytes: 1 << 30,
+                when_full: WhenFull::Block,
+                sync: false,
+            },
+            metrics.clone(),
+        )
+        .unwrap();
+        journal.register_sinks(&["t"]).unwrap();
+        writer
+            .append(&(0..n).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        drop(writer); // the input ends: the runner drains and returns
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let sink = Scripted {
+            answer,
+            attempts: attempts.clone(),
+        };
+        let settings = RunnerSettings {
+            batch: BatchConfig {
+                max_readings: 10,
+                max_age: Duration::from_millis(10),
+            },
+            retry: BackoffConfig {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+        };
+        let mut runner = SinkRunner::new(sink, journal.reader("t").unwrap(), settings, &metrics);
+        if dead_letter {
+            runner = runner.with_dead_letter(DeadLetter::new(dir, "t", 1 << 20));
+        }
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            runner.run(CancellationToken::new()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let attempts = attempts.lock().unwrap().clone();
+        (metrics, attempts, journal)
+    }
+
+    #[tokio::test]
+    async fn too_large_splits_and_rejected_goes_to_the_dead_letter_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let answer: Answer = Box::new(|values, _| {
+            if values.len() > 3 {
+                Err(SinkError::TooLarge("HTTP 413".into()))
+            } else if values.contains(&5) {
+                Err(SinkError::Rejected("HTTP 400: field type conflict".into()))
+            } else {
+                Ok(())
+            }
+        });
+        let (metrics, attempts, journal) = run(dir.path(), 10, answer, true).await;
+        let parts: Vec<Vec<i64>> = attempts.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            parts,
+            vec![
+                (0..10).collect::<Vec<_>>(),
+                vec![0, 1, 2, 3, 4],
+                vec![0, 1],
+                vec![2, 3, 4],
+                vec![5, 6, 7, 8, 9],
+                vec![5, 6],
+                vec![7, 8, 9],
+            ]
+        );
+        assert_eq!(metrics.sum("readings_written_total", &[("sink", "t")]), 8);
+        assert_eq!(
+            metrics.sum("readings_dead_lettered_total", &[("sink", "t")]),
+            2
+        );
+        assert_eq!(metrics.sum("sink_batch_splits_total", &[("sink", "t")]), 3);
+        let text = std::fs::read_to_string(dir.path().join("t.lp")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("readings=2 reason: HTTP 400: field type conflict"));
+        assert_eq!(
+            &lines[1..],
+            [
+                "env,device=d v=5i 1700000000000000005",
+                "env,device=d v=6i 1700000000000000006"
+            ]
+        );
+        // The cursor is past everything: nothing is left for this sink.
+        let mut reader = journal.reader("t").unwrap();
+        assert!(reader.read(100).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_single_reading_that_is_too_large_is_rejected_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let answer: Answer = Box::new(|_, _| Err(SinkError::TooLarge("HTTP 413".into())));
+        let (metrics, attempts, _journal) = run(dir.path(), 1, answer, false).await;
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            metrics.sum(
+                "readings_dropped_total",
+                &[("sink", "t"), ("reason", "rejected_by_sink")]
+            ),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured_and_unauthorized_keeps_the_data_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let gauges = Arc::new(Mutex::new(Vec::new()));
+        let seen = gauges.clone();
+        let answer: Answer = Box::new(move |_, attempt| match attempt {
+            1 => Err(SinkError::Throttled {
+                reason: "HTTP 429".into(),
+                retry_after: Some(Duration::from_millis(300)),
+            }),
+            2 | 3 => Err(SinkError::Unauthorized("HTTP 401".into())),
+            _ => {
+                seen.lock().unwrap().push(attempt);
+                Ok(())
+            }
+        });
+        let (metrics, attempts, _journal) = run(dir.path(), 4, answer, true).await;
+        assert_eq!(attempts.len(), 4, "the same batch until it is written");
+        assert!(attempts.iter().all(|(_, v)| *v == vec![0, 1, 2, 3]));
+        let waited = attempts[1].0 - attempts[0].0;
+        assert!(
+            waited >= Duration::from_millis(300),
+            "waited only {waited:?}"
+        );
+        assert_eq!(metrics.sum("readings_written_total", &[("sink", "t")]), 4);
+        assert_eq!(
+            metrics.sum("sink_write_failures_total", &[("sink", "t")]),
+            3
+        );
+        let gauge = |name: &str| {
+            metrics
+                .gauges()
+                .into_iter()
+                .find(|(k, _)| k.name == name)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(
+            gauge("sink_unauthorized"),
+            Some(0),
+            "cleared by the success"
+        );
+        assert_eq!(gauge("sink_up"), Some(1));
+        assert_eq!(*gauges.lock().unwrap(), vec![4]);
     }
 }

@@ -1,0 +1,435 @@
+//! `[[sinks.influxdb]]`: InfluxDB sinks as written, and their validation.
+//!
+//! Secrets (the v2 token, the v1 password) come from exactly one of: the value itself
+//! (`token = "..."`), a file (`token_file`, trailing whitespace trimmed), an environment
+//! variable (`token_env = "INFLUX_TOKEN"`), or a systemd credential (`token_credential =
+//! "influx-token"`: the file of that name in `$CREDENTIALS_DIRECTORY`, which systemd's
+//! `LoadCredential=` provides to the service only). Validation checks that exactly one is
+//! given, not that it can be read: the secret is read when the collector starts (and by
+//! `doctor`), where the service's environment and credentials exist.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{BackoffConfig, BatchConfig, ByteSize, Secret};
+use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
+use crate::sinks::line_protocol::Precision;
+
+/// The prefix of an InfluxDB sink's name in the journal (its cursor) and in metrics.
+pub const SINK_PREFIX: &str = "influxdb:";
+
+/// Which write API a server speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfluxApi {
+    /// `/api/v2/write` with org, bucket and token (InfluxDB 2.x and 3.x, Cloud,
+    /// VictoriaMetrics), through the `influxdb2` crate.
+    #[default]
+    V2,
+    /// `/write` with database, retention policy, user and password (InfluxDB 1.x, and
+    /// servers that only speak the v1 API).
+    V1,
+}
+
+/// `[[sinks.influxdb]]`: one InfluxDB server (several entries fan out from one journal).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InfluxDbConfig {
+    /// A stable name: the sink is `influxdb:<name>` in logs and metrics, and its journal
+    /// cursor is kept under that name (renaming a sink starts it again from the oldest
+    /// reading the journal holds).
+    pub name: String,
+    /// `v2` (default) or `v1`.
+    #[serde(default)]
+    pub api: InfluxApi,
+    /// The server, such as `http://localhost:8086` (http or https).
+    pub url: String,
+    /// v2: the organization.
+    pub org: Option<String>,
+    /// v2: the bucket.
+    pub bucket: Option<String>,
+    /// v2: the token itself (prefer a file, a variable or a credential).
+    pub token: Option<Secret>,
+    /// v2: a file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// v2: an environment variable holding the token.
+    pub token_env: Option<String>,
+    /// v2: a systemd credential holding the token (in `$CREDENTIALS_DIRECTORY`).
+    pub token_credential: Option<String>,
+    /// v1: the database.
+    pub database: Option<String>,
+    /// v1: the retention policy (default: the database's default).
+    pub retention_policy: Option<String>,
+    /// v1: the user (HTTP basic authentication).
+    pub username: Option<String>,
+    /// v1: the password itself.
+    pub password: Option<Secret>,
+    /// v1: a file holding the password.
+    pub password_file: Option<PathBuf>,
+    /// v1: an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// v1: a systemd credential holding the password.
+    pub password_credential: Option<String>,
+    /// The unit of the timestamps written: `ns` (default), `us`, `ms` or `s`.
+    #[serde(default)]
+    pub precision: Precision,
+    /// How long one write may take before it counts as failed (and is retried).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Compress request bodies with gzip.
+    #[serde(default = "default_gzip")]
+    pub gzip: bool,
+    /// Batching.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Delays between retries of a failed write.
+    #[serde(default)]
+    pub retry: BackoffConfig,
+    /// The bound of the dead-letter file (see the README).
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: ByteSize,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_gzip() -> bool {
+    true
+}
+
+fn default_dead_letter_max_bytes() -> ByteSize {
+    ByteSize(DEFAULT_MAX_BYTES)
+}
+
+/// Where a secret comes from; read with [`SecretSource::load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Written in the configuration.
+    Value(Secret),
+    /// A file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
+}
+
+impl SecretSource {
+    /// Reads the secret. A file's trailing newline and whitespace are removed.
+    ///
+    /// # Errors
+    /// A message that names where it looked (never the secret): the file cannot be read,
+    /// the variable is not set, there is no `$CREDENTIALS_DIRECTORY`, or the secret is empty.
+    pub fn load(&self) -> Result<Secret, String> {
+        let value = match self {
+            SecretSource::Value(s) => return Ok(s.clone()),
+            SecretSource::File(path) => read_secret_file(path)?,
+            SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            SecretSource::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                    format!("credential {name}: $CREDENTIALS_DIRECTORY is not set (systemd sets it for a service with LoadCredential=)")
+                })?;
+                read_secret_file(&Path::new(&dir).join(name))?
+            }
+        };
+        let value = value.trim_end().to_string();
+        if value.is_empty() {
+            return Err(format!("{}: empty", self.describe()));
+        }
+        Ok(Secret::new(value))
+    }
+
+    /// Where the secret comes from, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Value(_) => "the configured value".into(),
+            SecretSource::File(p) => format!("file {}", p.display()),
+            SecretSource::Env(v) => format!("environment variable {v}"),
+            SecretSource::Credential(c) => format!("credential {c}"),
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// One validated InfluxDB sink.
+#[derive(Debug, Clone)]
+pub struct InfluxSettings {
+    /// The sink's name: `influxdb:<name>` (journal cursor, logs, metrics).
+    pub sink: String,
+    /// The server's base URL.
+    pub url: reqwest::Url,
+    /// What to write with.
+    pub api: InfluxApiSettings,
+    /// Timestamp unit.
+    pub precision: Precision,
+    /// Timeout of one write.
+    pub timeout: Duration,
+    /// Gzip request bodies.
+    pub gzip: bool,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Retry backoff.
+    pub retry: BackoffConfig,
+    /// The dead-letter file: directory and bound.
+    pub dead_letter_dir: PathBuf,
+    /// Its bound in bytes.
+    pub dead_letter_max_bytes: u64,
+}
+
+/// The API-specific part of an InfluxDB sink.
+#[derive(Debug, Clone)]
+pub enum InfluxApiSettings {
+    /// The v2 write API.
+    V2 {
+        /// Organization.
+        org: String,
+        /// Bucket.
+        bucket: String,
+        /// The token.
+        token: SecretSource,
+    },
+    /// The v1 write API.
+    V1 {
+        /// Database.
+        database: String,
+        /// Retention policy.
+        retention_policy: Option<String>,
+        /// User name.
+        username: Option<String>,
+        /// Password.
+        password: Option<SecretSource>,
+    },
+}
+
+/// Picks the one source of a secret; `None` (and a problem, if `required`) otherwise.
+fn secret_source(
+    key: &str,
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    credential: &Option<String>,
+    path: &str,
+    required: bool,
+    problems: &mut Vec<(String, String)>,
+) -> Option<SecretSource> {
+    let mut given = Vec::new();
+    if let Some(v) = value {
+        given.push(SecretSource::Value(v.clone()));
+    }
+    if let Some(f) = file {
+        given.push(SecretSource::File(f.clone()));
+    }
+    if let Some(e) = env {
+        if e.is_empty() {
+            problems.push((format!("{path}.{key}_env"), "must not be empty".into()));
+        }
+        given.push(SecretSource::Env(e.clone()));
+    }
+    if let Some(c) = credential {
+        if c.is_empty() || c.contains('/') {
+            problems.push((
+                format!("{path}.{key}_credential"),
+                "must be a credential name (no `/`)".into(),
+            ));
+        }
+        given.push(SecretSource::Credential(c.clone()));
+    }
+    match given.len() {
+        0 if required => {
+            problems.push((
+                format!("{path}.{key}"),
+                format!("set one of `{key}`, `{key}_file`, `{key}_env` or `{key}_credential`"),
+            ));
+            None
+        }
+        0 => None,
+        1 => given.pop(),
+        _ => {
+            problems.push((
+                format!("{path}.{key}"),
+                format!(
+                    "give only one of `{key}`, `{key}_file`, `{key}_env` and `{key}_credential`"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// Validates `[[sinks.influxdb]]` entry `index`; problems are `(key path, message)`.
+pub(crate) fn validate(
+    c: &InfluxDbConfig,
+    index: usize,
+    data_dir: &Path,
+    problems: &mut Vec<(String, String)>,
+) -> Option<InfluxSettings> {
+    let path = format!("sinks.influxdb[{index}]");
+    let mut p = |key: &str, message: &str| problems.push((format!("{path}.{key}"), message.into()));
+    let name_ok = !c.name.is_empty()
+        && c.name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'));
+    if !name_ok {
+        p("name", "must be letters, digits, `-`, `_` or `.`");
+    }
+    let url = match reqwest::Url::parse(&c.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Ok(_) => {
+            p("url", "must be an http:// or https:// URL with a host");
+            None
+        }
+        Err(e) => {
+            p("url", &format!("not a URL: {e}"));
+            None
+        }
+    };
+    if c.timeout.is_zero() {
+        p("timeout", "must be more than zero");
+    }
+    if !(1..=1_000_000).contains(&c.batch.max_readings) {
+        p("batch.max_readings", "must be between 1 and 1000000");
+    }
+    if c.batch.max_age.is_zero() {
+        p("batch.max_age", "must be more than zero");
+    }
+    if c.retry.initial.is_zero() {
+        p("retry.initial", "must be more than zero");
+    }
+    if c.retry.max < c.retry.initial {
+        p("retry.max", "must be at least `initial`");
+    }
+    if c.dead_letter_max_bytes.0 < 1024 {
+        p("dead_letter_max_bytes", "must be at least 1KiB");
+    }
+    let not_for = |key: &str, set: bool, api: &str| set.then(|| (key.to_string(), api.to_string()));
+    let v1_keys = [
+        not_for("database", c.database.is_some(), "v1"),
+        not_for("retention_policy", c.retention_policy.is_some(), "v1"),
+        not_for("username", c.username.is_some(), "v1"),
+        not_for(
+            "password",
+            c.password.is_some()
+                || c.password_file.is_some()
+                || c.password_env.is_some()
+                || c.password_credential.is_some(),
+            "v1",
+        ),
+    ];
+    let v2_keys = [
+        not_for("org", c.org.is_some(), "v2"),
+        not_for("bucket", c.bucket.is_some(), "v2"),
+        not_for(
+            "token",
+            c.token.is_some()
+                || c.token_file.is_some()
+                || c.token_env.is_some()
+                || c.token_credential.is_some(),
+            "v2",
+        ),
+    ];
+    let api = match c.api {
+        InfluxApi::V2 => {
+            for (key, api) in v1_keys.into_iter().flatten() {
+                p(&key, &format!("only for api = \"{api}\""));
+            }
+            let org = c.org.clone().filter(|o| !o.is_empty());
+            let bucket = c.bucket.clone().filter(|b| !b.is_empty());
+            if org.is_none() {
+                p("org", "required for api = \"v2\"");
+            }
+            if bucket.is_none() {
+                p("bucket", "required for api = \"v2\"");
+            }
+            let token = secret_source(
+                "token",
+                &c.token,
+                &c.token_file,
+                &c.token_env,
+                &c.token_credential,
+                &path,
+                true,
+                problems,
+            );
+            InfluxApiSettings::V2 {
+                org: org?,
+                bucket: bucket?,
+                token: token?,
+            }
+        }
+        InfluxApi::V1 => {
+            for (key, api) in v2_keys.into_iter().flatten() {
+                p(&key, &format!("only for api = \"{api}\""));
+            }
+            let database = c.database.clone().filter(|d| !d.is_empty());
+            if database.is_none() {
+                p("database", "required for api = \"v1\"");
+            }
+            let password = secret_source(
+                "password",
+                &c.password,
+                &c.password_file,
+                &c.password_env,
+                &c.password_credential,
+                &path,
+                false,
+                problems,
+            );
+            if password.is_some() && c.username.is_none() {
+                problems.push((
+                    format!("{path}.password"),
+                    "a password needs a `username`".into(),
+                ));
+            }
+            InfluxApiSettings::V1 {
+                database: database?,
+                retention_policy: c.retention_policy.clone().filter(|r| !r.is_empty()),
+                username: c.username.clone(),
+                password,
+            }
+        }
+    };
+    Some(InfluxSettings {
+        sink: format!("{SINK_PREFIX}{}", c.name),
+        url: url?,
+        api,
+        precision: c.precision,
+        timeout: c.timeout,
+        gzip: c.gzip,
+        batch: c.batch,
+        retry: c.retry,
+        dead_letter_dir: data_dir.join("dead-letter"),
+        dead_letter_max_bytes: c.dead_letter_max_bytes.0,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_one_place_and_are_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret-token\n").unwrap();
+        let src = SecretSource::File(file.clone());
+        assert_eq!(src.load().unwrap().expose(), "s3cret-token");
+        assert_eq!(format!("{:?}", src.load().unwrap()), "***");
+        let inline = SecretSource::Value(Secret::new("s3cret-token"));
+        assert!(!format!("{inline:?}").contains("s3cret"));
+        let missing = SecretSource::Env("TELEMETRY_TEST_SURELY_UNSET_VAR".into());
+        assert_eq!(
+            missing.load().unwrap_err(),
+            "environment variable TELEMETRY_TEST_SURELY_UNSET_VAR is not set"
+        );
+        std::fs::write(&file, " \n").unwrap();
+        assert!(src.load().unwrap_err().ends_with(": empty"));
+    }
+}

@@ -11,7 +11,7 @@
 //! # Layout
 //! - [`config`]: the TOML file as written, environment overrides, validation into
 //!   [`Settings`](config::Settings) with every problem reported at once.
-//! - [`sources`]: where readings come from ([`sources::mqtt`]); each source sends
+//! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`]); each source sends
 //!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
 //! - [`reading`]: the [`Reading`](reading::Reading) type, and its journal encoding.

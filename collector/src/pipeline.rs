@@ -23,6 +23,7 @@ use crate::sinks::influxdb::InfluxSink;
 use crate::sinks::local::{LocalSink, LocalSinkSettings};
 use crate::sinks::runner::{RunnerSettings, SinkRunner};
 use crate::sources::mqtt::MqttSource;
+use crate::sources::serial::SerialSource;
 
 /// The name of the local store sink (its journal cursor and metrics label).
 pub const LOCAL_SINK: &str = "local";
@@ -127,6 +128,18 @@ pub async fn run(
             }
         });
     }
+    // Serial ports: one task per port; a port absent at start is opened once it appears.
+    for port in &settings.serial {
+        let source = SerialSource::new(port.clone(), settings.timestamps.clone(), metrics.clone());
+        let out = tx.clone();
+        let stop = stop_sources.clone();
+        source_tasks.spawn(async move {
+            let label = source.label();
+            if let Err(e) = source.run(out, stop).await {
+                error!(source = %label, error = format!("{e:#}"), "source failed");
+            }
+        });
+    }
     source_tasks.close();
     let channel = tx.downgrade();
     drop(tx);
@@ -146,6 +159,7 @@ pub async fn run(
     ));
     info!(
         sources = settings.mqtt.len(),
+        serial_ports = settings.serial.len(),
         journal = %settings.journal.path.display(),
         "collector running"
     );

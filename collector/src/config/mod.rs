@@ -8,6 +8,7 @@
 mod bytesize;
 mod influxdb;
 mod secret;
+mod serial;
 mod settings;
 
 pub use bytesize::ByteSize;
@@ -16,6 +17,10 @@ pub use influxdb::{
 };
 pub use secret::Secret;
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
+// Serial ports (issue 3).
+pub use serial::{
+    FlowControl, LineEnding, Parity, PollConfig, PollSettings, SerialConfig, SerialSettings,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -137,6 +142,8 @@ impl Default for TimestampConfig {
 pub struct SourcesConfig {
     /// `[[sources.mqtt]]`: one entry per broker connection.
     pub mqtt: Vec<MqttConfig>,
+    /// `[[sources.serial]]`: one entry per serial port.
+    pub serial: Vec<SerialConfig>,
 }
 
 /// Capped exponential backoff with full jitter.
@@ -219,6 +226,10 @@ pub enum FormatName {
     LineProtocol,
     /// A bare value.
     Value,
+    /// `key=value` pairs.
+    KeyValue,
+    /// CSV with configured column names.
+    Csv,
 }
 
 /// `[[sources.mqtt.subscriptions]]`.
@@ -245,6 +256,12 @@ pub struct SubscriptionConfig {
     /// Options of the line protocol format.
     #[serde(default)]
     pub line_protocol: LineProtocolConfig,
+    /// Options of the `key=value` format (as those of JSON).
+    #[serde(default)]
+    pub key_value: JsonConfig,
+    /// Options of the CSV format.
+    #[serde(default)]
+    pub csv: CsvConfig,
 }
 
 /// `[sources.mqtt.subscriptions.json]`.
@@ -285,6 +302,38 @@ impl Default for LineProtocolConfig {
     fn default() -> Self {
         LineProtocolConfig {
             precision: TimeUnit::Ns,
+        }
+    }
+}
+
+/// The `csv` options of a source: the columns, and the same choices as for JSON keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CsvConfig {
+    /// The name of each column, in order (required); `_` ignores a column.
+    pub columns: Vec<String>,
+    /// One character between cells.
+    pub delimiter: String,
+    /// The column holding the timestamp.
+    pub timestamp_column: String,
+    /// `auto`, `s`, `ms`, `us`, `ns` or `rfc3339`.
+    pub timestamp_unit: TimeUnit,
+    /// Columns whose values become tags.
+    pub tag_columns: Vec<String>,
+    /// Keep integer cells as integers instead of floats.
+    pub keep_integers: bool,
+}
+
+impl Default for CsvConfig {
+    fn default() -> Self {
+        let d = crate::payload::JsonOptions::default();
+        CsvConfig {
+            columns: Vec::new(),
+            delimiter: ",".to_string(),
+            timestamp_column: d.timestamp_key,
+            timestamp_unit: d.timestamp_unit,
+            tag_columns: d.tag_keys,
+            keep_integers: d.keep_integers,
         }
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use super::{
-    BackoffConfig, Config, ConfigErrors, FormatName, JournalConfig, LocalConfig, PipelineConfig,
-    Problem, Secret, SubscriptionConfig, TimestampConfig, TlsConfig, WhenFull,
+    BackoffConfig, Config, ConfigErrors, CsvConfig, FormatName, JournalConfig, JsonConfig,
+    LineProtocolConfig, LocalConfig, PipelineConfig, Problem, Secret, SerialSettings,
+    SubscriptionConfig, TimestampConfig, TlsConfig, WhenFull,
 };
-use crate::payload::{Format, JsonOptions, TimeUnit};
+use crate::payload::{CsvOptions, Format, JsonOptions, TimeUnit};
 use crate::sources::mqtt::TopicTemplate;
 
 /// A validated configuration.
@@ -26,6 +27,8 @@ pub struct Settings {
     pub timestamps: TimestampConfig,
     /// MQTT connections.
     pub mqtt: Vec<MqttSettings>,
+    /// Serial ports.
+    pub serial: Vec<SerialSettings>,
     /// The local store, if enabled, with its path resolved.
     pub local: Option<LocalSettings>,
     /// InfluxDB sinks, in the order written.
@@ -106,23 +109,23 @@ pub struct SubscriptionSettings {
 
 /// Collects problems, one per key path.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
         if !ok {
             self.add(path, message);
         }
     }
 
-    fn backoff(&mut self, b: &BackoffConfig, path: &str) {
+    pub(super) fn backoff(&mut self, b: &BackoffConfig, path: &str) {
         self.check(
             !b.initial.is_zero(),
             format!("{path}.initial"),
@@ -182,10 +185,11 @@ impl Config {
             "no sink is enabled: readings would go nowhere",
         );
         p.check(
-            !self.sources.mqtt.is_empty(),
+            !self.sources.mqtt.is_empty() || !self.sources.serial.is_empty(),
             "sources",
-            "no source is configured (add a [[sources.mqtt]] section)",
+            "no source is configured (add a [[sources.mqtt]] or [[sources.serial]] section)",
         );
+        let serial = super::serial::validate(&self.sources.serial, &mut p);
 
         let mut mqtt = Vec::with_capacity(self.sources.mqtt.len());
         for (i, m) in self.sources.mqtt.iter().enumerate() {
@@ -273,6 +277,7 @@ impl Config {
             journal,
             timestamps: self.timestamps,
             mqtt,
+            serial,
             local,
             influxdb,
         })
@@ -369,28 +374,17 @@ fn subscription(
             None
         }
     };
-    let format = match s.format {
-        FormatName::Json => Format::Json(JsonOptions {
-            timestamp_key: s.json.timestamp_key.clone(),
-            timestamp_unit: s.json.timestamp_unit,
-            tag_keys: s.json.tag_keys.clone(),
-            keep_integers: s.json.keep_integers,
-        }),
-        FormatName::LineProtocol => {
-            p.check(
-                !matches!(
-                    s.line_protocol.precision,
-                    TimeUnit::Auto | TimeUnit::Rfc3339
-                ),
-                format!("{path}.line_protocol.precision"),
-                "must be s, ms, us or ns",
-            );
-            Format::LineProtocol {
-                precision: s.line_protocol.precision,
-            }
-        }
-        FormatName::Value => Format::Value,
-    };
+    let format = payload_format(
+        s.format,
+        &FormatOptions {
+            json: &s.json,
+            line_protocol: &s.line_protocol,
+            key_value: &s.key_value,
+            csv: &s.csv,
+        },
+        path,
+        p,
+    );
     let template = template?;
     let needs_measurement =
         s.format != FormatName::LineProtocol && !template.captures("measurement");
@@ -421,6 +415,83 @@ fn subscription(
         field: s.field.clone().unwrap_or_else(|| "value".to_string()),
         tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     })
+}
+
+/// The options of every payload format, as a source's section has them.
+pub(super) struct FormatOptions<'a> {
+    pub(super) json: &'a JsonConfig,
+    pub(super) line_protocol: &'a LineProtocolConfig,
+    pub(super) key_value: &'a JsonConfig,
+    pub(super) csv: &'a CsvConfig,
+}
+
+/// The payload format `name` with its options, checked; `path` is the section's key path.
+pub(super) fn payload_format(
+    name: FormatName,
+    o: &FormatOptions<'_>,
+    path: &str,
+    p: &mut Problems,
+) -> Format {
+    let fields = |j: &JsonConfig| JsonOptions {
+        timestamp_key: j.timestamp_key.clone(),
+        timestamp_unit: j.timestamp_unit,
+        tag_keys: j.tag_keys.clone(),
+        keep_integers: j.keep_integers,
+    };
+    match name {
+        FormatName::Json => Format::Json(fields(o.json)),
+        FormatName::KeyValue => Format::KeyValue(fields(o.key_value)),
+        FormatName::LineProtocol => {
+            p.check(
+                !matches!(
+                    o.line_protocol.precision,
+                    TimeUnit::Auto | TimeUnit::Rfc3339
+                ),
+                format!("{path}.line_protocol.precision"),
+                "must be s, ms, us or ns",
+            );
+            Format::LineProtocol {
+                precision: o.line_protocol.precision,
+            }
+        }
+        FormatName::Value => Format::Value,
+        FormatName::Csv => {
+            let c = o.csv;
+            p.check(
+                !c.columns.is_empty(),
+                format!("{path}.csv.columns"),
+                "must not be empty",
+            );
+            for (i, col) in c.columns.iter().enumerate() {
+                p.check(
+                    col == "_" || !c.columns[..i].contains(col),
+                    format!("{path}.csv.columns"),
+                    format!("`{col}` appears twice"),
+                );
+            }
+            let mut chars = c.delimiter.chars();
+            let delimiter = match (chars.next(), chars.next()) {
+                (Some(d), None) if !matches!(d, '\r' | '\n' | '"') => d,
+                _ => {
+                    p.add(
+                        format!("{path}.csv.delimiter"),
+                        "must be one character (not a quote or a line ending)",
+                    );
+                    ','
+                }
+            };
+            Format::Csv(CsvOptions {
+                columns: c.columns.clone(),
+                delimiter,
+                fields: JsonOptions {
+                    timestamp_key: c.timestamp_column.clone(),
+                    timestamp_unit: c.timestamp_unit,
+                    tag_keys: c.tag_columns.clone(),
+                    keep_integers: c.keep_integers,
+                },
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -526,7 +597,7 @@ mod tests {
             errs,
             vec![
                 "sinks: no sink is enabled: readings would go nowhere",
-                "sources: no source is configured (add a [[sources.mqtt]] section)"
+                "sources: no source is configured (add a [[sources.mqtt]] or [[sources.serial]] section)"
             ]
         );
     }

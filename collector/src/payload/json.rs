@@ -9,33 +9,18 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
 
-use super::{ensure_device, new_reading, Context, JsonOptions, Reject};
-use crate::reading::{FieldValue, Reading};
+use super::fields::{Builder, Scalar};
+use super::{Context, JsonOptions, Reject};
+use crate::reading::Reading;
 
 /// Parses one flat JSON object into a reading.
 pub(super) fn parse(text: &str, opts: &JsonOptions, ctx: &Context<'_>) -> Result<Reading, Reject> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = ObjectSeed { opts, ctx }
+    ObjectSeed { opts, ctx }
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r))
-        .map_err(|_| Reject::InvalidJson)?;
-    let mut reading = parsed?;
-    if reading.fields.is_empty() {
-        return Err(Reject::NoFields);
-    }
-    reading.timestamp = ctx.bounds.check(reading.timestamp)?;
-    ensure_device(&mut reading, ctx);
-    Ok(reading)
-}
-
-/// A JSON scalar, or a marker that the value was of a kind we do not take.
-enum Scalar<'a> {
-    Int(i64),
-    Uint(u64),
-    Float(f64),
-    Bool(bool),
-    Str(Cow<'a, str>),
-    Unsupported,
+        .map_err(|_| Reject::InvalidJson)?
+        .finish()
 }
 
 struct ObjectSeed<'o, 'c> {
@@ -43,83 +28,30 @@ struct ObjectSeed<'o, 'c> {
     ctx: &'o Context<'c>,
 }
 
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, '_> {
-    /// The outer error is a JSON syntax error; the inner one a payload we reject.
-    type Value = Result<Reading, Reject>;
+impl<'de, 'o, 'c> DeserializeSeed<'de> for ObjectSeed<'o, 'c> {
+    /// The error is a JSON syntax error; a payload we reject is decided by the builder.
+    type Value = Builder<'o, 'c>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
-    type Value = Result<Reading, Reject>;
+impl<'de, 'o, 'c> Visitor<'de> for ObjectSeed<'o, 'c> {
+    type Value = Builder<'o, 'c>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a flat JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let ctx = self.ctx;
-        let mut reading = new_reading(ctx.measurement, ctx, ctx.received_ns);
-        let mut reject = None;
+        let mut builder = Builder::new(self.opts, self.ctx);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            // Consumed even after a rejection, so that syntax errors still win.
             let value = map.next_value::<ScalarDe<'de>>()?.0;
-            if reject.is_some() {
-                continue; // keep consuming so that syntax errors still win
-            }
-            if key == self.opts.timestamp_key {
-                match timestamp(&value, self.opts) {
-                    Ok(ts) => reading.timestamp = ts,
-                    Err(r) => reject = Some(r),
-                }
-                continue;
-            }
-            if self.opts.tag_keys.iter().any(|k| *k == key) {
-                match value {
-                    Scalar::Str(s) => reading.set_tag(key, s),
-                    Scalar::Int(v) => reading.set_tag(key, v.to_string()),
-                    Scalar::Uint(v) => reading.set_tag(key, v.to_string()),
-                    Scalar::Float(v) => reading.set_tag(key, v.to_string()),
-                    Scalar::Bool(v) => reading.set_tag(key, v.to_string()),
-                    Scalar::Unsupported => reject = Some(Reject::UnsupportedValue),
-                }
-                continue;
-            }
-            let field = match value {
-                Scalar::Float(v) => FieldValue::Float(v),
-                Scalar::Int(v) if self.opts.keep_integers => FieldValue::Integer(v),
-                Scalar::Uint(v) if self.opts.keep_integers => FieldValue::Unsigned(v),
-                Scalar::Int(v) => FieldValue::Float(v as f64),
-                Scalar::Uint(v) => FieldValue::Float(v as f64),
-                Scalar::Bool(v) => FieldValue::Boolean(v),
-                Scalar::Str(s) => FieldValue::String(s.into_owned()),
-                Scalar::Unsupported => {
-                    reject = Some(Reject::UnsupportedValue);
-                    continue;
-                }
-            };
-            match reading.fields.iter_mut().find(|(n, _)| *n == key) {
-                Some(slot) => slot.1 = field,
-                None => reading.fields.push((key.into_owned(), field)),
-            }
+            builder.put(key, value);
         }
-        Ok(match reject {
-            Some(r) => Err(r),
-            None => Ok(reading),
-        })
-    }
-}
-
-fn timestamp(value: &Scalar<'_>, opts: &JsonOptions) -> Result<i64, Reject> {
-    match value {
-        Scalar::Int(v) => opts.timestamp_unit.int_to_ns(*v),
-        Scalar::Uint(v) => i64::try_from(*v)
-            .map_err(|_| Reject::TimestampOutOfRange)
-            .and_then(|v| opts.timestamp_unit.int_to_ns(v)),
-        Scalar::Float(v) => opts.timestamp_unit.float_to_ns(*v),
-        Scalar::Str(s) => opts.timestamp_unit.str_to_ns(s),
-        Scalar::Bool(_) | Scalar::Unsupported => Err(Reject::InvalidTimestamp),
+        Ok(builder)
     }
 }
 
@@ -181,6 +113,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 mod tests {
     use super::super::tests::{ctx, NOW};
     use super::*;
+    use crate::reading::FieldValue;
 
     fn opts() -> JsonOptions {
         JsonOptions {

@@ -1,10 +1,14 @@
-//! Payload parsers shared by every source: JSON objects, InfluxDB line protocol, bare values.
+//! Payload parsers shared by every source: JSON objects, InfluxDB line protocol, bare values,
+//! `key=value` pairs and CSV rows.
 //!
 //! A parser turns one payload (an MQTT message, a serial line) into readings, or rejects it
 //! with a [`Reject`] whose [`reason`](Reject::reason) is the label it is counted under. No
 //! input makes a parser panic or allocate more than a small multiple of the input's size.
 
+mod csv;
+mod fields;
 mod json;
+mod key_value;
 mod line_protocol;
 mod timestamp;
 
@@ -25,9 +29,25 @@ pub enum Format {
     },
     /// A bare value (`21.5`, `-3`, `true`, or text); the field name comes from the context.
     Value,
+    /// `key=value` pairs (`t=21.5 h=40.1`); the options work as for JSON objects.
+    KeyValue(JsonOptions),
+    /// A CSV row with configured column names.
+    Csv(CsvOptions),
 }
 
-/// Options of the JSON format.
+/// Options of the CSV format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvOptions {
+    /// The name of each column, in order; `_` ignores a column.
+    pub columns: Vec<String>,
+    /// The cell delimiter.
+    pub delimiter: char,
+    /// Which column is the timestamp, which are tags, whether integers stay integers: as the
+    /// keys of a JSON object.
+    pub fields: JsonOptions,
+}
+
+/// Options of the JSON format, also used by `key=value` pairs and CSV rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonOptions {
     /// The key holding the device's timestamp; absent from a payload means "time of receipt".
@@ -91,11 +111,21 @@ pub enum Reject {
     InvalidLineProtocol,
     /// A bare value is empty.
     InvalidValue,
+    /// A line is not `key=value` pairs.
+    InvalidKeyValue,
+    /// A CSV row does not have one cell per configured column.
+    InvalidCsv,
+    /// A serial line longer than the configured maximum (discarded up to the next delimiter).
+    LineTooLong,
+    /// A serial line cut short by a disconnect.
+    PartialLine,
+    /// A polled serial instrument did not answer in time.
+    PollTimeout,
 }
 
 impl Reject {
     /// Every reason, for listing counters.
-    pub const ALL: [Reject; 9] = [
+    pub const ALL: [Reject; 14] = [
         Reject::Oversized,
         Reject::InvalidUtf8,
         Reject::InvalidJson,
@@ -105,6 +135,11 @@ impl Reject {
         Reject::NoFields,
         Reject::InvalidLineProtocol,
         Reject::InvalidValue,
+        Reject::InvalidKeyValue,
+        Reject::InvalidCsv,
+        Reject::LineTooLong,
+        Reject::PartialLine,
+        Reject::PollTimeout,
     ];
 
     /// The label this rejection is counted under.
@@ -119,6 +154,11 @@ impl Reject {
             Reject::NoFields => "no_fields",
             Reject::InvalidLineProtocol => "invalid_line_protocol",
             Reject::InvalidValue => "invalid_value",
+            Reject::InvalidKeyValue => "invalid_key_value",
+            Reject::InvalidCsv => "invalid_csv",
+            Reject::LineTooLong => "line_too_long",
+            Reject::PartialLine => "partial_line",
+            Reject::PollTimeout => "poll_timeout",
         }
     }
 }
@@ -130,8 +170,8 @@ impl std::fmt::Display for Reject {
 }
 
 /// Parses `payload` into `out`. Returns the rejections: for most formats the whole payload
-/// is one reading or one rejection; line protocol rejects line by line and keeps the good
-/// lines.
+/// is one reading or one rejection (a CSV header line is neither); line protocol rejects
+/// line by line and keeps the good lines.
 pub fn parse(
     format: &Format,
     payload: &[u8],
@@ -151,6 +191,16 @@ pub fn parse(
         Format::LineProtocol { precision } => line_protocol::parse(text, *precision, ctx, out),
         Format::Value => parse_value(text, ctx)
             .map(|r| out.push(r))
+            .err()
+            .into_iter()
+            .collect(),
+        Format::KeyValue(opts) => key_value::parse(text, opts, ctx)
+            .map(|r| out.push(r))
+            .err()
+            .into_iter()
+            .collect(),
+        Format::Csv(opts) => csv::parse(text, opts, ctx)
+            .map(|r| out.extend(r))
             .err()
             .into_iter()
             .collect(),
@@ -242,5 +292,78 @@ pub(crate) mod tests {
             parse(&Format::Value, b"\xff1", &ctx(&tags), &mut out),
             vec![Reject::InvalidUtf8]
         );
+    }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::{ctx, NOW};
+
+        fn formats() -> Vec<Format> {
+            let fields = JsonOptions {
+                tag_keys: vec!["room".into()],
+                ..JsonOptions::default()
+            };
+            vec![
+                Format::Json(fields.clone()),
+                Format::LineProtocol {
+                    precision: TimeUnit::Ns,
+                },
+                Format::Value,
+                Format::KeyValue(fields.clone()),
+                Format::Csv(CsvOptions {
+                    columns: ["ts", "t", "_", "room"].map(String::from).to_vec(),
+                    delimiter: ',',
+                    fields,
+                }),
+            ]
+        }
+
+        /// Bytes that look a little like payloads, so that the parsers get past their first
+        /// checks often enough.
+        fn payload() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                any::<u8>().prop_map(|b| vec![b]),
+                Just(b"{\"t\":".to_vec()),
+                Just(b"ts=".to_vec()),
+                Just(b"t=21.5 ".to_vec()),
+                Just(b"env,room=a t=1 ".to_vec()),
+                Just(NOW.to_string().into_bytes()),
+                Just(b",".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\xff".to_vec()),
+                Just(b"}".to_vec()),
+            ];
+            proptest::collection::vec(piece, 0..64).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            /// No input makes a parser panic; every reading has a field and a device, and
+            /// their number is bounded by the input's lines.
+            #[test]
+            fn no_input_panics_any_parser(data in payload()) {
+                let tags = vec![("site".to_string(), "s".to_string())];
+                let c = ctx(&tags);
+                for format in formats() {
+                    let mut out = Vec::new();
+                    let rejects = parse(&format, &data, &c, &mut out);
+                    let lines = data.split(|b| *b == b'\n').count();
+                    prop_assert!(out.len() + rejects.len() <= lines.max(1), "{format:?}");
+                    for r in &out {
+                        prop_assert!(!r.fields.is_empty());
+                        prop_assert!(r.device().is_some());
+                        for (k, v) in &r.fields {
+                            let text = match v {
+                                FieldValue::String(s) => s.len(),
+                                _ => 0,
+                            };
+                            // "value" is the context's field name for bare values.
+                            prop_assert!(k.len() + text <= data.len() + "value".len());
+                        }
+                    }
+                }
+            }
+        }
     }
 }

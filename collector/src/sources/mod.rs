@@ -2,12 +2,19 @@
 //! [`Reading`]s and sends them, as an [`Envelope`], into the pipeline's one bounded channel.
 //!
 //! - [`mqtt`]: one task per broker connection.
+//! - [`serial`]: one task per serial port.
 
 pub mod mqtt;
+pub mod serial;
+
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tracing::{debug, warn};
 
-use crate::metrics::Counter;
+use crate::config::TimestampConfig;
+use crate::metrics::{Counter, Metrics};
+use crate::payload::TimestampBounds;
 use crate::reading::Reading;
 
 /// What a source sends into the pipeline: the readings of one message, and how to
@@ -45,4 +52,73 @@ impl Ack {
             self.failed.inc();
         }
     }
+}
+
+/// Counts every rejected input by reason (`readings_rejected_total{source, reason}`) and logs
+/// it without flooding the log: the first at once, then at most one line every 10 seconds
+/// with the number left unsaid.
+#[derive(Debug)]
+pub(crate) struct Rejections {
+    metrics: Metrics,
+    source: String,
+    warned_at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Rejections {
+    /// The rejections of the source labelled `source`.
+    pub(crate) fn new(metrics: Metrics, source: &str) -> Rejections {
+        Rejections {
+            metrics,
+            source: source.to_string(),
+            warned_at: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The counter of `reason`.
+    pub(crate) fn counter(&self, reason: &str) -> Counter {
+        self.metrics.counter(
+            "readings_rejected_total",
+            &[("source", &self.source), ("reason", reason)],
+        )
+    }
+
+    /// Counts and logs one rejection of something that came from `from` (a topic, a port).
+    pub(crate) fn reject(&mut self, from: &str, reason: &str) {
+        self.counter(reason).inc();
+        let now = Instant::now();
+        match self.warned_at {
+            Some(t) if now.duration_since(t) < Duration::from_secs(10) => {
+                self.suppressed += 1;
+                debug!(source = %self.source, from, reason, "rejected an input");
+            }
+            _ => {
+                warn!(source = %self.source, from, reason, similar_since_last = self.suppressed, "rejected an input");
+                self.warned_at = Some(now);
+                self.suppressed = 0;
+            }
+        }
+    }
+}
+
+/// The believable timestamps for a reading received at `now` (ns since the epoch).
+pub(crate) fn timestamp_bounds(config: &TimestampConfig, now: i64) -> TimestampBounds {
+    TimestampBounds::around(
+        now,
+        duration_ns(config.max_future),
+        duration_ns(config.max_past),
+    )
+}
+
+pub(crate) fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(duration_ns)
+        .unwrap_or(0)
 }

@@ -11,7 +11,7 @@ mod topic;
 
 pub use topic::{TopicMatch, TopicTemplate};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -23,11 +23,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{Ack, Envelope};
+use super::{now_ns, timestamp_bounds, Ack, Envelope, Rejections};
 use crate::backoff::Backoff;
 use crate::config::{MqttSettings, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::payload::{self, Context, Reject, TimestampBounds};
+use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
 
 /// Room for every packet id that can be unacknowledged at once: sending an ack never waits.
@@ -64,15 +64,6 @@ struct SourceMetrics {
     ack_failed: Counter,
     metrics: Metrics,
     name: String,
-}
-
-impl SourceMetrics {
-    fn rejected(&self, reason: &str) -> Counter {
-        self.metrics.counter(
-            "readings_rejected_total",
-            &[("source", &self.name), ("reason", reason)],
-        )
-    }
 }
 
 impl MqttSource {
@@ -253,7 +244,7 @@ impl MqttSource {
                         rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
                     )) = &e
                     {
-                        m.rejected(Reject::Oversized.reason()).inc();
+                        reader.rejections.counter(Reject::Oversized.reason()).inc();
                         error!(source = %label, size, "a message larger than the packet limit closed the connection; raise max_payload_size, or limit message sizes on the broker");
                     } else if connected {
                         warn!(source = %label, error = %e, "connection lost; reconnecting");
@@ -281,8 +272,7 @@ impl MqttSource {
 struct Reader<'a> {
     source: &'a MqttSource,
     m: &'a SourceMetrics,
-    warned_at: Option<Instant>,
-    suppressed: u64,
+    rejections: Rejections,
 }
 
 impl<'a> Reader<'a> {
@@ -290,8 +280,7 @@ impl<'a> Reader<'a> {
         Reader {
             source,
             m,
-            warned_at: None,
-            suppressed: 0,
+            rejections: Rejections::new(m.metrics.clone(), &m.name),
         }
     }
 
@@ -342,11 +331,7 @@ impl<'a> Reader<'a> {
             field: m.field.as_deref().unwrap_or(&sub.field),
             default_device: &p.topic,
             received_ns: now,
-            bounds: TimestampBounds::around(
-                now,
-                duration_ns(ts.max_future),
-                duration_ns(ts.max_past),
-            ),
+            bounds: timestamp_bounds(ts, now),
         };
         for reject in payload::parse(&sub.format, &p.payload, &ctx, &mut readings) {
             self.reject(&p.topic, reject.reason());
@@ -354,35 +339,9 @@ impl<'a> Reader<'a> {
         readings
     }
 
-    /// Counts a rejection, and logs it without flooding the log: the first at once, then at
-    /// most one line every 10 seconds with the number left unsaid.
     fn reject(&mut self, topic: &str, reason: &str) {
-        self.m.rejected(reason).inc();
-        let now = Instant::now();
-        match self.warned_at {
-            Some(t) if now.duration_since(t) < Duration::from_secs(10) => {
-                self.suppressed += 1;
-                debug!(source = %self.m.name, topic, reason, "rejected a message");
-            }
-            _ => {
-                warn!(source = %self.m.name, topic, reason, similar_since_last = self.suppressed, "rejected a message");
-                self.warned_at = Some(now);
-                self.suppressed = 0;
-            }
-        }
+        self.rejections.reject(topic, reason);
     }
-}
-
-fn duration_ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// Now, in nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(duration_ns)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,300 @@
+//! The serial source: one task per port (tokio-serial).
+//!
+//! The task opens the port by its configured path, reads it, frames lines with a hard
+//! maximum length, parses each line with the port's payload format, and sends the readings of
+//! each read into the pipeline. In polling mode it also writes a command every interval and
+//! counts the answers that do not come in time.
+//!
+//! A port that goes away (USB unplug: a read returns `Ok(0)` or fails with EIO, or the path
+//! vanishes) is dropped and reopened by its path with capped, jittered backoff; so is a port
+//! that is absent at start. Each change of state is logged once, and shown in the gauge
+//! `source_connected{source="serial:<name>"}`. A serial line has nobody to acknowledge: its
+//! envelope carries no ack.
+
+mod framing;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_serial::SerialStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use self::framing::{Frame, LineDecoder};
+use super::{now_ns, timestamp_bounds, Envelope, Rejections};
+use crate::backoff::Backoff;
+use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
+use crate::metrics::{Counter, Gauge, Metrics};
+use crate::payload::{self, Context, Reject};
+use crate::reading::Reading;
+
+/// Bytes asked of the port per read.
+const READ_BUFFER: usize = 4096;
+
+/// One serial port.
+#[derive(Debug)]
+pub struct SerialSource {
+    settings: SerialSettings,
+    timestamps: TimestampConfig,
+    metrics: Metrics,
+}
+
+/// Why reading an open port ended.
+enum End {
+    /// The source was told to stop.
+    Stopped,
+    /// The pipeline is gone.
+    Closed,
+    /// The port went away.
+    Disconnected(String),
+}
+
+/// The source's counters, looked up once.
+struct PortMetrics {
+    lines: Counter,
+    readings: Counter,
+    reopens: Counter,
+    poll_timeouts: Counter,
+    connected: Gauge,
+}
+
+impl SerialSource {
+    /// A source for one configured port.
+    pub fn new(
+        settings: SerialSettings,
+        timestamps: TimestampConfig,
+        metrics: Metrics,
+    ) -> SerialSource {
+        SerialSource {
+            settings,
+            timestamps,
+            metrics,
+        }
+    }
+
+    /// The source's name in logs and metrics (`serial:<name>`).
+    pub fn label(&self) -> String {
+        format!("serial:{}", self.settings.name)
+    }
+
+    /// Runs until `stop` is cancelled: opens the port (again and again, with backoff, while
+    /// it is absent), reads lines, and sends their readings to `out`. A full `out` pushes
+    /// back: the port is not read until there is room.
+    ///
+    /// # Errors
+    /// None so far: every failure of the port is retried. The signature is the one every
+    /// source has.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<Envelope>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let label = self.label();
+        let s = &self.settings;
+        let path = s.path.display().to_string();
+        let labels = [("source", label.as_str())];
+        let m = PortMetrics {
+            lines: self.metrics.counter("messages_received_total", &labels),
+            readings: self.metrics.counter("readings_received_total", &labels),
+            reopens: self.metrics.counter("source_reconnects_total", &labels),
+            poll_timeouts: self.metrics.counter("poll_timeouts_total", &labels),
+            connected: self.metrics.gauge("source_connected", &labels),
+        };
+        let mut reader = LineReader {
+            source: &self,
+            decoder: LineDecoder::new(s.line_ending, s.max_line_length),
+            rejections: Rejections::new(self.metrics.clone(), &label),
+            path: &path,
+        };
+        let mut backoff = Backoff::new(s.reopen);
+        // None until the first attempt, so that the first state is always logged.
+        let mut was_connected: Option<bool> = None;
+        let mut first = true;
+        info!(source = %label, path = %path, baud_rate = s.baud_rate, "opening the port");
+        loop {
+            if !first {
+                m.reopens.inc();
+            }
+            first = false;
+            match self.open() {
+                Ok(port) => {
+                    m.connected.set(1);
+                    backoff.reset();
+                    info!(source = %label, path = %path, "connected");
+                    was_connected = Some(true);
+                    let end = reader.read_port(port, &out, &stop, &m).await;
+                    m.connected.set(0);
+                    if reader.decoder.reset() {
+                        reader
+                            .rejections
+                            .reject(&path, Reject::PartialLine.reason());
+                    }
+                    match end {
+                        End::Stopped | End::Closed => break,
+                        End::Disconnected(why) => {
+                            warn!(source = %label, path = %path, reason = %why, "disconnected; reopening with backoff");
+                        }
+                    }
+                }
+                Err(e) => {
+                    if was_connected != Some(false) {
+                        warn!(source = %label, path = %path, error = %e, "cannot open the port; retrying with backoff until it appears");
+                    } else {
+                        debug!(source = %label, path = %path, error = %e, "cannot open the port");
+                    }
+                    was_connected = Some(false);
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        m.connected.set(0);
+        info!(source = %label, "stopped");
+        Ok(())
+    }
+
+    fn open(&self) -> tokio_serial::Result<SerialStream> {
+        let s = &self.settings;
+        let builder = tokio_serial::new(s.path.to_string_lossy(), s.baud_rate)
+            .data_bits(match s.data_bits {
+                5 => tokio_serial::DataBits::Five,
+                6 => tokio_serial::DataBits::Six,
+                7 => tokio_serial::DataBits::Seven,
+                _ => tokio_serial::DataBits::Eight,
+            })
+            .parity(match s.parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Odd => tokio_serial::Parity::Odd,
+                Parity::Even => tokio_serial::Parity::Even,
+            })
+            .stop_bits(match s.stop_bits {
+                2 => tokio_serial::StopBits::Two,
+                _ => tokio_serial::StopBits::One,
+            })
+            .flow_control(match s.flow_control {
+                FlowControl::None => tokio_serial::FlowControl::None,
+                FlowControl::Software => tokio_serial::FlowControl::Software,
+                FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
+            });
+        SerialStream::open(&builder)
+    }
+}
+
+/// Reads one open port at a time; keeps the partial line across reads.
+struct LineReader<'a> {
+    source: &'a SerialSource,
+    decoder: LineDecoder,
+    rejections: Rejections,
+    path: &'a str,
+}
+
+impl LineReader<'_> {
+    /// Reads `port` until it goes away, `stop` is cancelled or the pipeline is gone.
+    async fn read_port(
+        &mut self,
+        mut port: SerialStream,
+        out: &mpsc::Sender<Envelope>,
+        stop: &CancellationToken,
+        m: &PortMetrics,
+    ) -> End {
+        let s = &self.source.settings;
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut poll = s.poll.as_ref().map(|p| {
+            let mut tick = tokio::time::interval(p.interval);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            (p, tick)
+        });
+        // When polling: the deadline of the answer to the last command.
+        let mut answer_due: Option<Instant> = None;
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return End::Stopped,
+                read = port.read(&mut buf) => {
+                    let n = match read {
+                        Ok(0) => return End::Disconnected("end of file".into()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return End::Disconnected(e.to_string()),
+                    };
+                    let (readings, lines) = self.parse(&buf[..n]);
+                    m.lines.add(lines);
+                    if lines > 0 {
+                        answer_due = None;
+                    }
+                    if !readings.is_empty() {
+                        m.readings.add(readings.len() as u64);
+                        if out.send(Envelope { readings, ack: None }).await.is_err() {
+                            return End::Closed;
+                        }
+                    }
+                }
+                () = tick(&mut poll), if poll.is_some() => {
+                    let Some((p, _)) = &poll else { continue };
+                    match tokio::time::timeout(p.timeout, port.write_all(&p.command)).await {
+                        Ok(Ok(())) => answer_due = Some(Instant::now() + p.timeout),
+                        Ok(Err(e)) => return End::Disconnected(e.to_string()),
+                        Err(_) => self.poll_timeout(m),
+                    }
+                }
+                () = tokio::time::sleep_until(answer_due.unwrap_or(far)), if answer_due.is_some() => {
+                    answer_due = None;
+                    self.poll_timeout(m);
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&mut self, m: &PortMetrics) {
+        m.poll_timeouts.inc();
+        self.rejections
+            .reject(self.path, Reject::PollTimeout.reason());
+    }
+
+    /// Frames and parses `bytes`: the readings, and how many lines (or overlong lines) ended
+    /// in them.
+    fn parse(&mut self, bytes: &[u8]) -> (Vec<Reading>, u64) {
+        let s = &self.source.settings;
+        let mut readings = Vec::new();
+        let mut lines = 0;
+        let mut rejects: Vec<Reject> = Vec::new();
+        self.decoder.feed(bytes, |frame| {
+            lines += 1;
+            match frame {
+                Frame::TooLong => rejects.push(Reject::LineTooLong),
+                Frame::Line(line) => {
+                    let now = now_ns();
+                    let ctx = Context {
+                        measurement: &s.measurement,
+                        tags: &s.tags,
+                        field: &s.field,
+                        default_device: &s.device,
+                        received_ns: now,
+                        bounds: timestamp_bounds(&self.source.timestamps, now),
+                    };
+                    rejects.extend(payload::parse(&s.format, line, &ctx, &mut readings));
+                }
+            }
+        });
+        for r in rejects {
+            self.rejections.reject(self.path, r.reason());
+        }
+        (readings, lines)
+    }
+}
+
+/// The next tick of the polling interval; never, without one.
+async fn tick(poll: &mut Option<(&crate::config::PollSettings, Interval)>) {
+    match poll {
+        Some((_, interval)) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn an_overlong_line_is_reported_once_and_its_neighbours_survive() {
-        let long = vec![b'x'; 100];
+        let long = [b'x'; 100];
         let got = frames(
             LineEnding::Any,
             10,

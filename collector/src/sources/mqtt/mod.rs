@@ -101,6 +101,46 @@ impl MqttSource {
         })
     }
 
+    /// For `doctor`: connects once and disconnects, within `timeout`. It connects as
+    /// `<client_id>-doctor` with a clean session, so that the collector's own persistent
+    /// session is neither taken over nor wiped.
+    ///
+    /// # Errors
+    /// The broker cannot be reached, refuses the connection, or does not answer in time.
+    pub async fn check(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut options = self.options.clone();
+        options
+            .set_client_id(format!("{}-doctor", self.settings.client_id))
+            .set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 8);
+        let connect = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        return if ack.code == rumqttc::ConnectReturnCode::Success {
+                            Ok(())
+                        } else {
+                            Err(anyhow::anyhow!(
+                                "the broker refused the connection: {:?}",
+                                ack.code
+                            ))
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(anyhow::anyhow!(e)),
+                }
+            }
+        };
+        let result = tokio::time::timeout(timeout, connect)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {timeout:?}")));
+        if result.is_ok() {
+            let _ = client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+        }
+        result.with_context(|| format!("{}:{}", self.settings.host, self.settings.port))
+    }
+
     /// The source's name in logs and metrics (`mqtt:<name>`).
     pub fn label(&self) -> String {
         format!("mqtt:{}", self.settings.name)

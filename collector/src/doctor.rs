@@ -1,0 +1,78 @@
+//! `telemetry-collector doctor`: checks every configured component against the real thing
+//! and reports each as OK or with its error, writing no readings.
+//!
+//! - MQTT brokers: connect and disconnect (as `<client_id>-doctor`, with a clean session, so
+//!   the running collector's persistent session is untouched).
+//! - The local store: opened read-only when it exists (else: where it will be created).
+//! - InfluxDB sinks: the secret is read, then an empty write (v2: checks the token, org and
+//!   bucket) or `/ping` and an empty write (v1).
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::sinks::influxdb::InfluxSink;
+use crate::sinks::local::LocalStore;
+use crate::sources::mqtt::MqttSource;
+
+/// How long one check may take.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Checks every component, prints one line each to `out`, and returns whether all are OK.
+///
+/// # Errors
+/// Only when `out` cannot be written.
+pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bool> {
+    let mut all_ok = true;
+    let mut report = |out: &mut dyn Write, name: &str, result: Result<String, String>| {
+        let line = match result {
+            Ok(detail) => format!("OK    {name}: {detail}"),
+            Err(e) => {
+                all_ok = false;
+                format!("FAIL  {name}: {e}")
+            }
+        };
+        writeln!(out, "{line}")
+    };
+    for m in &settings.mqtt {
+        let name = format!("mqtt:{}", m.name);
+        let result = match MqttSource::new(m.clone(), settings.timestamps.clone(), Metrics::new())
+        {
+            Ok(source) => source
+                .check(CHECK_TIMEOUT)
+                .await
+                .map(|()| format!("{}:{} accepts connections", m.host, m.port))
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        report(out, &name, result)?;
+    }
+    if let Some(local) = &settings.local {
+        let path = local.path.clone();
+        let result = if path.exists() {
+            tokio::task::spawn_blocking(move || {
+                LocalStore::open_read_only(&path)
+                    .and_then(|s| s.summary().map(|d| d.len()))
+                    .map(|devices| format!("{} opens ({devices} device(s))", path.display()))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+        } else {
+            Ok(format!("{} does not exist yet: it will be created", path.display()))
+        };
+        report(out, "local", result)?;
+    }
+    for s in &settings.influxdb {
+        let result = match InfluxSink::new(s) {
+            Ok(sink) => match tokio::time::timeout(CHECK_TIMEOUT, sink.check()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        report(out, &s.sink, result)?;
+    }
+    Ok(all_ok)
+}

@@ -38,6 +38,13 @@ pub enum Command {
         #[arg(short, long, env = "COLLECTOR_CONFIG")]
         config: PathBuf,
     },
+    /// Check every configured broker and store (connect, an empty write) and report each as
+    /// OK or with its error; writes no readings. Exits non-zero if any check failed.
+    Doctor {
+        /// The configuration file (TOML).
+        #[arg(short, long, env = "COLLECTOR_CONFIG")]
+        config: PathBuf,
+    },
     /// Read the local store.
     Query {
         /// The configuration file, to find the store (`sinks.local.path`).
@@ -73,6 +80,7 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { config } => Ok(validate(&config)),
+        Command::Doctor { config } => doctor(&config),
         Command::Query {
             config,
             store,
@@ -137,6 +145,24 @@ fn validate(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn doctor(path: &Path) -> anyhow::Result<ExitCode> {
+    let settings = Config::load(path)
+        .and_then(Config::validate)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let stdout = std::io::stdout();
+    let ok = runtime.block_on(crate::doctor::run(&settings, &mut stdout.lock()))?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn store_path(config: &Path) -> anyhow::Result<PathBuf> {

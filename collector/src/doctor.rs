@@ -37,8 +37,7 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
     };
     for m in &settings.mqtt {
         let name = format!("mqtt:{}", m.name);
-        let result = match MqttSource::new(m.clone(), settings.timestamps.clone(), Metrics::new())
-        {
+        let result = match MqttSource::new(m.clone(), settings.timestamps.clone(), Metrics::new()) {
             Ok(source) => source
                 .check(CHECK_TIMEOUT)
                 .await
@@ -60,7 +59,10 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
             .await
             .unwrap_or_else(|e| Err(e.to_string()))
         } else {
-            Ok(format!("{} does not exist yet: it will be created", path.display()))
+            Ok(format!(
+                "{} does not exist yet: it will be created",
+                path.display()
+            ))
         };
         report(out, "local", result)?;
     }

@@ -24,12 +24,14 @@
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
+//! - [`doctor`]: checks every configured broker and store, writing no readings.
 //! - [`cli`]: the `telemetry-collector` command line.
 
 pub mod backoff;
 pub mod batcher;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod journal;
 pub mod metrics;
 pub mod payload;

@@ -575,3 +575,332 @@ pub fn assert_rows_eq(got: &[Row], want: &[Row]) {
         want.len()
     );
 }
+
+// ---- InfluxDB-compatible servers (the InfluxDB sinks' tests) ----
+
+fn server_binary(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run scripts/test.sh, which installs it (apt-get install -y {package})");
+}
+
+/// Sends one HTTP/1.0 request to 127.0.0.1:`port` and returns the status code and body
+/// (a test helper: the collector's own client is what is under test).
+pub fn http(port: u16, method: &str, path_and_query: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let request = format!(
+        "{method} {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).is_err() {
+        return (0, String::new());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Percent-encodes a query parameter.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A server process that can be stopped and started again on the same port with the same
+/// data (for outages).
+struct Server {
+    child: Option<Child>,
+    binary: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log");
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the server");
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `GET path` on `port` answers `want`.
+async fn wait_http(what: &str, port: u16, path: &str, want: u16) {
+    wait_for(what, WAIT, || http(port, "GET", path, "").0 == want).await;
+}
+
+/// A real VictoriaMetrics (Debian's `victoria-metrics`): speaks the InfluxDB v2 write API
+/// (`/api/v2/write`), keeps milliseconds.
+pub struct VictoriaMetrics {
+    server: Server,
+    /// Its HTTP port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl VictoriaMetrics {
+    /// Starts it on a free port and waits for `/health`.
+    pub async fn start() -> VictoriaMetrics {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let server = Server {
+            child: None,
+            binary: server_binary("victoria-metrics", "victoria-metrics"),
+            args: vec![
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                format!("-storageDataPath={}", dir.path().join("data").display()),
+                "-retentionPeriod=100y".into(),
+                "-loggerLevel=ERROR".into(),
+            ],
+            log: dir.path().join("vm.log"),
+        };
+        let mut vm = VictoriaMetrics {
+            server,
+            port,
+            _dir: dir,
+        };
+        vm.start_again().await;
+        vm
+    }
+
+    /// Stops it (SIGTERM) and waits.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts it again, same port and data, and waits for `/health`.
+    pub async fn start_again(&mut self) {
+        self.server.launch();
+        wait_http("victoria-metrics /health", self.port, "/health", 200).await;
+    }
+
+    /// The URL the collector writes to.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every sample of the series whose names match `regex` (VictoriaMetrics names InfluxDB
+    /// data `<measurement>_<field>`), as rows: (metric name, labels, timestamp ms, value).
+    pub fn export(&self, regex: &str) -> Vec<(String, Vec<(String, String)>, i64, f64)> {
+        let _ = http(self.port, "GET", "/internal/force_flush", "");
+        let query = format!(
+            "/api/v1/export?match[]={}",
+            urlencode(&format!("{{__name__=~\"{regex}\"}}"))
+        );
+        let (status, body) = http(self.port, "GET", &query, "");
+        assert_eq!(status, 200, "export: {body}");
+        let mut out = Vec::new();
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("export line");
+            let mut labels: Vec<(String, String)> = v["metric"]
+                .as_object()
+                .expect("metric")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            labels.sort();
+            let name = labels
+                .iter()
+                .position(|(k, _)| k == "__name__")
+                .map(|i| labels.remove(i).1)
+                .expect("__name__");
+            let values = v["values"].as_array().expect("values");
+            let stamps = v["timestamps"].as_array().expect("timestamps");
+            for (value, ts) in values.iter().zip(stamps) {
+                out.push((
+                    name.clone(),
+                    labels.clone(),
+                    ts.as_i64().expect("ts"),
+                    value.as_f64().expect("value"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A real InfluxDB 1.x (Debian's `influxdb`): the v1 `/write` API, nanoseconds, and 400 for
+/// a field type conflict. Every port it opens is a free one.
+pub struct Influxd {
+    server: Server,
+    /// Its HTTP port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Influxd {
+    /// Starts it on free ports, waits for `/ping` and creates `database`.
+    pub async fn start(database: &str) -> Influxd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, rpc) = (free_port(), free_port());
+        let d = dir.path().display();
+        let conf = dir.path().join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\n\
+                 bind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [continuous_queries]\n  enabled = false\n"
+            ),
+        )
+        .expect("write influxdb.conf");
+        let server = Server {
+            child: None,
+            binary: server_binary("influxd", "influxdb"),
+            args: vec!["-config".into(), conf.display().to_string()],
+            log: dir.path().join("influxd.log"),
+        };
+        let mut db = Influxd {
+            server,
+            port,
+            _dir: dir,
+        };
+        db.start_again().await;
+        db.query(database, &format!("CREATE DATABASE \"{database}\""));
+        db
+    }
+
+    /// Stops it (SIGTERM) and waits.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts it again, same ports and data, and waits for `/ping`.
+    pub async fn start_again(&mut self) {
+        self.server.launch();
+        wait_http("influxd /ping", self.port, "/ping", 204).await;
+    }
+
+    /// The URL the collector writes to.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs an InfluxQL query (POST /query, nanosecond epochs) and returns its JSON.
+    pub fn query(&self, database: &str, q: &str) -> serde_json::Value {
+        let (status, body) = http(
+            self.port,
+            "POST",
+            &format!("/query?db={}&epoch=ns", urlencode(database)),
+            &format!("q={}", urlencode(q)),
+        );
+        assert_eq!(status, 200, "{q}: {body}");
+        serde_json::from_str(&body).expect("query JSON")
+    }
+
+    /// Every field value of `measurement` as rows (floats only: what JSON payloads give).
+    pub fn rows(&self, database: &str, measurement: &str) -> Vec<Row> {
+        let v = self.query(
+            database,
+            &format!("SELECT * FROM \"{measurement}\" GROUP BY *"),
+        );
+        let mut rows = Vec::new();
+        let Some(series) = v["results"][0]["series"].as_array() else {
+            return rows;
+        };
+        for s in series {
+            let mut tags: Vec<(String, String)> = s["tags"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter(|(_, v)| v.as_str().is_some_and(|v| !v.is_empty()))
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            tags.sort();
+            let columns: Vec<&str> = s["columns"]
+                .as_array()
+                .expect("columns")
+                .iter()
+                .map(|c| c.as_str().unwrap_or_default())
+                .collect();
+            for values in s["values"].as_array().expect("values") {
+                let values = values.as_array().expect("row");
+                let ts = values[0].as_i64().expect("time");
+                for (c, v) in columns.iter().zip(values).skip(1) {
+                    let value = match v {
+                        serde_json::Value::Null => continue,
+                        serde_json::Value::Number(n) => {
+                            format!("float:{}", n.as_f64().expect("f64"))
+                        }
+                        serde_json::Value::String(s) => format!("str:{s}"),
+                        serde_json::Value::Bool(b) => format!("bool:{b}"),
+                        other => format!("?:{other}"),
+                    };
+                    rows.push(Row {
+                        measurement: measurement.to_string(),
+                        tags: tags.clone(),
+                        field: (*c).to_string(),
+                        timestamp: ts,
+                        value,
+                    });
+                }
+            }
+        }
+        rows.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+        rows
+    }
+
+    /// How many field values `measurement` holds.
+    pub fn count(&self, database: &str, measurement: &str) -> usize {
+        self.rows(database, measurement).len()
+    }
+}

@@ -8,6 +8,7 @@
 
 mod config_files;
 mod harness;
+mod influxdb;
 mod mqtt;
 mod resilience;
 mod service;

@@ -1,0 +1,388 @@
+//! InfluxDB sinks against real servers: VictoriaMetrics for the v2 write API (it keeps
+//! milliseconds), InfluxDB 1.x for the v1 API (nanoseconds, and 400 for a field type
+//! conflict). Exact delivery, fan-out, a store outage, `kill -9` while a sink is behind, the
+//! dead-letter file, a dead sink next to the local store, and the token kept secret.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use simulator::fleet::{FaultConfig, Message, PayloadFormat};
+use simulator::mqtt::publish;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+use crate::mqtt::{fleet, publish_all, publisher};
+
+const DB: &str = "telemetry";
+
+/// A v2 sink (`influxdb:<name>`) writing to `url` in milliseconds, token from a file.
+fn v2_sink(name: &str, url: &str, token_file: &Path) -> String {
+    format!(
+        r#"
+[[sinks.influxdb]]
+name = "{name}"
+url = "{url}"
+org = "org"
+bucket = "bucket"
+token_file = "{token}"
+precision = "ms"
+timeout = "2s"
+batch = {{ max_readings = 500, max_age = "100ms" }}
+retry = {{ initial = "50ms", max = "300ms" }}
+"#,
+        token = token_file.display()
+    )
+}
+
+/// A v1 sink (`influxdb:<name>`) writing to `url`, database [`DB`], nanoseconds.
+fn v1_sink(name: &str, url: &str) -> String {
+    format!(
+        r#"
+[[sinks.influxdb]]
+name = "{name}"
+api = "v1"
+url = "{url}"
+database = "{DB}"
+timeout = "2s"
+batch = {{ max_readings = 500, max_age = "100ms" }}
+retry = {{ initial = "50ms", max = "300ms" }}
+"#
+    )
+}
+
+/// What VictoriaMetrics must hold for `want`: one sample per field, named
+/// `<measurement>_<field>`, in milliseconds.
+fn as_victoria(want: &[Row]) -> Vec<Row> {
+    let mut rows: Vec<Row> = want
+        .iter()
+        .map(|r| Row {
+            measurement: format!("{}_{}", r.measurement, r.field),
+            tags: r.tags.clone(),
+            field: String::new(),
+            timestamp: r.timestamp.div_euclid(1_000_000),
+            value: r.value.clone(),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows
+}
+
+fn victoria_rows(vm: &VictoriaMetrics) -> Vec<Row> {
+    let mut rows: Vec<Row> = vm
+        .export("env_.*")
+        .into_iter()
+        .map(|(name, tags, ts, v)| Row {
+            measurement: name,
+            tags,
+            field: String::new(),
+            timestamp: ts,
+            value: format!("float:{v}"),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows
+}
+
+fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
+    let path = dir.join("influx-token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_journal_fans_out_exactly_to_victoriametrics_influxd_and_the_local_store() {
+    let broker = Mosquitto::start().await;
+    let vm = VictoriaMetrics::start().await;
+    let influxd = Influxd::start(DB).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "fan-out-token");
+    let toml = collector_config(dir.path(), broker.port, "fanout", JSON_SUBSCRIPTION)
+        + &v2_sink("vm", &vm.url(), &token)
+        + &v1_sink("influxd", &influxd.url());
+    let collector = InProcess::start(&toml).await;
+
+    let messages = fleet(10, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(30);
+    publish_all(broker.port, "sim-fanout", &messages).await;
+    let want = expected_rows(&messages, true);
+    wait_for_rows(&collector.store, want.len()).await;
+    wait_for("influxd to hold every value", WAIT, || {
+        influxd.count(DB, "env") >= want.len()
+    })
+    .await;
+    wait_for("VictoriaMetrics to hold every value", WAIT, || {
+        victoria_rows(&vm).len() >= want.len()
+    })
+    .await;
+    let written = |sink: &str| collector.count("readings_written_total", &[("sink", sink)]);
+    let readings = want.len() / 4; // four fields per reading
+    assert_eq!(written("local"), readings as u64);
+    assert_eq!(written("influxdb:vm"), readings as u64);
+    assert_eq!(written("influxdb:influxd"), readings as u64);
+    let store = collector.store.clone();
+    collector.stop().await;
+
+    assert_rows_eq(&stored_rows(&store), &want);
+    assert_rows_eq(&influxd.rows(DB, "env"), &want);
+    assert_rows_eq(&victoria_rows(&vm), &as_victoria(&want));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_while_readings_flow_loses_nothing_and_writes_nothing_twice() {
+    let broker = Mosquitto::start().await;
+    let mut influxd = Influxd::start(DB).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = collector_config(dir.path(), broker.port, "outage", JSON_SUBSCRIPTION)
+        + &v1_sink("main", &influxd.url());
+    let collector = InProcess::start(&toml).await;
+
+    let messages = fleet(10, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(60);
+    let want = expected_rows(&messages, true);
+    let mut cfg = publisher(broker.port, "sim-outage");
+    cfg.rate = Some(300.0);
+    let sending = tokio::spawn(publish(cfg, messages.clone(), CancellationToken::new()));
+
+    // Stop the store mid-stream, and keep it down for several retry periods.
+    wait_for("a quarter to reach influxd", WAIT, || {
+        influxd.count(DB, "env") >= want.len() / 4
+    })
+    .await;
+    influxd.stop();
+    let failures_before =
+        collector.count("sink_write_failures_total", &[("sink", "influxdb:main")]);
+    let m = collector.metrics.clone();
+    wait_for("several failed retries", WAIT, || {
+        m.sum("sink_write_failures_total", &[("sink", "influxdb:main")]) >= failures_before + 5
+    })
+    .await;
+    let report = sending.await.unwrap().unwrap();
+    assert_eq!(report.acked_count(), messages.len());
+    wait_for_rows(&collector.store, want.len()).await;
+    assert!(
+        influxd_is_down(&influxd),
+        "the store stayed down while the rest arrived locally"
+    );
+
+    influxd.start_again().await;
+    wait_for("influxd to hold every value again", WAIT, || {
+        influxd.count(DB, "env") >= want.len()
+    })
+    .await;
+    collector.stop().await;
+    // Exactly what was sent: nothing missing, nothing counted twice.
+    assert_rows_eq(&influxd.rows(DB, "env"), &want);
+    let counted = influxd.query(DB, "SELECT COUNT(temperature) FROM env");
+    assert_eq!(
+        counted["results"][0]["series"][0]["values"][0][1].as_u64(),
+        Some((want.len() / 4) as u64)
+    );
+}
+
+fn influxd_is_down(influxd: &Influxd) -> bool {
+    http(influxd.port, "GET", "/ping", "").0 == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_sink_is_behind_then_a_restart_resumes_it_from_its_cursor() {
+    let broker = Mosquitto::start().await;
+    let mut influxd = Influxd::start(DB).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        collector_config(dir.path(), broker.port, "kill9-influx", JSON_SUBSCRIPTION)
+            + &v1_sink("main", &influxd.url()),
+    )
+    .unwrap();
+    let store = dir.path().join("store.db");
+
+    // The store is down: the sink falls behind while everything reaches the journal and the
+    // local store.
+    influxd.stop();
+    let first = Process::start(&config).await;
+    let messages = fleet(10, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(40);
+    publish_all(broker.port, "sim-kill9-influx", &messages).await;
+    let want = expected_rows(&messages, true);
+    wait_for_rows(&store, want.len()).await;
+    first.kill9();
+
+    influxd.start_again().await;
+    assert_eq!(
+        influxd.count(DB, "env"),
+        0,
+        "nothing was written before the kill"
+    );
+    let second = Process::start(&config).await;
+    wait_for("influxd to hold every value", WAIT, || {
+        influxd.count(DB, "env") >= want.len()
+    })
+    .await;
+    second.terminate();
+    assert_rows_eq(&influxd.rows(DB, "env"), &want);
+    assert_rows_eq(&stored_rows(&store), &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_server_rejects_goes_to_the_dead_letter_file_and_the_rest_flows_on() {
+    let broker = Mosquitto::start().await;
+    let influxd = Influxd::start(DB).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = collector_config(dir.path(), broker.port, "dead-letter", JSON_SUBSCRIPTION)
+        + &v1_sink("main", &influxd.url());
+    let collector = InProcess::start(&toml).await;
+
+    let messages = fleet(5, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(40);
+    let (before, after) = messages.split_at(messages.len() / 2);
+    publish_all(broker.port, "sim-dl-1", before).await;
+    let want_before = expected_rows(before, true);
+    wait_for("the first half in influxd", WAIT, || {
+        influxd.count(DB, "env") >= want_before.len()
+    })
+    .await;
+
+    // `temperature` is a float in influxd now: a string is a field type conflict (HTTP 400).
+    let bad = Message {
+        topic: "sensors/site-x/dev-bad/env".into(),
+        payload: br#"{"temperature":"hot"}"#.to_vec(),
+        device: "dev-bad".into(),
+        expected: Vec::new(),
+        fault: None,
+    };
+    publish_all(broker.port, "sim-dl-bad", &[bad]).await;
+    let m = collector.metrics.clone();
+    wait_for("the rejected batch to be dead-lettered", WAIT, || {
+        m.sum("readings_dead_lettered_total", &[("sink", "influxdb:main")]) >= 1
+    })
+    .await;
+
+    publish_all(broker.port, "sim-dl-2", after).await;
+    let want = expected_rows(&messages, true);
+    wait_for("the second half in influxd", WAIT, || {
+        influxd.count(DB, "env") >= want.len()
+    })
+    .await;
+    assert_eq!(
+        collector.count("readings_dead_lettered_total", &[("sink", "influxdb:main")]),
+        1
+    );
+    collector.stop().await;
+    assert_rows_eq(&influxd.rows(DB, "env"), &want);
+
+    let text = std::fs::read_to_string(dir.path().join("dead-letter/influxdb_main.lp")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("# ")
+            && lines[0].contains(" sink=influxdb:main readings=1 reason: HTTP 400 Bad Request: ")
+            && lines[0].contains("field type conflict"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(r#"env,device=dev-bad,site=site-x temperature="hot" "#),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_is_down_does_not_hold_up_the_local_store() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "unused");
+    // Nothing listens there.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let toml = collector_config(dir.path(), broker.port, "dead-sink", JSON_SUBSCRIPTION)
+        .replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"1s\"")
+        + &v2_sink("down", &dead, &token);
+    let collector = InProcess::start(&toml).await;
+
+    let messages = fleet(10, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(30);
+    publish_all(broker.port, "sim-dead-sink", &messages).await;
+    let want = expected_rows(&messages, true);
+    wait_for_rows(&collector.store, want.len()).await;
+    // Everything is in the local store while the other sink has written nothing and keeps
+    // failing.
+    assert_eq!(
+        collector.count("readings_written_total", &[("sink", "influxdb:down")]),
+        0
+    );
+    assert!(collector.count("sink_write_failures_total", &[("sink", "influxdb:down")]) >= 1);
+    let store = collector.store.clone();
+    collector.stop().await;
+    assert_rows_eq(&stored_rows(&store), &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_shows_in_logs_errors_or_doctor_output() {
+    const TOKEN: &str = "tok-e2e-5ecr3t-DO-NOT-PRINT";
+    let broker = Mosquitto::start().await;
+    let vm = VictoriaMetrics::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        collector_config(dir.path(), broker.port, "secret", JSON_SUBSCRIPTION)
+            .replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"1s\"")
+            + &v2_sink("vm", &vm.url(), &token)
+            + &v2_sink("down", &dead, &token),
+    )
+    .unwrap();
+
+    // doctor: the broker, the local store and VictoriaMetrics are fine, the dead one is not.
+    let doctor = Command::new(env!("CARGO_BIN_EXE_collector-under-test"))
+        .args(["doctor", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&doctor.stderr).into_owned();
+    assert!(!doctor.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}{stderr}");
+    assert!(lines[0].starts_with("OK    mqtt:broker: "), "{stdout}");
+    assert!(lines[1].starts_with("OK    local: "), "{stdout}");
+    assert!(lines[2].starts_with("OK    influxdb:vm: "), "{stdout}");
+    assert!(lines[3].starts_with("FAIL  influxdb:down: "), "{stdout}");
+
+    // run, with debug logs, while one sink fails and one writes.
+    let log = dir.path().join("collector.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_collector-under-test"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let messages = fleet(3, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(5);
+    let want = expected_rows(&messages, true);
+    wait_for("the collector to subscribe", WAIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("subscribed"))
+    })
+    .await;
+    publish_all(broker.port, "sim-secret", &messages).await;
+    wait_for("VictoriaMetrics to hold every value", WAIT, || {
+        victoria_rows(&vm).len() >= want.len()
+    })
+    .await;
+    wait_for("the failing sink to log its error", WAIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("sink=influxdb:down"))
+    })
+    .await;
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert!(child.wait().unwrap().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("write failed"), "{logged}");
+    for (what, text) in [("doctor", &(stdout + &stderr)), ("the log", &logged)] {
+        assert!(!text.contains(TOKEN), "the token is in {what}:\n{text}");
+        assert!(
+            !text.contains("5ecr3t"),
+            "part of the token is in {what}:\n{text}"
+        );
+    }
+}

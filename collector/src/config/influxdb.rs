@@ -209,12 +209,17 @@ pub enum InfluxApiSettings {
 }
 
 /// Picks the one source of a secret; `None` (and a problem, if `required`) otherwise.
+/// The four ways to give one secret, as written.
+type SecretKeys<'a> = (
+    &'a Option<Secret>,
+    &'a Option<PathBuf>,
+    &'a Option<String>,
+    &'a Option<String>,
+);
+
 fn secret_source(
     key: &str,
-    value: &Option<Secret>,
-    file: &Option<PathBuf>,
-    env: &Option<String>,
-    credential: &Option<String>,
+    (value, file, env, credential): SecretKeys<'_>,
     path: &str,
     required: bool,
     problems: &mut Vec<(String, String)>,
@@ -349,10 +354,7 @@ pub(crate) fn validate(
             }
             let token = secret_source(
                 "token",
-                &c.token,
-                &c.token_file,
-                &c.token_env,
-                &c.token_credential,
+                (&c.token, &c.token_file, &c.token_env, &c.token_credential),
                 &path,
                 true,
                 problems,
@@ -373,10 +375,12 @@ pub(crate) fn validate(
             }
             let password = secret_source(
                 "password",
-                &c.password,
-                &c.password_file,
-                &c.password_env,
-                &c.password_credential,
+                (
+                    &c.password,
+                    &c.password_file,
+                    &c.password_env,
+                    &c.password_credential,
+                ),
                 &path,
                 false,
                 problems,

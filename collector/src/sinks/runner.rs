@@ -346,10 +346,13 @@ mod tests {
     /// What the test sink answers to a write: by the batch's values and the attempt number.
     type Answer = Box<dyn FnMut(&[i64], usize) -> Result<(), SinkError> + Send>;
 
+    /// Every write attempt: when, and the values of its batch.
+    type Attempts = Vec<(StdInstant, Vec<i64>)>;
+
     /// A sink that records what it was given and answers as told.
     struct Scripted {
         answer: Answer,
-        attempts: Arc<Mutex<Vec<(StdInstant, Vec<i64>)>>>,
+        attempts: Arc<Mutex<Attempts>>,
     }
 
     impl Sink for Scripted {
@@ -384,7 +387,7 @@ mod tests {
         n: i64,
         answer: Answer,
         dead_letter: bool,
-    ) -> (Metrics, Vec<(StdInstant, Vec<i64>)>, Journal) {
+    ) -> (Metrics, Attempts, Journal) {
         let metrics = Metrics::new();
         let (journal, mut writer) = Journal::open(
             &JournalSettings {

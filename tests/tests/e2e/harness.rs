@@ -732,9 +732,10 @@ impl VictoriaMetrics {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Every sample of the series whose names match `regex` (VictoriaMetrics names InfluxDB
-    /// data `<measurement>_<field>`), as rows: (metric name, labels, timestamp ms, value).
-    pub fn export(&self, regex: &str) -> Vec<(String, Vec<(String, String)>, i64, f64)> {
+    /// Every sample of the series whose names match `regex`, sorted, as rows: VictoriaMetrics
+    /// names InfluxDB data `<measurement>_<field>`, which is the row's measurement (its field
+    /// is empty); timestamps are milliseconds, values floats.
+    pub fn export(&self, regex: &str) -> Vec<Row> {
         let _ = http(self.port, "GET", "/internal/force_flush", "");
         let query = format!(
             "/api/v1/export?match[]={}",
@@ -760,14 +761,16 @@ impl VictoriaMetrics {
             let values = v["values"].as_array().expect("values");
             let stamps = v["timestamps"].as_array().expect("timestamps");
             for (value, ts) in values.iter().zip(stamps) {
-                out.push((
-                    name.clone(),
-                    labels.clone(),
-                    ts.as_i64().expect("ts"),
-                    value.as_f64().expect("value"),
-                ));
+                out.push(Row {
+                    measurement: name.clone(),
+                    tags: labels.clone(),
+                    field: String::new(),
+                    timestamp: ts.as_i64().expect("ts"),
+                    value: format!("float:{}", value.as_f64().expect("value")),
+                });
             }
         }
+        out.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
         out
     }
 }

@@ -68,19 +68,7 @@ fn as_victoria(want: &[Row]) -> Vec<Row> {
 }
 
 fn victoria_rows(vm: &VictoriaMetrics) -> Vec<Row> {
-    let mut rows: Vec<Row> = vm
-        .export("env_.*")
-        .into_iter()
-        .map(|(name, tags, ts, v)| Row {
-            measurement: name,
-            tags,
-            field: String::new(),
-            timestamp: ts,
-            value: format!("float:{v}"),
-        })
-        .collect();
-    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    rows
+    vm.export("env_.*")
 }
 
 fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
@@ -385,4 +373,75 @@ async fn the_token_never_shows_in_logs_errors_or_doctor_output() {
             "part of the token is in {what}:\n{text}"
         );
     }
+}
+
+/// Not a test: measures how fast a v2 sink catches up after an outage. VictoriaMetrics is
+/// stopped, `BENCH_READINGS` readings (default 100000) go into the journal (and the local
+/// store), then it starts again and the time until the sink has written them all is printed.
+/// Default sink settings (batches of 5000, gzip).
+///
+/// ```sh
+/// cargo test --release -p telemetry-tests --test e2e -- --ignored --nocapture bench_catch_up
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run it with --ignored --nocapture"]
+async fn bench_catch_up_after_an_outage() {
+    let readings: usize = std::env::var("BENCH_READINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let broker = Mosquitto::start().await;
+    let mut vm = VictoriaMetrics::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "bench");
+    let toml = collector_config(dir.path(), broker.port, "bench-catch-up", JSON_SUBSCRIPTION)
+        + &format!(
+            r#"
+[[sinks.influxdb]]
+name = "vm"
+url = "{url}"
+org = "org"
+bucket = "bucket"
+token_file = "{token}"
+retry = {{ initial = "50ms", max = "100ms" }}
+"#,
+            url = vm.url(),
+            token = token.display()
+        );
+    let collector = InProcess::start(&toml).await;
+    vm.stop();
+
+    let devices = 100;
+    let messages = fleet(
+        devices,
+        PayloadFormat::Json,
+        "sensors",
+        FaultConfig::default(),
+    )
+    .messages(readings.div_ceil(devices));
+    publish_all(broker.port, "sim-bench", &messages).await;
+    let n = messages.len() as u64;
+    let m = collector.metrics.clone();
+    wait_for("the local store to hold everything", WAIT * 10, || {
+        m.sum("readings_written_total", &[("sink", "local")]) >= n
+    })
+    .await;
+    assert_eq!(
+        m.sum("readings_written_total", &[("sink", "influxdb:vm")]),
+        0
+    );
+
+    vm.start_again().await;
+    let start = std::time::Instant::now();
+    wait_for("the sink to catch up", WAIT * 10, || {
+        m.sum("readings_written_total", &[("sink", "influxdb:vm")]) >= n
+    })
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "catch-up after an outage: {n} readings ({} field values) in {secs:.2} s = {:.0} readings/s",
+        n * 4,
+        n as f64 / secs
+    );
+    collector.stop().await;
 }

@@ -33,6 +33,8 @@ pub enum Command {
     Mqtt(Box<MqttArgs>),
     /// Host an in-process MQTT broker until Ctrl-C.
     Broker(BrokerArgs),
+    /// Simulate serial devices on pseudo-terminals, each behind a link in --dir.
+    Serial(Box<SerialArgs>),
 }
 
 /// `telemetry-simulator mqtt`.
@@ -123,6 +125,83 @@ pub struct BrokerArgs {
     pub listen: SocketAddr,
 }
 
+/// `telemetry-simulator serial`.
+#[derive(Debug, Args)]
+pub struct SerialArgs {
+    /// Directory of the links (`DIR/ser-00`, `DIR/ser-01`, ...); created if missing.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Number of devices (ports).
+    #[arg(long, default_value_t = 3)]
+    pub devices: usize,
+    /// Index of the first device's value model and id (`ser-NN`).
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
+    /// Baud rate: output is paced at 10 bits per byte.
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// Payload format.
+    #[arg(long, value_enum, default_value_t = crate::serial::SerialFormat::Json)]
+    pub format: crate::serial::SerialFormat,
+    /// Stream lines (`stream`) or answer each command written to the port (`answer`).
+    #[arg(long, value_enum, default_value_t = SerialMode::Stream)]
+    pub mode: SerialMode,
+    /// With `--mode answer`: the last byte of a command.
+    #[arg(long, default_value = "\n")]
+    pub command_end: String,
+    /// Seed of all values.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Time between two samples of a device, in the timestamps (and the pacing, without --rate).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Lines per second per device [default: one per --interval].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Samples per device [default: until stopped].
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Timestamp of the first sample in ns [default: with --count, so that the last one is
+    /// stamped now; else now].
+    #[arg(long)]
+    pub start_ns: Option<i64>,
+    /// Measurement (written by line protocol lines).
+    #[arg(long, default_value = "env")]
+    pub measurement: String,
+    /// Make every Nth line bad (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub faults_every: u64,
+    /// Kinds of bad lines, used in turn [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub fault_kinds: Vec<crate::serial::SerialFault>,
+    /// Length of overlong lines.
+    #[arg(long, default_value_t = 8192)]
+    pub overlong_bytes: usize,
+    /// Unplug every device after every Nth line (0: never), and plug it in again after
+    /// --replug-after.
+    #[arg(long, default_value_t = 0)]
+    pub unplug_every: u64,
+    /// How long an unplugged device stays unplugged.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub replug_after: Duration,
+    /// After the last line, keep the ports open until the collector has read everything
+    /// (at most this long).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub linger: Duration,
+    /// Write what was sent to this JSON-lines file.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+/// How simulated serial devices send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SerialMode {
+    /// On their own, one line per interval (or at --rate).
+    Stream,
+    /// One line per command (request/response instruments).
+    Answer,
+}
+
 /// Runs a command until it is done or `stop` is cancelled.
 ///
 /// # Errors
@@ -136,7 +215,98 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
             stop.cancelled().await;
             Ok(())
         }
+        Command::Serial(args) => run_serial(*args, stop).await,
     }
+}
+
+async fn run_serial(args: SerialArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    use crate::serial::{answer, stream, SerialDevice, SerialDeviceConfig, SerialPort, StreamPlan};
+
+    anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
+    anyhow::ensure!(
+        !args.interval.is_zero(),
+        "--interval must be more than zero"
+    );
+    let command_end = match args.command_end.as_bytes() {
+        [b] => *b,
+        _ => anyhow::bail!("--command-end must be one byte"),
+    };
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let now_ns = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos())?;
+    let start_ns = args.start_ns.unwrap_or_else(|| {
+        let span = args.count.unwrap_or(1).saturating_sub(1);
+        let span = i64::try_from(args.interval.as_nanos().saturating_mul(u128::from(span)))
+            .unwrap_or(i64::MAX);
+        (now_ns - span) / 1_000_000_000 * 1_000_000_000
+    });
+    let gap = match args.rate {
+        Some(r) if r > 0.0 && r.is_finite() => Duration::from_secs_f64(1.0 / r),
+        Some(_) => anyhow::bail!("--rate must be more than zero"),
+        None => args.interval,
+    };
+    let samples = 0..args.count.unwrap_or(u64::MAX);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in args.first..args.first + args.devices {
+        let id = format!("ser-{i:02}");
+        let link = args.dir.join(&id);
+        let mut port = SerialPort::plug(&link, args.baud)
+            .with_context(|| format!("cannot make a pty behind {}", link.display()))?;
+        println!("{}", link.display());
+        let device = SerialDevice::new(SerialDeviceConfig {
+            id,
+            index: i,
+            seed: args.seed,
+            start_ns,
+            interval: args.interval,
+            format: args.format,
+            measurement: args.measurement.clone(),
+            overlong_bytes: args.overlong_bytes,
+            ..SerialDeviceConfig::default()
+        });
+        let plan = StreamPlan {
+            samples: samples.clone(),
+            gap: Some(gap),
+            faults_every: (args.faults_every > 0).then_some(args.faults_every),
+            fault_kinds: args.fault_kinds.clone(),
+            unplug_every: (args.unplug_every > 0).then_some(args.unplug_every),
+            replug_after: args.replug_after,
+        };
+        let (mode, linger, stop) = (args.mode, args.linger, stop.clone());
+        let samples = samples.clone();
+        tasks.spawn(async move {
+            let sent = match mode {
+                SerialMode::Stream => stream(&mut port, &device, &plan, &stop).await,
+                SerialMode::Answer => {
+                    answer(&mut port, &device, command_end, samples, false, &stop).await
+                }
+            };
+            if !stop.is_cancelled() {
+                port.drain(linger).await;
+            }
+            sent
+        });
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    info!(devices = args.devices, baud = args.baud, format = ?args.format, "serial devices plugged in");
+    let started = std::time::Instant::now();
+    let mut sent = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        sent.extend(done??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "sent {} lines from {} serial devices in {secs:.2} s ({:.1} lines/s)",
+        sent.len(),
+        args.devices,
+        sent.len() as f64 / secs.max(1e-9)
+    );
+    if let Some(path) = &args.manifest {
+        write_manifest(path, sent.into_iter().map(|m| ManifestEntry::new(m, true)))
+            .context("cannot write the manifest")?;
+    }
+    Ok(())
 }
 
 /// Cancels `stop` on Ctrl-C or SIGTERM.

@@ -10,6 +10,8 @@
 //!   of the transport.
 //! - [`mqtt`]: publishes messages over several MQTT connections, paced, surviving broker
 //!   restarts, and reports which ones the broker acknowledged.
+//! - [`serial`]: serial devices on pseudo-terminals behind stable links, paced at their baud
+//!   rate, streaming or answering commands, with bad lines and unplugs on demand.
 //! - [`broker`]: an in-process MQTT broker (rumqttd) for self-contained demos and tests.
 //! - [`manifest`]: a JSON-lines record of what was sent, for tests to check against.
 //! - [`cli`]: the `telemetry-simulator` command line.
@@ -20,6 +22,7 @@ pub mod fleet;
 pub mod manifest;
 pub mod model;
 pub mod mqtt;
+pub mod serial;
 
 pub use broker::{Broker, BrokerHandle};
 pub use fleet::{

@@ -6,7 +6,7 @@
 //! holding anything in memory, and a test can regenerate exactly what was sent.
 
 mod fault;
-mod payload;
+pub(crate) mod payload;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -25,7 +25,7 @@ pub(super) fn json(good: &GoodSample<'_>) -> String {
 }
 
 /// A JSON object from keys that need no escaping and values that are already JSON.
-pub(super) fn json_object(entries: &[(&str, String)]) -> String {
+pub(crate) fn json_object(entries: &[(&str, String)]) -> String {
     let body: Vec<String> = entries
         .iter()
         .map(|(k, v)| format!("\"{k}\":{v}"))
@@ -53,7 +53,7 @@ pub(super) fn line_protocol(good: &GoodSample<'_>) -> String {
 
 /// A float as the shortest text that parses back to the same value, always with a decimal
 /// point (`21.0`, not `21`) so that no parser mistakes it for an integer.
-pub(super) fn float(value: f64) -> String {
+pub(crate) fn float(value: f64) -> String {
     let text = value.to_string();
     if text.contains(['.', 'e', 'N', 'i']) {
         text

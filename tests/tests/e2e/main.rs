@@ -11,4 +11,5 @@ mod harness;
 mod influxdb;
 mod mqtt;
 mod resilience;
+mod serial;
 mod service;

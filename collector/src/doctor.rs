@@ -3,6 +3,8 @@
 //!
 //! - MQTT brokers: connect and disconnect (as `<client_id>-doctor`, with a clean session, so
 //!   the running collector's persistent session is untouched).
+//! - Serial ports: opened (at the configured baud rate) and closed. A port the running
+//!   collector holds open reports as busy.
 //! - The local store: opened read-only when it exists (else: where it will be created).
 //! - InfluxDB sinks: the secret is read, then an empty write (v2: checks the token, org and
 //!   bucket) or `/ping` and an empty write (v1).
@@ -45,6 +47,15 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
                 .map_err(|e| format!("{e:#}")),
             Err(e) => Err(format!("{e:#}")),
         };
+        report(out, &name, result)?;
+    }
+    for port in &settings.serial {
+        let name = format!("serial:{}", port.name);
+        let path = port.path.to_string_lossy().into_owned();
+        let builder = tokio_serial::new(path.clone(), port.baud_rate);
+        let result = tokio_serial::SerialStream::open(&builder)
+            .map(|_| format!("{path} opens at {} baud", port.baud_rate))
+            .map_err(|e| format!("{path}: {e}"));
         report(out, &name, result)?;
     }
     if let Some(local) = &settings.local {

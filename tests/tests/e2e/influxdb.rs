@@ -375,6 +375,97 @@ async fn the_token_never_shows_in_logs_errors_or_doctor_output() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_with_drop_oldest_keeps_the_journal_bounded_and_counts_what_the_lagging_sink_lost()
+{
+    let broker = Mosquitto::start().await;
+    let mut vm = VictoriaMetrics::start().await;
+    vm.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "overload");
+    // The smallest journal (1 MiB, about 10000 readings) and a sink that is down: the
+    // journal reaches its bound and drops the oldest readings the sink has not written.
+    let toml = collector_config(dir.path(), broker.port, "overload", JSON_SUBSCRIPTION).replace(
+        "[pipeline]",
+        "[journal]\nmax_bytes = \"1MiB\"\nwhen_full = \"drop_oldest\"\n\n[pipeline]",
+    ) + &v2_sink("vm", &vm.url(), &token);
+    let collector = InProcess::start(&toml).await;
+
+    // About 110 bytes per reading in the journal: 12000 readings are well over 1 MiB.
+    // Timestamps stay in the past (VictoriaMetrics' export leaves out the last 30 s).
+    let messages = fleet(200, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(60);
+    publish_all(broker.port, "sim-overload", &messages).await;
+    let want = expected_rows(&messages, true);
+    let n = messages.len() as u64;
+    let m = collector.metrics.clone();
+    wait_for("every reading in the journal", WAIT, || {
+        m.sum("journal_readings_appended_total", &[]) >= n
+    })
+    .await;
+    let metrics = collector.metrics.clone();
+    let dropped = |sink: &str| {
+        metrics.sum(
+            "readings_dropped_total",
+            &[("sink", sink), ("reason", "journal_full")],
+        )
+    };
+    let lost = dropped("influxdb:vm");
+    assert!(lost > 0, "the journal reached its bound");
+    let journal_bytes = collector
+        .metrics
+        .gauges()
+        .into_iter()
+        .find(|(k, _)| k.name == "journal_bytes")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert!(
+        journal_bytes <= 1 << 20,
+        "journal holds {journal_bytes} bytes"
+    );
+
+    // The sink comes back: it writes what is left, and with what was dropped that is every
+    // reading, each counted once.
+    vm.start_again().await;
+    wait_for("the sink to write what the journal kept", WAIT, || {
+        m.sum("readings_written_total", &[("sink", "influxdb:vm")]) + lost >= n
+    })
+    .await;
+    // Stopping drains the sink: everything it has is written.
+    collector.stop().await;
+    let written = m.sum("readings_written_total", &[("sink", "influxdb:vm")]);
+    // Nothing is lost uncounted. (The journal counts a drop against the sink's saved cursor:
+    // readings the sink had already read, its batch and the rest of the journal entry it was
+    // reading, are counted as dropped and still written, so the sum can exceed `n`.)
+    let accounted = written + dropped("influxdb:vm");
+    assert!(
+        accounted >= n,
+        "written {written} + dropped {} for {n} readings",
+        dropped("influxdb:vm")
+    );
+    wait_for("VictoriaMetrics to hold what was written", WAIT, || {
+        let mut rows = victoria_rows(&vm);
+        rows.dedup();
+        rows.len() as u64 >= written * 4
+    })
+    .await;
+    // What arrived is exactly what the sink wrote, each a reading that was sent. (A batch
+    // written again after a restart of the server is stored twice by VictoriaMetrics, which
+    // does not deduplicate unless told to; InfluxDB overwrites it.)
+    let mut got = victoria_rows(&vm);
+    got.dedup();
+    assert_eq!(got.len() as u64, written * 4);
+    let sent = as_victoria(&want);
+    let unexpected: Vec<&Row> = got
+        .iter()
+        .filter(|r| {
+            sent.binary_search_by(|s| s.partial_cmp(r).unwrap())
+                .is_err()
+        })
+        .take(5)
+        .collect();
+    assert!(unexpected.is_empty(), "not sent: {unexpected:#?}");
+}
+
 /// Not a test: measures how fast a v2 sink catches up after an outage. VictoriaMetrics is
 /// stopped, `BENCH_READINGS` readings (default 100000) go into the journal (and the local
 /// store), then it starts again and the time until the sink has written them all is printed.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: simulated MQTT devices -> the collector (config/demo.toml) -> the embedded
-# local store, then a summary of what landed per device. Needs only the Rust toolchain: the
-# simulator hosts the MQTT broker itself.
+# The demo: simulated MQTT and serial devices -> the collector (config/demo.toml) -> the
+# embedded local store, then a summary of what landed per device. Needs only the Rust
+# toolchain: the simulator hosts the MQTT broker itself, and its serial devices are
+# pseudo-terminals behind links in data/demo/serial.
 #
 #   DEVICES=20 SAMPLES=15 scripts/demo.sh
 set -euo pipefail
@@ -31,6 +32,16 @@ echo "==> starting the simulator's MQTT broker on 127.0.0.1:$port"
 "$bin/telemetry-simulator" broker --listen "127.0.0.1:$port" >"$data/broker.log" 2>&1 &
 pids+=($!)
 
+echo "==> plugging in 4 simulated serial devices ($data/serial/ser-0*): 3 stream key=value lines, 1 answers polls with CSV"
+"$bin/telemetry-simulator" serial --dir "$data/serial" --devices 3 --count "$samples" \
+  --format key-value --rate 5 --manifest "$data/serial-sent.jsonl" >"$data/serial.log" 2>&1 &
+serial_streams=$!
+pids+=($serial_streams)
+"$bin/telemetry-simulator" serial --dir "$data/serial" --first 3 --devices 1 --count "$samples" \
+  --baud 9600 --format csv --mode answer --manifest "$data/serial-polled.jsonl" >"$data/serial-polled.log" 2>&1 &
+serial_polled=$!
+pids+=($serial_polled)
+
 echo "==> starting the collector (log: $data/collector.log)"
 NO_COLOR=1 "$bin/telemetry-collector" run -c config/demo.toml >"$data/collector.log" 2>&1 &
 collector=$!
@@ -46,6 +57,9 @@ echo "==> $devices simulated devices publish $samples readings each (QoS 1, JSON
 "$bin/telemetry-simulator" mqtt --port "$port" --devices "$devices" --sites 4 --count "$samples" \
   --interval 1s --rate 200 --qos 1 --format json --manifest "$data/sent.jsonl"
 
+echo "==> waiting for the serial devices to finish (they stay plugged in until the collector has read everything)"
+wait "$serial_streams" "$serial_polled"
+
 echo "==> stopping the collector (it writes everything it received before exiting)"
 kill -TERM "$collector"
 wait "$collector" || true
@@ -57,5 +71,5 @@ echo
 echo "==> latest values of one device"
 "$bin/telemetry-collector" query -c config/demo.toml --latest --device dev-0000
 echo
-echo "Sent: $(wc -l <"$data/sent.jsonl") messages (manifest: $data/sent.jsonl). Query more with:"
+echo "Sent: $(wc -l <"$data/sent.jsonl") MQTT messages (manifest: $data/sent.jsonl) and $(cat "$data"/serial-*.jsonl | wc -l) serial lines ($data/serial-*.jsonl). Query more with:"
 echo "  $bin/telemetry-collector query -c config/demo.toml --measurement env --field temperature --format csv"

@@ -126,10 +126,11 @@ fn validate(path: &Path) -> ExitCode {
         Ok(s) => {
             let subscriptions: usize = s.mqtt.iter().map(|m| m.subscriptions.len()).sum();
             println!(
-                "{}: OK ({} MQTT connection(s), {} subscription(s); journal {}; local store {})",
+                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s); journal {}; local store {})",
                 path.display(),
                 s.mqtt.len(),
                 subscriptions,
+                s.serial.len(),
                 s.journal.path.display(),
                 s.local
                     .as_ref()

@@ -119,26 +119,22 @@ pub async fn run(
     let stop_sources = CancellationToken::new();
     let source_tasks = TaskTracker::new();
     for source in sources {
-        let out = tx.clone();
-        let stop = stop_sources.clone();
-        source_tasks.spawn(async move {
-            let label = source.label();
-            if let Err(e) = source.run(out, stop).await {
-                error!(source = %label, error = format!("{e:#}"), "source failed");
-            }
-        });
+        let label = source.label();
+        spawn_source(
+            &source_tasks,
+            label,
+            source.run(tx.clone(), stop_sources.clone()),
+        );
     }
     // Serial ports: one task per port; a port absent at start is opened once it appears.
     for port in &settings.serial {
         let source = SerialSource::new(port.clone(), settings.timestamps.clone(), metrics.clone());
-        let out = tx.clone();
-        let stop = stop_sources.clone();
-        source_tasks.spawn(async move {
-            let label = source.label();
-            if let Err(e) = source.run(out, stop).await {
-                error!(source = %label, error = format!("{e:#}"), "source failed");
-            }
-        });
+        let label = source.label();
+        spawn_source(
+            &source_tasks,
+            label,
+            source.run(tx.clone(), stop_sources.clone()),
+        );
     }
     source_tasks.close();
     let channel = tx.downgrade();
@@ -185,6 +181,19 @@ pub async fn run(
     }
     info!(journal_bytes = journal.bytes(), "stopped");
     Ok(())
+}
+
+/// Runs a source's `run` future in `tasks`, logging how it failed.
+fn spawn_source(
+    tasks: &TaskTracker,
+    label: String,
+    run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    tasks.spawn(async move {
+        if let Err(e) = run.await {
+            error!(source = %label, error = format!("{e:#}"), "source failed");
+        }
+    });
 }
 
 /// Awaits `f` until `deadline`; false if the deadline came first.

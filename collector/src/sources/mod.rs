@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::config::TimestampConfig;
-use crate::metrics::{Counter, Metrics};
+use crate::metrics::{Counter, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
 
@@ -50,6 +50,33 @@ impl Ack {
     pub fn send(self) {
         if self.to.try_send(self.pkid).is_err() {
             self.failed.inc();
+        }
+    }
+}
+
+/// The counters every source keeps, labelled with its name (`mqtt:<name>`, `serial:<name>`),
+/// looked up once.
+#[derive(Debug)]
+pub(crate) struct SourceCounters {
+    /// `messages_received_total`: MQTT messages, serial lines.
+    pub(crate) messages: Counter,
+    /// `readings_received_total`: readings sent into the pipeline.
+    pub(crate) readings: Counter,
+    /// `source_reconnects_total`: attempts to connect again (or to reopen a port).
+    pub(crate) reconnects: Counter,
+    /// `source_connected`: 1 while connected (or the port is open), else 0.
+    pub(crate) connected: Gauge,
+}
+
+impl SourceCounters {
+    /// The counters of the source labelled `source`.
+    pub(crate) fn new(metrics: &Metrics, source: &str) -> SourceCounters {
+        let labels = [("source", source)];
+        SourceCounters {
+            messages: metrics.counter("messages_received_total", &labels),
+            readings: metrics.counter("readings_received_total", &labels),
+            reconnects: metrics.counter("source_reconnects_total", &labels),
+            connected: metrics.gauge("source_connected", &labels),
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{now_ns, timestamp_bounds, Ack, Envelope, Rejections};
+use super::{now_ns, timestamp_bounds, Ack, Envelope, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::config::{MqttSettings, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
@@ -56,10 +56,7 @@ impl std::fmt::Debug for MqttSource {
 
 /// Per-source counters, looked up once.
 struct SourceMetrics {
-    messages: Counter,
-    readings: Counter,
-    reconnects: Counter,
-    connected: Gauge,
+    counters: SourceCounters,
     subscribed: Gauge,
     ack_failed: Counter,
     metrics: Metrics,
@@ -162,18 +159,7 @@ impl MqttSource {
         let s = &self.settings;
         let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 256);
         let m = SourceMetrics {
-            messages: self
-                .metrics
-                .counter("messages_received_total", &[("source", &label)]),
-            readings: self
-                .metrics
-                .counter("readings_received_total", &[("source", &label)]),
-            reconnects: self
-                .metrics
-                .counter("source_reconnects_total", &[("source", &label)]),
-            connected: self
-                .metrics
-                .gauge("source_connected", &[("source", &label)]),
+            counters: SourceCounters::new(&self.metrics, &label),
             subscribed: self
                 .metrics
                 .gauge("source_subscribed", &[("source", &label)]),
@@ -239,7 +225,7 @@ impl MqttSource {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connected = true;
-                    m.connected.set(1);
+                    m.counters.connected.set(1);
                     backoff.reset();
                     info!(source = %label, session_present = ack.session_present, "connected");
                     // Subscribing from this task could wait on rumqttc's request channel,
@@ -273,12 +259,12 @@ impl MqttSource {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    m.connected.set(0);
+                    m.counters.connected.set(0);
                     m.subscribed.set(0);
                     if out.is_none() {
                         break;
                     }
-                    m.reconnects.inc();
+                    m.counters.reconnects.inc();
                     let delay = backoff.next_delay();
                     if let ConnectionError::MqttState(rumqttc::StateError::Deserialization(
                         rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
@@ -301,7 +287,7 @@ impl MqttSource {
                 }
             }
         }
-        m.connected.set(0);
+        m.counters.connected.set(0);
         acker.abort();
         info!(source = %label, "stopped");
         Ok(())
@@ -327,7 +313,7 @@ impl<'a> Reader<'a> {
     /// Parses one publish. Returns the envelope to send, or `None` when nothing in it was
     /// usable (then it is counted, and acked at once).
     fn read(&mut self, p: Publish, ack_tx: &mpsc::Sender<u16>) -> Option<Envelope> {
-        self.m.messages.inc();
+        self.m.counters.messages.inc();
         let ack = (p.qos != QoS::AtMostOnce)
             .then(|| Ack::new(p.pkid, ack_tx.clone(), self.m.ack_failed.clone()));
         let readings = self.parse(&p);
@@ -337,7 +323,7 @@ impl<'a> Reader<'a> {
             }
             return None;
         }
-        self.m.readings.add(readings.len() as u64);
+        self.m.counters.readings.add(readings.len() as u64);
         Some(Envelope { readings, ack })
     }
 

@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::framing::{Frame, LineDecoder};
-use super::{now_ns, timestamp_bounds, Envelope, Rejections};
+use super::{now_ns, timestamp_bounds, Envelope, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Metrics};
 use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
 
@@ -53,11 +53,9 @@ enum End {
 
 /// The source's counters, looked up once.
 struct PortMetrics {
-    lines: Counter,
-    readings: Counter,
-    reopens: Counter,
+    /// Lines are its messages; reopen attempts its reconnects.
+    counters: SourceCounters,
     poll_timeouts: Counter,
-    connected: Gauge,
 }
 
 impl SerialSource {
@@ -94,14 +92,13 @@ impl SerialSource {
         let label = self.label();
         let s = &self.settings;
         let path = s.path.display().to_string();
-        let labels = [("source", label.as_str())];
         let m = PortMetrics {
-            lines: self.metrics.counter("messages_received_total", &labels),
-            readings: self.metrics.counter("readings_received_total", &labels),
-            reopens: self.metrics.counter("source_reconnects_total", &labels),
-            poll_timeouts: self.metrics.counter("poll_timeouts_total", &labels),
-            connected: self.metrics.gauge("source_connected", &labels),
+            counters: SourceCounters::new(&self.metrics, &label),
+            poll_timeouts: self
+                .metrics
+                .counter("poll_timeouts_total", &[("source", &label)]),
         };
+        let c = &m.counters;
         let mut reader = LineReader {
             source: &self,
             decoder: LineDecoder::new(s.line_ending, s.max_line_length),
@@ -115,17 +112,17 @@ impl SerialSource {
         info!(source = %label, path = %path, baud_rate = s.baud_rate, "opening the port");
         loop {
             if !first {
-                m.reopens.inc();
+                c.reconnects.inc();
             }
             first = false;
             match self.open() {
                 Ok(port) => {
-                    m.connected.set(1);
+                    c.connected.set(1);
                     backoff.reset();
                     info!(source = %label, path = %path, "connected");
                     was_connected = Some(true);
                     let end = reader.read_port(port, &out, &stop, &m).await;
-                    m.connected.set(0);
+                    c.connected.set(0);
                     if reader.decoder.reset() {
                         reader
                             .rejections
@@ -153,7 +150,7 @@ impl SerialSource {
                 () = tokio::time::sleep(delay) => {}
             }
         }
-        m.connected.set(0);
+        c.connected.set(0);
         info!(source = %label, "stopped");
         Ok(())
     }
@@ -224,12 +221,12 @@ impl LineReader<'_> {
                         Err(e) => return End::Disconnected(e.to_string()),
                     };
                     let (readings, lines) = self.parse(&buf[..n]);
-                    m.lines.add(lines);
+                    m.counters.messages.add(lines);
                     if lines > 0 {
                         answer_due = None;
                     }
                     if !readings.is_empty() {
-                        m.readings.add(readings.len() as u64);
+                        m.counters.readings.add(readings.len() as u64);
                         if out.send(Envelope { readings, ack: None }).await.is_err() {
                             return End::Closed;
                         }

@@ -33,6 +33,10 @@ use crate::reading::Reading;
 /// Bytes asked of the port per read.
 const READ_BUFFER: usize = 4096;
 
+/// How often an open port's path is checked: a link that udev removed means the device is
+/// gone, even if the open file has not failed yet.
+const PATH_CHECK: Duration = Duration::from_secs(1);
+
 /// One serial port.
 #[derive(Debug)]
 pub struct SerialSource {
@@ -106,8 +110,8 @@ impl SerialSource {
             path: &path,
         };
         let mut backoff = Backoff::new(s.reopen);
-        // None until the first attempt, so that the first state is always logged.
-        let mut was_connected: Option<bool> = None;
+        // Whether the port being away is already logged: each change of state is logged once.
+        let mut away_logged = false;
         let mut first = true;
         info!(source = %label, path = %path, baud_rate = s.baud_rate, "opening the port");
         loop {
@@ -120,7 +124,6 @@ impl SerialSource {
                     c.connected.set(1);
                     backoff.reset();
                     info!(source = %label, path = %path, "connected");
-                    was_connected = Some(true);
                     let end = reader.read_port(port, &out, &stop, &m).await;
                     c.connected.set(0);
                     if reader.decoder.reset() {
@@ -132,16 +135,18 @@ impl SerialSource {
                         End::Stopped | End::Closed => break,
                         End::Disconnected(why) => {
                             warn!(source = %label, path = %path, reason = %why, "disconnected; reopening with backoff");
+                            // The failed reopens that follow are the same state: not logged again.
+                            away_logged = true;
                         }
                     }
                 }
                 Err(e) => {
-                    if was_connected != Some(false) {
+                    if !away_logged {
                         warn!(source = %label, path = %path, error = %e, "cannot open the port; retrying with backoff until it appears");
                     } else {
                         debug!(source = %label, path = %path, error = %e, "cannot open the port");
                     }
-                    was_connected = Some(false);
+                    away_logged = true;
                 }
             }
             let delay = backoff.next_delay();
@@ -209,6 +214,8 @@ impl LineReader<'_> {
         // When polling: the deadline of the answer to the last command.
         let mut answer_due: Option<Instant> = None;
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut path_check = tokio::time::interval_at(Instant::now() + PATH_CHECK, PATH_CHECK);
+        path_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -238,6 +245,13 @@ impl LineReader<'_> {
                         Ok(Ok(())) => answer_due = Some(Instant::now() + p.timeout),
                         Ok(Err(e)) => return End::Disconnected(e.to_string()),
                         Err(_) => self.poll_timeout(m),
+                    }
+                }
+                _ = path_check.tick() => {
+                    if let Err(e) = std::fs::metadata(&s.path) {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            return End::Disconnected("the path vanished".into());
+                        }
                     }
                 }
                 () = tokio::time::sleep_until(answer_due.unwrap_or(far)), if answer_due.is_some() => {

@@ -336,16 +336,22 @@ pub(super) fn validate(ports: &[SerialConfig], p: &mut Problems) -> Vec<SerialSe
 
 #[cfg(test)]
 mod tests {
+    use super::super::settings::tests::errors;
     use super::super::Config;
     use super::*;
     use crate::payload::CsvOptions;
 
-    fn errors(text: &str) -> Vec<String> {
-        match Config::from_toml(text).and_then(Config::validate) {
-            Ok(_) => vec![],
-            Err(e) => e.to_string().lines().map(String::from).collect(),
-        }
-    }
+    /// Two ports with the same name and path.
+    const TWINS: &str = r#"
+        [[sources.serial]]
+        name = "a"
+        path = "/dev/ttyUSB0"
+        measurement = "m"
+        [[sources.serial]]
+        name = "a"
+        path = "/dev/ttyUSB0"
+        measurement = "m"
+    "#;
 
     #[test]
     fn a_serial_port_alone_is_a_source_and_gets_defaults() {
@@ -424,36 +430,13 @@ mod tests {
                 "missing {want:?} in {errs:?}"
             );
         }
-        let errs = errors(
-            r#"
-            [[sources.serial]]
-            name = "a"
-            path = "/dev/ttyUSB0"
-            measurement = "m"
-            [[sources.serial]]
-            name = "a"
-            path = "/dev/ttyUSB0"
-            measurement = "m"
-            flow_control = "rts"
-            "#,
-        );
+        let errs = errors(&format!("{TWINS}flow_control = \"rts\"\n"));
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0].starts_with("sources.serial[1].flow_control"),
             "{errs:?}"
         );
-        let errs = errors(
-            r#"
-            [[sources.serial]]
-            name = "a"
-            path = "/dev/ttyUSB0"
-            measurement = "m"
-            [[sources.serial]]
-            name = "a"
-            path = "/dev/ttyUSB0"
-            measurement = "m"
-            "#,
-        );
+        let errs = errors(TWINS);
         assert_eq!(
             errs,
             vec![

@@ -495,7 +495,7 @@ pub(super) fn payload_format(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::Config;
 
     const MINIMAL: &str = r#"
@@ -506,7 +506,8 @@ mod tests {
         topic = "sensors/{site}/{device}/{measurement}"
     "#;
 
-    fn errors(text: &str) -> Vec<String> {
+    /// Every problem `text` has, one line each (none if it is valid).
+    pub(in crate::config) fn errors(text: &str) -> Vec<String> {
         match Config::from_toml(text).and_then(Config::validate) {
             Ok(_) => vec![],
             Err(e) => e.to_string().lines().map(String::from).collect(),

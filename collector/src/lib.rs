@@ -2,9 +2,11 @@
 //! them durable in a local journal, and writes them to time-series stores without losing any.
 //!
 //! ```text
-//! MQTT connection ─┐                                    ┌─> local store sink (SQLite)
+//! serial port     ─┐
+//! serial port     ─┤                                    ┌─> local store sink (SQLite)
 //! MQTT connection ─┼─> bounded channel ─> journal ──────┤   each sink: own cursor, batch,
-//!        ^                                  │           └─> ...     write, retry, advance
+//! MQTT connection ─┘                        │           └─> ...     write, retry, advance
+//!        ^                                  │
 //!        └──────── PUBACK once on disk ─────┘
 //! ```
 //!

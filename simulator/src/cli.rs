@@ -537,4 +537,67 @@ mod tests {
         let qos2 = Cli::try_parse_from(["telemetry-simulator", "mqtt", "--qos", "2"]);
         assert!(qos2.is_err());
     }
+
+    #[test]
+    fn parses_the_documented_serial_examples() {
+        let cli = Cli::try_parse_from([
+            "telemetry-simulator",
+            "serial",
+            "--dir",
+            "/tmp/ports",
+            "--devices",
+            "3",
+            "--baud",
+            "115200",
+            "--format",
+            "key-value",
+            "--count",
+            "100",
+            "--rate",
+            "10",
+            "--faults-every",
+            "20",
+            "--fault-kinds",
+            "garbage,overlong",
+            "--unplug-every",
+            "50",
+            "--replug-after",
+            "2s",
+            "--manifest",
+            "sent.jsonl",
+        ])
+        .expect("valid");
+        let Command::Serial(args) = cli.command else {
+            panic!("not serial");
+        };
+        assert_eq!(args.format, crate::serial::SerialFormat::KeyValue);
+        assert_eq!(
+            args.fault_kinds,
+            [
+                crate::serial::SerialFault::Garbage,
+                crate::serial::SerialFault::Overlong
+            ]
+        );
+        assert_eq!(args.mode, SerialMode::Stream);
+        assert_eq!(args.command_end, "\n");
+        let answer = Cli::try_parse_from([
+            "telemetry-simulator",
+            "serial",
+            "--dir",
+            "/tmp/ports",
+            "--first",
+            "3",
+            "--devices",
+            "1",
+            "--mode",
+            "answer",
+            "--format",
+            "csv",
+        ])
+        .expect("valid");
+        let Command::Serial(args) = answer.command else {
+            panic!("not serial");
+        };
+        assert_eq!((args.first, args.mode), (3, SerialMode::Answer));
+    }
 }

@@ -108,6 +108,7 @@ impl SerialSource {
             decoder: LineDecoder::new(s.line_ending, s.max_line_length),
             rejections: Rejections::new(self.metrics.clone(), &label),
             path: &path,
+            delivered: false,
         };
         let mut backoff = Backoff::new(s.reopen);
         // Whether the port being away is already logged: each change of state is logged once.
@@ -122,9 +123,13 @@ impl SerialSource {
             match self.open() {
                 Ok(port) => {
                     c.connected.set(1);
-                    backoff.reset();
                     info!(source = %label, path = %path, "connected");
                     let end = reader.read_port(port, &out, &stop, &m).await;
+                    // Back to short delays only if the port delivered something: a port
+                    // that opens and fails at once keeps backing off.
+                    if reader.delivered {
+                        backoff.reset();
+                    }
                     c.connected.set(0);
                     if reader.decoder.reset() {
                         reader
@@ -193,6 +198,8 @@ struct LineReader<'a> {
     decoder: LineDecoder,
     rejections: Rejections,
     path: &'a str,
+    /// Whether the port delivered any byte since it was last opened.
+    delivered: bool,
 }
 
 impl LineReader<'_> {
@@ -206,6 +213,7 @@ impl LineReader<'_> {
     ) -> End {
         let s = &self.source.settings;
         let mut buf = vec![0u8; READ_BUFFER];
+        self.delivered = false;
         let mut poll = s.poll.as_ref().map(|p| {
             let mut tick = tokio::time::interval(p.interval);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -223,7 +231,10 @@ impl LineReader<'_> {
                 read = port.read(&mut buf) => {
                     let n = match read {
                         Ok(0) => return End::Disconnected("end of file".into()),
-                        Ok(n) => n,
+                        Ok(n) => {
+                            self.delivered = true;
+                            n
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return End::Disconnected(e.to_string()),
                     };

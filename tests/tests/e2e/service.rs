@@ -1,8 +1,8 @@
 //! Running under systemd: readiness and the watchdog, through a notification socket the
 //! test owns.
 
-use std::os::unix::net::UnixDatagram;
 use crate::harness::*;
+use std::os::unix::net::UnixDatagram;
 
 /// The next notification datagram, within [`WAIT`].
 fn next_message(socket: &UnixDatagram) -> String {

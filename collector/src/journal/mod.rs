@@ -87,6 +87,9 @@ struct Shared {
     when_full: WhenFull,
     bytes: AtomicU64,
     cursors: Mutex<BTreeMap<String, Position>>,
+    /// Per running reader: the first position not yet in its memory (read ahead into a
+    /// batch, or decoded and pending). Dropping an entry before it costs that sink nothing.
+    in_memory: Mutex<BTreeMap<String, Position>>,
     /// Signalled whenever space may have been freed.
     space: (Mutex<()>, Condvar),
     /// Set when the pipeline gives up waiting (shutdown timeout): a writer blocked on a full
@@ -212,6 +215,7 @@ impl Journal {
             when_full: settings.when_full,
             bytes: AtomicU64::new(0),
             cursors: Mutex::new(cursors),
+            in_memory: Mutex::new(BTreeMap::new()),
             space: (Mutex::new(()), Condvar::new()),
             closing: AtomicBool::new(false),
             committed: committed_rx,
@@ -471,7 +475,10 @@ impl JournalWriter {
         tx.commit().map_err(s.sqlite())?;
         s.add_bytes(-bytes);
         let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
-        for (sink, pos) in cursors.iter() {
+        let in_memory = s.in_memory.lock().unwrap_or_else(PoisonError::into_inner);
+        for (sink, cursor) in cursors.iter() {
+            // What a running reader already holds will be written: only the rest is lost.
+            let pos = in_memory.get(sink).map_or(cursor, |m| m.max(cursor));
             let lost = match pos.seq.cmp(&seq) {
                 std::cmp::Ordering::Less => readings,
                 std::cmp::Ordering::Equal => readings - i64::from(pos.idx),
@@ -527,6 +534,19 @@ impl JournalReader {
                 };
             }
         }
+        let in_memory = if self.pending.is_empty() {
+            self.read_pos
+        } else {
+            Position {
+                seq: self.read_pos.seq + 1,
+                idx: 0,
+            }
+        };
+        self.shared
+            .in_memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.sink.clone(), in_memory);
         Ok(out)
     }
 

@@ -433,12 +433,10 @@ async fn overload_with_drop_oldest_keeps_the_journal_bounded_and_counts_what_the
     // Stopping drains the sink: everything it has is written.
     collector.stop().await;
     let written = m.sum("readings_written_total", &[("sink", "influxdb:vm")]);
-    // Nothing is lost uncounted. (The journal counts a drop against the sink's saved cursor:
-    // readings the sink had already read, its batch and the rest of the journal entry it was
-    // reading, are counted as dropped and still written, so the sum can exceed `n`.)
-    let accounted = written + dropped("influxdb:vm");
-    assert!(
-        accounted >= n,
+    // Every reading is either written or counted as dropped, never both.
+    assert_eq!(
+        written + dropped("influxdb:vm"),
+        n,
         "written {written} + dropped {} for {n} readings",
         dropped("influxdb:vm")
     );

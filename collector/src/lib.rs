@@ -24,6 +24,7 @@
 //!   that feeds each one from the journal with retries.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
+//! - [`http`]: the local port with Prometheus `/metrics` and `/health`.
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`doctor`]: checks every configured broker and store, writing no readings.
@@ -34,6 +35,7 @@ pub mod batcher;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod payload;

@@ -153,6 +153,26 @@ pub async fn run(
         },
         stop_supervisor.clone(),
     ));
+    // /metrics and /health: useful, not essential; collecting goes on without them.
+    if let Some(addr) = settings.http {
+        match crate::http::bind(addr) {
+            Ok(listener) => {
+                info!(%addr, "serving /metrics and /health");
+                let limits = crate::http::HealthLimits {
+                    journal_max_bytes: settings.journal.max_bytes,
+                };
+                let (m, stop) = (metrics.clone(), stop_supervisor.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = crate::http::serve(listener, m, limits, stop).await {
+                        error!(error = %e, "the HTTP server stopped");
+                    }
+                });
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot serve /metrics and /health (set http.listen, or http.enabled = false); collecting goes on without them")
+            }
+        }
+    }
     info!(
         sources = settings.mqtt.len(),
         serial_ports = settings.serial.len(),

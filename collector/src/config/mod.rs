@@ -56,6 +56,28 @@ pub struct Config {
     /// Where readings go.
     #[serde(default)]
     pub sinks: SinksConfig,
+    /// The local HTTP port for `/metrics` and `/health`.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: Prometheus `/metrics` and `/health`, on a local port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Whether to serve them.
+    pub enabled: bool,
+    /// The address to listen on; keep it on loopback unless a firewall guards it.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9108)),
+        }
+    }
 }
 
 /// `[pipeline]`.

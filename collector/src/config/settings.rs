@@ -33,6 +33,8 @@ pub struct Settings {
     pub local: Option<LocalSettings>,
     /// InfluxDB sinks, in the order written.
     pub influxdb: Vec<super::InfluxSettings>,
+    /// Where to serve `/metrics` and `/health`, if anywhere.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// The journal's settings.
@@ -280,6 +282,7 @@ impl Config {
             serial,
             local,
             influxdb,
+            http: self.http.enabled.then_some(self.http.listen),
         })
     }
 }

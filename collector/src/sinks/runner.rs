@@ -89,7 +89,12 @@ impl<S: Sink> SinkRunner<S> {
             dead_lettered: metrics.counter("readings_dead_lettered_total", &[("sink", &name)]),
             splits: metrics.counter("sink_batch_splits_total", &[("sink", &name)]),
             failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
-            up: metrics.gauge("sink_up", &[("sink", &name)]),
+            // Up until a write fails: /health reports a sink failing only once it has.
+            up: {
+                let up = metrics.gauge("sink_up", &[("sink", &name)]);
+                up.set(1);
+                up
+            },
             unauthorized: metrics.gauge("sink_unauthorized", &[("sink", &name)]),
             reader: Some(reader),
             dead_letter: None,

@@ -282,6 +282,9 @@ pub fn collector_config(dir: &Path, port: u16, client_id: &str, subscriptions: &
         r#"
 data_dir = "{dir}"
 
+[http]
+enabled = false
+
 [pipeline]
 shutdown_timeout = "20s"
 

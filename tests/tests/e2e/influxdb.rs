@@ -16,7 +16,7 @@ use crate::mqtt::{fleet, publish_all, publisher};
 const DB: &str = "telemetry";
 
 /// A v2 sink (`influxdb:<name>`) writing to `url` in milliseconds, token from a file.
-fn v2_sink(name: &str, url: &str, token_file: &Path) -> String {
+pub(crate) fn v2_sink(name: &str, url: &str, token_file: &Path) -> String {
     format!(
         r#"
 [[sinks.influxdb]]

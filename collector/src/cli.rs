@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -109,8 +109,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the runtime")?;
             let result = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(watch_signals(shutdown.clone()));
-                crate::pipeline::run(settings, Metrics::new(), shutdown).await
+                let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(watch_signals(shutdown.clone(), config.clone(), reload_tx));
+                crate::pipeline::run_reloadable(settings, Metrics::new(), shutdown, reloads).await
             });
             // The pipeline has stopped in order (or given up at its own timeout): do not
             // wait for anything left on a blocking thread.
@@ -193,8 +194,14 @@ fn init_logging() {
     }
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once. On SIGHUP
+/// reads and validates `config` again: a valid one goes to the pipeline through `reloads`,
+/// a broken one is refused (logged) and the running configuration stays.
+async fn watch_signals(
+    shutdown: CancellationToken,
+    config: PathBuf,
+    reloads: tokio::sync::mpsc::Sender<crate::config::Settings>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -208,9 +215,19 @@ async fn watch_signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
-            // Without a handler SIGHUP would end the process at once (no orderly stop);
-            // reloading in place is not implemented yet.
-            _ = hup.recv() => warn!("SIGHUP: reloading is not supported yet; restart the service to apply a new configuration"),
+            _ = hup.recv() => match Config::load(&config).and_then(Config::validate) {
+                Ok(settings) => {
+                    info!(config = %config.display(), "SIGHUP: reloading");
+                    if reloads.send(settings).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => error!(
+                    config = %config.display(),
+                    problems = %e.to_string().replace('\n', "; "),
+                    "SIGHUP: the new configuration is refused; the running one stays"
+                ),
+            },
         }
     }
     shutdown.cancel();

@@ -6,7 +6,10 @@
 //! journal holds, and the process exits. Whatever is not written when `shutdown_timeout`
 //! has passed stays in the journal for the next start.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use futures::FutureExt as _;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{MqttSettings, SerialSettings, Settings, TimestampConfig};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::DeadLetter;
@@ -24,6 +27,7 @@ use crate::sinks::local::{LocalSink, LocalSinkSettings};
 use crate::sinks::runner::{RunnerSettings, SinkRunner};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
+use crate::sources::Envelope;
 
 /// The name of the local store sink (its journal cursor and metrics label).
 pub const LOCAL_SINK: &str = "local";
@@ -37,6 +41,23 @@ pub async fn run(
     settings: Settings,
     metrics: Metrics,
     shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_reloadable(settings, metrics, shutdown, mpsc::channel(1).1).await
+}
+
+/// [`run`], and applies every validated configuration received on `reloads`: sources whose
+/// settings did not change keep running untouched; a changed source is stopped (its
+/// in-flight readings reach the journal and are acked) and started again; a new one is
+/// started, a removed one stopped. Changes to sinks, the journal, the pipeline or the HTTP
+/// port are logged as taking effect at the next start.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_reloadable(
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<Settings>,
 ) -> anyhow::Result<()> {
     let journal_settings = settings.journal.clone();
     let local_settings = settings.local.clone();
@@ -83,11 +104,10 @@ pub async fn run(
     .await??;
     let (journal, writer, sinks, influx_sinks) = opened;
 
-    let sources = settings
-        .mqtt
-        .iter()
-        .map(|m| MqttSource::new(m.clone(), settings.timestamps.clone(), metrics.clone()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Fail at start, before anything runs, if a source cannot be built (TLS files).
+    for m in &settings.mqtt {
+        MqttSource::new(m.clone(), settings.timestamps.clone(), metrics.clone())?;
+    }
 
     // Sinks first, so that nothing waits for them.
     let abort_sinks = CancellationToken::new();
@@ -118,29 +138,20 @@ pub async fn run(
 
     let stop_sources = CancellationToken::new();
     let source_tasks = TaskTracker::new();
-    for source in sources {
-        let label = source.label();
-        spawn_source(
-            &source_tasks,
-            label,
-            source.run(tx.clone(), stop_sources.clone()),
-        );
-    }
-    // Serial ports: one task per port; a port absent at start is opened once it appears.
-    for port in &settings.serial {
-        let source = SerialSource::new(port.clone(), settings.timestamps.clone(), metrics.clone());
-        let label = source.label();
-        spawn_source(
-            &source_tasks,
-            label,
-            source.run(tx.clone(), stop_sources.clone()),
-        );
-    }
-    source_tasks.close();
+    let mut sources = Sources {
+        running: BTreeMap::new(),
+        tasks: source_tasks.clone(),
+        stop: stop_sources.clone(),
+        out: tx.clone(),
+        metrics: metrics.clone(),
+    };
+    sources
+        .apply(&settings, settings.pipeline.shutdown_timeout)
+        .await;
     let channel = tx.downgrade();
-    drop(tx);
-    // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
-    // (A sink that cannot write is not wedged: it retries, and the journal holds the data.)
+    drop(tx); // `sources` holds the sender that new sources get
+              // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
+              // (A sink that cannot write is not wedged: it retries, and the journal holds the data.)
     let notifier = crate::service::Notifier::from_env().context("NOTIFY_SOCKET")?;
     let commits = metrics.counter("journal_commits_total", &[]);
     let capacity = settings.pipeline.channel_capacity;
@@ -180,7 +191,20 @@ pub async fn run(
         "collector running"
     );
 
-    shutdown.cancelled().await;
+    let mut current = settings.clone();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(new) = reloads.recv() => {
+                report_restart_only_changes(&current, &new);
+                sources.apply(&new, settings.pipeline.shutdown_timeout).await;
+                current = new;
+                info!("configuration reloaded");
+            }
+        }
+    }
+    source_tasks.close();
+    drop(sources);
     stop_supervisor.cancel();
     let deadline = Instant::now() + settings.pipeline.shutdown_timeout;
     info!(timeout = ?settings.pipeline.shutdown_timeout, "stopping: sources first");
@@ -203,17 +227,132 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs a source's `run` future in `tasks`, logging how it failed.
-fn spawn_source(
-    tasks: &TaskTracker,
-    label: String,
-    run: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-) {
-    tasks.spawn(async move {
-        if let Err(e) = run.await {
-            error!(source = %label, error = format!("{e:#}"), "source failed");
+/// What a source runs on; two sources are the same when these are equal.
+#[derive(Debug, Clone, PartialEq)]
+enum SourceSettings {
+    Mqtt(MqttSettings),
+    Serial(SerialSettings),
+}
+
+/// One running source.
+struct Running {
+    settings: (SourceSettings, TimestampConfig),
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The running sources, by label (`mqtt:<name>`, `serial:<name>`).
+struct Sources {
+    running: BTreeMap<String, Running>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    out: mpsc::Sender<Envelope>,
+    metrics: Metrics,
+}
+
+impl Sources {
+    /// Makes the running sources those of `settings`: unchanged ones are left alone,
+    /// changed ones are stopped (waiting up to `timeout` for their in-flight messages to be
+    /// acked) and started again, new ones started, removed ones stopped.
+    async fn apply(&mut self, settings: &Settings, timeout: Duration) {
+        let wanted: BTreeMap<String, SourceSettings> = settings
+            .mqtt
+            .iter()
+            .map(|m| (format!("mqtt:{}", m.name), SourceSettings::Mqtt(m.clone())))
+            .chain(settings.serial.iter().map(|s| {
+                (
+                    format!("serial:{}", s.name),
+                    SourceSettings::Serial(s.clone()),
+                )
+            }))
+            .collect();
+        let (mut stopped, mut started) = (0, 0);
+        let labels: Vec<String> = self.running.keys().cloned().collect();
+        for label in labels {
+            let keep = wanted.get(&label).is_some_and(|w| {
+                self.running[&label].settings == (w.clone(), settings.timestamps.clone())
+            });
+            if keep {
+                continue;
+            }
+            let Some(r) = self.running.remove(&label) else {
+                continue;
+            };
+            r.stop.cancel();
+            // The same client id must not connect twice: wait for the old connection.
+            if tokio::time::timeout(timeout, r.task).await.is_err() {
+                warn!(source = %label, "the old source did not stop in time");
+            }
+            stopped += 1;
         }
-    });
+        for (label, s) in wanted {
+            if self.running.contains_key(&label) {
+                continue;
+            }
+            let stop = self.stop.child_token();
+            let timestamps = settings.timestamps.clone();
+            let run = match &s {
+                SourceSettings::Mqtt(m) => {
+                    match MqttSource::new(m.clone(), timestamps.clone(), self.metrics.clone()) {
+                        Ok(source) => source.run(self.out.clone(), stop.clone()).boxed(),
+                        Err(e) => {
+                            error!(source = %label, error = format!("{e:#}"), "cannot start the source");
+                            continue;
+                        }
+                    }
+                }
+                SourceSettings::Serial(p) => {
+                    SerialSource::new(p.clone(), timestamps.clone(), self.metrics.clone())
+                        .run(self.out.clone(), stop.clone())
+                        .boxed()
+                }
+            };
+            let task_label = label.clone();
+            let task = self.tasks.spawn(async move {
+                if let Err(e) = run.await {
+                    error!(source = %task_label, error = format!("{e:#}"), "source failed");
+                }
+            });
+            self.running.insert(
+                label,
+                Running {
+                    settings: (s, timestamps),
+                    stop,
+                    task,
+                },
+            );
+            started += 1;
+        }
+        if stopped + started > 0 {
+            info!(
+                started,
+                stopped,
+                running = self.running.len(),
+                "sources updated"
+            );
+        }
+    }
+}
+
+/// Logs the changes a reload cannot apply in place.
+fn report_restart_only_changes(old: &Settings, new: &Settings) {
+    let changed =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    for (what, differs) in [
+        ("data_dir", changed(&old.data_dir, &new.data_dir)),
+        ("pipeline", changed(&old.pipeline, &new.pipeline)),
+        ("journal", changed(&old.journal, &new.journal)),
+        ("sinks.local", changed(&old.local, &new.local)),
+        ("sinks.influxdb", changed(&old.influxdb, &new.influxdb)),
+        ("http", changed(&old.http, &new.http)),
+    ] {
+        if differs {
+            warn!(
+                section = what,
+                "this change takes effect at the next start, not on reload"
+            );
+        }
+    }
 }
 
 /// Awaits `f` until `deadline`; false if the deadline came first.

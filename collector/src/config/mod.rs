@@ -138,7 +138,7 @@ impl Default for JournalConfig {
 }
 
 /// `[timestamps]`: readings outside `[now - max_past, now + max_future]` are rejected.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct TimestampConfig {
     /// How far in the future a device's clock may be.
@@ -169,7 +169,7 @@ pub struct SourcesConfig {
 }
 
 /// Capped exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct BackoffConfig {
     /// The first delay.
@@ -226,7 +226,7 @@ pub struct MqttConfig {
 }
 
 /// `[sources.mqtt.tls]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct TlsConfig {
     /// PEM file of the CA(s) that signed the broker's certificate (default: the system's).

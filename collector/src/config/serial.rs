@@ -129,7 +129,7 @@ pub enum LineEnding {
 }
 
 /// One validated serial port.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SerialSettings {
     /// Name for logs and metrics.
     pub name: String,
@@ -166,7 +166,7 @@ pub struct SerialSettings {
 }
 
 /// A validated polling mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PollSettings {
     /// The bytes to write.
     pub command: Vec<u8>,

@@ -64,7 +64,7 @@ pub struct LocalSettings {
 }
 
 /// One validated MQTT connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
     /// Name for logs and metrics.
     pub name: String,
@@ -93,7 +93,7 @@ pub struct MqttSettings {
 }
 
 /// One validated subscription.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionSettings {
     /// The topic template.
     pub template: TopicTemplate,

@@ -1,11 +1,13 @@
 //! Running under systemd: readiness and the watchdog, through a notification socket the
 //! test owns.
 
-use simulator::fleet::{FaultConfig, FaultKind, PayloadFormat};
+use simulator::fleet::{FaultConfig, FaultKind, Message, PayloadFormat};
+use simulator::mqtt::publish;
+use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
 use crate::influxdb::v2_sink;
-use crate::mqtt::{fleet, publish_all};
+use crate::mqtt::{fleet, publish_all, publisher};
 use std::os::unix::net::UnixDatagram;
 
 /// The next notification datagram, within [`WAIT`].
@@ -150,4 +152,71 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
     .await;
     assert_eq!(http(port, "GET", "/nothing", "").0, 404);
     collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_subscription_without_losing_readings_in_flight_and_refuses_a_broken_config()
+{
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    let store = dir.path().join("store.db");
+    let base = collector_config(dir.path(), broker.port, "reload", JSON_SUBSCRIPTION);
+    std::fs::write(&config, &base).unwrap();
+    let mut collector = Process::start(&config).await;
+
+    // A stream on the first subscription keeps flowing through the reload.
+    let first = fleet(6, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(60);
+    let mut cfg = publisher(broker.port, "sim-reload-1");
+    cfg.rate = Some(200.0);
+    let sending = tokio::spawn(publish(cfg, first.clone(), CancellationToken::new()));
+    wait_for_rows(&store, 40).await;
+
+    // The new configuration adds a subscription: the MQTT source restarts with it.
+    let plant = r#"
+[[sources.mqtt.subscriptions]]
+topic = "plant/{site}/{device}/+"
+measurement = "plant"
+"#;
+    std::fs::write(
+        &config,
+        base.replace(JSON_SUBSCRIPTION, &format!("{JSON_SUBSCRIPTION}{plant}")),
+    )
+    .unwrap();
+    collector.signal("HUP");
+    collector.wait_for_log("configuration reloaded").await;
+    let second = fleet(3, PayloadFormat::Json, "plant", FaultConfig::default()).messages(10);
+    publish_all(broker.port, "sim-reload-2", &second).await;
+    let report = sending.await.unwrap().unwrap();
+    assert_eq!(report.acked_count(), first.len());
+
+    // A broken configuration is refused; the running one goes on.
+    std::fs::write(&config, "this is [not toml").unwrap();
+    collector.signal("HUP");
+    collector
+        .wait_for_log("the new configuration is refused")
+        .await;
+    let third: Vec<Message> = fleet(4, PayloadFormat::Json, "plant", FaultConfig::default())
+        .messages(1)
+        .into_iter()
+        .filter(|m| m.device == "dev-0003")
+        .collect();
+    publish_all(broker.port, "sim-reload-3", &third).await;
+
+    let as_plant = |messages: &[Message]| -> Vec<Row> {
+        expected_rows(messages, true)
+            .into_iter()
+            .map(|r| Row {
+                measurement: "plant".into(),
+                ..r
+            })
+            .collect()
+    };
+    let mut want = expected_rows(&first, true);
+    want.extend(as_plant(&second));
+    want.extend(as_plant(&third));
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    wait_for_rows(&store, want.len()).await;
+    collector.terminate();
+    assert_rows_eq(&stored_rows(&store), &want);
 }

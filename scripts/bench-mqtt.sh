@@ -11,28 +11,13 @@ cd "$(dirname "$0")/.."
 devices=${DEVICES:-1000}
 samples=${SAMPLES:-50}
 qos=${QOS:-1}
-[ -x /usr/sbin/mosquitto ] || { apt-get update -q && apt-get install -y -q mosquitto; }
-cargo build --release --locked --bins -q
-bin=$PWD/target/release
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-
-cat >"$work/mosquitto.conf" <<CONF
-user $(id -un)
-listener $port 127.0.0.1
-allow_anonymous true
-max_queued_messages 0
-max_inflight_messages 1000
-CONF
-/usr/sbin/mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-pids+=($!)
+source scripts/bench-common.sh
+start_mosquitto "max_inflight_messages 1000"
 
 cat >"$work/collector.toml" <<CONF
 data_dir = "$work/data"
+[http]
+enabled = false
 [pipeline]
 shutdown_timeout = "120s"
 [[sources.mqtt]]
@@ -42,10 +27,7 @@ port = $port
 topic = "sensors/{site}/{device}/{measurement}"
 qos = $qos
 CONF
-NO_COLOR=1 "$bin/telemetry-collector" run -c "$work/collector.toml" 2>"$work/collector.log" &
-collector=$!
-pids+=($collector)
-for _ in $(seq 1 100); do grep -q subscribed "$work/collector.log" && break; sleep 0.1; done
+start_collector "$work/collector.toml"
 
 start=$(date +%s.%N)
 "$bin/telemetry-simulator" mqtt --port "$port" --devices "$devices" --sites 10 --count "$samples" \
@@ -54,7 +36,7 @@ kill -TERM "$collector"
 wait "$collector"
 end=$(date +%s.%N)
 
-values=$("$bin/telemetry-collector" query --store "$work/data/store.db" --summary --format csv | awk -F, 'NR>1 {s+=$3} END {print s}')
+values=$(stored_values "$work/data/store.db")
 readings=$((devices * samples))
 python3 - "$start" "$end" "$readings" "$values" <<PY
 import sys

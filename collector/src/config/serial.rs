@@ -263,13 +263,7 @@ pub(super) fn validate(ports: &[SerialConfig], p: &mut Problems) -> Vec<SerialSe
                 "must be set (only line protocol names its own)",
             );
         }
-        for k in s.tags.keys() {
-            p.check(
-                !k.is_empty(),
-                format!("{path}.tags"),
-                "tag names must not be empty",
-            );
-        }
+        p.tag_names(&s.tags, &path);
         let format = payload_format(
             s.format,
             &FormatOptions {

@@ -127,6 +127,19 @@ impl Problems {
         }
     }
 
+    /// Tag names (of a subscription or a port) must not be empty.
+    pub(super) fn tag_names(
+        &mut self,
+        tags: &std::collections::BTreeMap<String, String>,
+        path: &str,
+    ) {
+        self.check(
+            tags.keys().all(|k| !k.is_empty()),
+            format!("{path}.tags"),
+            "tag names must not be empty",
+        );
+    }
+
     pub(super) fn backoff(&mut self, b: &BackoffConfig, path: &str) {
         self.check(
             !b.initial.is_zero(),
@@ -403,13 +416,7 @@ fn subscription(
             "the topic already captures `{field}`",
         );
     }
-    for k in s.tags.keys() {
-        p.check(
-            !k.is_empty(),
-            format!("{path}.tags"),
-            "tag names must not be empty",
-        );
-    }
+    p.tag_names(&s.tags, path);
     Some(SubscriptionSettings {
         template,
         qos: qos?,

@@ -90,6 +90,10 @@ struct Shared {
     /// Per running reader: the first position not yet in its memory (read ahead into a
     /// batch, or decoded and pending). Dropping an entry before it costs that sink nothing.
     in_memory: Mutex<BTreeMap<String, Position>>,
+    /// Per sink with a reader, `sink_lag_readings`: readings committed that it has not yet
+    /// written. The writer holds this lock across each commit, so that a reader that starts
+    /// (and counts what is committed) never misses an entry nor counts one twice.
+    lags: Mutex<BTreeMap<String, Gauge>>,
     /// Signalled whenever space may have been freed.
     space: (Mutex<()>, Condvar),
     /// Set when the pipeline gives up waiting (shutdown timeout): a writer blocked on a full
@@ -216,6 +220,7 @@ impl Journal {
             bytes: AtomicU64::new(0),
             cursors: Mutex::new(cursors),
             in_memory: Mutex::new(BTreeMap::new()),
+            lags: Mutex::new(BTreeMap::new()),
             space: (Mutex::new(()), Condvar::new()),
             closing: AtomicBool::new(false),
             committed: committed_rx,
@@ -260,6 +265,14 @@ impl Journal {
             conn.execute("DELETE FROM cursors WHERE sink = ?1", [&name])
                 .map_err(s.sqlite())?;
             cursors.remove(&name);
+            if let Some(lag) = s
+                .lags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name)
+            {
+                lag.set(0);
+            }
         }
         for name in names {
             if !cursors.contains_key(*name) {
@@ -291,6 +304,33 @@ impl Journal {
             .get(sink)
             .ok_or_else(|| JournalError::UnknownSink(sink.to_string()))?;
         let conn = open_connection(&s.path, false).map_err(s.sqlite())?;
+        let lag = s.metrics.gauge("sink_lag_readings", &[("sink", sink)]);
+        {
+            let mut lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            let behind: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(readings), 0) FROM entries WHERE seq >= ?1",
+                    [pos.seq],
+                    |r| r.get(0),
+                )
+                .map_err(s.sqlite())?;
+            let done = if conn
+                .query_row(
+                    "SELECT 1 FROM entries WHERE seq = ?1",
+                    [pos.seq],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(s.sqlite())?
+                .is_some()
+            {
+                i64::from(pos.idx)
+            } else {
+                0
+            };
+            lag.set(behind - done);
+            lags.insert(sink.to_string(), lag.clone());
+        }
         Ok(JournalReader {
             conn,
             shared: s.clone(),
@@ -298,6 +338,8 @@ impl Journal {
             read_pos: pos,
             pending: VecDeque::new(),
             committed: s.committed.clone(),
+            lag,
+            handed_out: 0,
         })
     }
 
@@ -400,12 +442,18 @@ impl JournalWriter {
         self.make_room(size)?;
         let shared = self.shared.clone();
         let seq = self.next_seq;
-        self.conn
-            .execute(
-                "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
-                params![seq, count as i64, data],
-            )
-            .map_err(shared.sqlite())?;
+        {
+            let lags = shared.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            self.conn
+                .execute(
+                    "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
+                    params![seq, count as i64, data],
+                )
+                .map_err(shared.sqlite())?;
+            for lag in lags.values() {
+                lag.add(count as i64);
+            }
+        }
         self.next_seq += 1;
         shared.add_bytes(size as i64);
         self.appended.add(count as u64);
@@ -476,6 +524,7 @@ impl JournalWriter {
         s.add_bytes(-bytes);
         let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
         let in_memory = s.in_memory.lock().unwrap_or_else(PoisonError::into_inner);
+        let lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
         for (sink, cursor) in cursors.iter() {
             // What a running reader already holds will be written: only the rest is lost.
             let pos = in_memory.get(sink).map_or(cursor, |m| m.max(cursor));
@@ -485,6 +534,9 @@ impl JournalWriter {
                 std::cmp::Ordering::Greater => 0,
             };
             if lost > 0 {
+                if let Some(lag) = lags.get(sink) {
+                    lag.add(-lost);
+                }
                 s.metrics
                     .counter(
                         "readings_dropped_total",
@@ -510,6 +562,10 @@ pub struct JournalReader {
     /// The rest of a partly read entry.
     pending: VecDeque<Reading>,
     committed: watch::Receiver<i64>,
+    /// `sink_lag_readings` of this sink.
+    lag: Gauge,
+    /// Readings handed out since the last commit: the commit takes them off the lag.
+    handed_out: u64,
 }
 
 impl JournalReader {
@@ -547,6 +603,7 @@ impl JournalReader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(self.sink.clone(), in_memory);
+        self.handed_out += out.len() as u64;
         Ok(out)
     }
 
@@ -627,6 +684,8 @@ impl JournalReader {
                 .map_err(s.sqlite())?;
         }
         tx.commit().map_err(s.sqlite())?;
+        self.lag
+            .add(-i64::try_from(std::mem::take(&mut self.handed_out)).unwrap_or(i64::MAX));
         if freed > 0 {
             s.add_bytes(-freed);
             s.notify_space();

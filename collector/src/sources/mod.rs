@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::config::TimestampConfig;
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
 
@@ -66,6 +66,8 @@ pub(crate) struct SourceCounters {
     pub(crate) reconnects: Counter,
     /// `source_connected`: 1 while connected (or the port is open), else 0.
     pub(crate) connected: Gauge,
+    /// Per-device liveness: last seen, readings.
+    devices: Devices,
 }
 
 impl SourceCounters {
@@ -77,6 +79,28 @@ impl SourceCounters {
             readings: metrics.counter("readings_received_total", &labels),
             reconnects: metrics.counter("source_reconnects_total", &labels),
             connected: metrics.gauge("source_connected", &labels),
+            devices: metrics.devices(source),
+        }
+    }
+
+    /// Counts `readings`, about to be sent into the pipeline, and the devices they came from.
+    pub(crate) fn received(&self, readings: &[Reading]) {
+        self.readings.add(readings.len() as u64);
+        let now = i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX);
+        // The readings of one message are nearly always of one device: one lookup per run.
+        let mut run: Option<(&str, u64)> = None;
+        for device in readings.iter().map(|r| r.device().unwrap_or("")) {
+            match &mut run {
+                Some((d, n)) if *d == device => *n += 1,
+                _ => {
+                    if let Some((d, n)) = run.replace((device, 1)) {
+                        self.devices.record(d, n, now);
+                    }
+                }
+            }
+        }
+        if let Some((d, n)) = run {
+            self.devices.record(d, n, now);
         }
     }
 }

@@ -130,9 +130,61 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
         ),
         Some(messages.len() as u64 - bad)
     );
+    // Per device: the readings it sent (the faulty messages are not counted against it) and
+    // when it was last heard from.
+    let mut per_device = std::collections::BTreeMap::<&str, u64>::new();
+    for m in &messages {
+        *per_device.entry(&m.device).or_default() += m.expected.len() as u64;
+    }
+    let before = collector::metrics::now_seconds();
+    for (device, n) in &per_device {
+        let labels = format!("{{{source},device=\"{device}\"}}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("telemetry_collector_device_readings_total{labels}")
+            ),
+            Some(*n),
+            "{device}"
+        );
+        let seen = sample(
+            &text,
+            &format!("telemetry_collector_device_last_seen_seconds{labels}"),
+        )
+        .expect("last seen");
+        assert!(
+            seen.abs_diff(before) < 120,
+            "{device} last seen {seen}, now {before}"
+        );
+    }
+    // Every write is timed: the histogram's count is its +Inf bucket, and at least one.
+    let writes = sample(
+        &text,
+        "telemetry_collector_sink_write_duration_seconds_count{sink=\"local\"}",
+    )
+    .expect("write duration count");
+    assert!(writes >= 1);
+    assert_eq!(
+        sample(
+            &text,
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"+Inf\"}"
+        ),
+        Some(writes)
+    );
     let (status, body) = http(port, "GET", "/health", "");
     assert_eq!(status, 200, "{body}");
 
+    let lag = |sink: &str| {
+        let (_, text) = http(port, "GET", "/metrics", "");
+        sample(
+            &text,
+            &format!("telemetry_collector_sink_lag_readings{{sink=\"{sink}\"}}"),
+        )
+    };
+    wait_for("the InfluxDB sink to write everything", WAIT, || {
+        lag("influxdb:vm") == Some(0)
+    })
+    .await;
     // The InfluxDB sink goes down: /health says so, with the failing sink, until it is back.
     vm.stop();
     let more = fleet(6, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(2);
@@ -145,9 +197,20 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["sinks"]["influxdb:vm"], "failing", "{body}");
     assert_eq!(health["sinks"]["local"], "up", "{body}");
+    // The failing sink's lag is what it has not written: the new readings.
+    let more_readings = more.iter().map(|m| m.expected.len() as u64).sum::<u64>();
+    wait_for("the local sink to catch up", WAIT, || {
+        lag("local") == Some(0)
+    })
+    .await;
+    assert_eq!(lag("influxdb:vm"), Some(more_readings));
     vm.start_again().await;
     wait_for("/health to recover", WAIT, || {
         http(port, "GET", "/health", "").0 == 200
+    })
+    .await;
+    wait_for("the InfluxDB sink to catch up", WAIT, || {
+        lag("influxdb:vm") == Some(0)
     })
     .await;
     assert_eq!(http(port, "GET", "/nothing", "").0, 404);

@@ -150,18 +150,37 @@ pub async fn run_reloadable(
         .await;
     let channel = tx.downgrade();
     drop(tx); // `sources` holds the sender that new sources get
-              // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
-              // (A sink that cannot write is not wedged: it retries, and the journal holds the data.)
+
+    // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
+    // (A sink that cannot write is not wedged: it retries, and the journal holds the data;
+    // a full journal waiting for it holds the sources back on purpose.)
     let notifier = crate::service::Notifier::from_env().context("NOTIFY_SOCKET")?;
-    let commits = metrics.counter("journal_commits_total", &[]);
     let capacity = settings.pipeline.channel_capacity;
     let stop_supervisor = CancellationToken::new();
+    let probe = {
+        let (metrics, journal) = (metrics.clone(), journal.clone());
+        let commits = metrics.counter("journal_commits_total", &[]);
+        let appended = metrics.counter("journal_readings_appended_total", &[]);
+        move || {
+            let queued = channel.upgrade().is_some_and(|tx| tx.capacity() < capacity);
+            let behind = metrics
+                .gauges()
+                .into_iter()
+                .filter(|(k, _)| k.name == "sink_lag_readings")
+                .filter_map(|(k, v)| Some((k.labels.first()?.1.clone(), v)))
+                .collect();
+            crate::service::Probe {
+                work_waiting: (queued || journal.writer_holds_readings())
+                    && !journal.waiting_for_sinks(),
+                commits: commits.get(),
+                readings: appended.get(),
+                behind,
+            }
+        }
+    };
     tokio::spawn(crate::service::supervise(
         notifier,
-        move || {
-            let waiting = channel.upgrade().is_some_and(|tx| tx.capacity() < capacity);
-            (waiting, commits.get())
-        },
+        probe,
         stop_supervisor.clone(),
     ));
     // /metrics and /health: useful, not essential; collecting goes on without them.

@@ -96,6 +96,11 @@ struct Shared {
     lags: Mutex<BTreeMap<String, Gauge>>,
     /// Signalled whenever space may have been freed.
     space: (Mutex<()>, Condvar),
+    /// Set while the writer holds readings it has taken from the channel and not yet
+    /// committed (a commit in progress, or a failing disk retried).
+    holding: AtomicBool,
+    /// Set while the writer waits for the sinks to free space (journal full, `block`).
+    waiting_for_sinks: AtomicBool,
     /// Set when the pipeline gives up waiting (shutdown timeout): a writer blocked on a full
     /// journal stops waiting.
     closing: AtomicBool,
@@ -222,6 +227,8 @@ impl Journal {
             in_memory: Mutex::new(BTreeMap::new()),
             lags: Mutex::new(BTreeMap::new()),
             space: (Mutex::new(()), Condvar::new()),
+            holding: AtomicBool::new(false),
+            waiting_for_sinks: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             committed: committed_rx,
             bytes_gauge: metrics.gauge("journal_bytes", &[]),
@@ -355,6 +362,18 @@ impl Journal {
         self.shared.notify_space();
     }
 
+    /// Whether the writer holds readings it has not committed yet: with no commit for a
+    /// while, the journal is stuck (a hung disk, a lock held by another process).
+    pub fn writer_holds_readings(&self) -> bool {
+        self.shared.holding.load(Ordering::SeqCst)
+    }
+
+    /// Whether the writer is held back by a full journal (`block`): the sources are being
+    /// pushed back on purpose, until a sink catches up; that is not a wedge.
+    pub fn waiting_for_sinks(&self) -> bool {
+        self.shared.waiting_for_sinks.load(Ordering::SeqCst)
+    }
+
     /// The persisted cursor of `sink`.
     pub fn cursor(&self, sink: &str) -> Option<Position> {
         self.shared
@@ -380,6 +399,7 @@ impl JournalWriter {
             max: Duration::from_secs(10),
         });
         while let Some(first) = rx.blocking_recv() {
+            self.shared.holding.store(true, Ordering::SeqCst);
             let mut count = first.readings.len();
             batch.push(first);
             while count < MAX_ENTRY_READINGS {
@@ -410,6 +430,7 @@ impl JournalWriter {
                     ack.send();
                 }
             }
+            self.shared.holding.store(false, Ordering::SeqCst);
         }
     }
 
@@ -480,6 +501,7 @@ impl JournalWriter {
                     "journal full: waiting for the sinks (sources are held back)"
                 );
                 s.metrics.counter("journal_full_waits_total", &[]).inc();
+                s.waiting_for_sinks.store(true, Ordering::SeqCst);
                 let mut guard = s.space.0.lock().unwrap_or_else(PoisonError::into_inner);
                 while !fits(&s) && !s.closing.load(Ordering::SeqCst) {
                     guard = s
@@ -489,6 +511,7 @@ impl JournalWriter {
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
+                s.waiting_for_sinks.store(false, Ordering::SeqCst);
                 Ok(())
             }
             WhenFull::DropOldest => {

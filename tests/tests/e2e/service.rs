@@ -43,10 +43,77 @@ async fn ready_is_sent_once_running_and_the_watchdog_is_fed() {
     .await;
     assert!(next_message(&socket).starts_with("READY=1"));
     for _ in 0..3 {
-        assert_eq!(next_message(&socket), "WATCHDOG=1");
+        let m = next_message(&socket);
+        assert!(m.starts_with("WATCHDOG=1\nSTATUS="), "{m}");
     }
     collector.terminate();
     assert_eq!(next_message(&socket), "STOPPING=1");
+}
+
+/// A wedged journal (another process holds its write lock, as a hung disk would hold the
+/// writer) starves the watchdog while readings wait; once it moves again the watchdog is fed
+/// again and every reading arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_starves_while_the_journal_is_wedged_and_resumes_after() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        collector_config(dir.path(), broker.port, "wedge", JSON_SUBSCRIPTION),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let collector = Process::start_with_env(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    )
+    .await;
+    assert!(next_message(&socket).starts_with("READY=1"));
+    assert!(next_message(&socket).starts_with("WATCHDOG=1"));
+
+    // Take the journal's write lock, then send readings: they wait in the writer.
+    let mut lock = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    let held = lock
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let messages = fleet(3, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(5);
+    let mut cfg = publisher(broker.port, "sim-wedge");
+    cfg.connections = 1;
+    let sending = tokio::spawn(publish(cfg, messages.clone(), CancellationToken::new()));
+    let mut waited = 0;
+    loop {
+        let m = next_message(&socket);
+        if m.starts_with("STATUS=wedged") {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 50, "no wedge reported; last: {m}");
+    }
+    // Every check from now on reports the wedge and does not feed the watchdog.
+    for _ in 0..5 {
+        let m = next_message(&socket);
+        assert!(m.starts_with("STATUS=wedged"), "{m}");
+    }
+    held.rollback().unwrap();
+    loop {
+        let m = next_message(&socket);
+        if m.starts_with("WATCHDOG=1") {
+            break;
+        }
+        assert!(m.starts_with("STATUS=wedged"), "{m}");
+    }
+    let report = sending.await.unwrap().unwrap();
+    assert_eq!(report.acked_count(), messages.len());
+    let want = expected_rows(&messages, true);
+    let store = dir.path().join("store.db");
+    wait_for_rows(&store, want.len()).await;
+    assert_rows_eq(&stored_rows(&store), &want);
+    collector.terminate();
 }
 
 /// The value of the Prometheus sample `name{labels}` in `text`.

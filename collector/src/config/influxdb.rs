@@ -159,7 +159,7 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 /// One validated InfluxDB sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InfluxSettings {
     /// The sink's name: `influxdb:<name>` (journal cursor, logs, metrics).
     pub sink: String,
@@ -184,7 +184,7 @@ pub struct InfluxSettings {
 }
 
 /// The API-specific part of an InfluxDB sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InfluxApiSettings {
     /// The v2 write API.
     V2 {

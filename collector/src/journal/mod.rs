@@ -295,6 +295,14 @@ impl Journal {
                 cursors.insert((*name).to_string(), pos);
             }
         }
+        // A removed sink may have been the one holding the oldest entries.
+        if let Some(min_seq) = cursors.values().map(|p| p.seq).min() {
+            let freed = delete_before(&conn, min_seq).map_err(s.sqlite())?;
+            if freed > 0 {
+                s.add_bytes(-freed);
+                s.notify_space();
+            }
+        }
         Ok(())
     }
 
@@ -573,6 +581,19 @@ impl JournalWriter {
     }
 }
 
+/// Deletes the entries before `seq` (every sink has passed them); returns the bytes freed.
+fn delete_before(conn: &Connection, seq: i64) -> Result<i64, rusqlite::Error> {
+    let freed: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(data)), 0) FROM entries WHERE seq < ?1",
+        [seq],
+        |r| r.get(0),
+    )?;
+    if freed > 0 {
+        conn.execute("DELETE FROM entries WHERE seq < ?1", [seq])?;
+    }
+    Ok(freed)
+}
+
 /// A sink's view of the journal: reads ahead from its read position, and persists its
 /// cursor once the sink has written what it read.
 #[derive(Debug)]
@@ -695,17 +716,7 @@ impl JournalReader {
             params![self.sink, pos.seq, pos.idx],
         )
         .map_err(s.sqlite())?;
-        let freed: i64 = tx
-            .query_row(
-                "SELECT COALESCE(SUM(length(data)), 0) FROM entries WHERE seq < ?1",
-                [min_seq],
-                |r| r.get(0),
-            )
-            .map_err(s.sqlite())?;
-        if freed > 0 {
-            tx.execute("DELETE FROM entries WHERE seq < ?1", [min_seq])
-                .map_err(s.sqlite())?;
-        }
+        let freed = delete_before(&tx, min_seq).map_err(s.sqlite())?;
         tx.commit().map_err(s.sqlite())?;
         self.lag
             .add(-i64::try_from(std::mem::take(&mut self.handed_out)).unwrap_or(i64::MAX));

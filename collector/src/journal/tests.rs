@@ -123,6 +123,26 @@ fn a_removed_sink_no_longer_holds_space_and_a_new_one_starts_at_the_oldest_entry
 }
 
 #[test]
+fn removing_the_sink_that_was_behind_frees_its_entries_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), 1 << 30, WhenFull::Block),
+        Metrics::new(),
+    )
+    .unwrap();
+    journal.register_sinks(&["fast", "slow"]).unwrap();
+    writer
+        .append(&(0..3).map(reading).collect::<Vec<_>>())
+        .unwrap();
+    let mut fast = journal.reader("fast").unwrap();
+    fast.read(10).unwrap();
+    fast.commit(fast.read_position()).unwrap();
+    assert!(journal.bytes() > 0, "held for the slow sink");
+    journal.register_sinks(&["fast"]).unwrap();
+    assert_eq!(journal.bytes(), 0);
+}
+
+#[test]
 fn drop_oldest_counts_what_each_sink_lost() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();

@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, LogLimit};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{self, Reading};
@@ -148,6 +148,8 @@ pub struct JournalWriter {
     next_seq: i64,
     appended: Counter,
     commits: Counter,
+    /// Drops (journal full, `drop_oldest`) can come many times a second: logged sparingly.
+    drop_log: LogLimit,
 }
 
 fn open_connection(path: &Path, sync: bool) -> Result<Connection, rusqlite::Error> {
@@ -243,6 +245,7 @@ impl Journal {
             next_seq: last_seq + 1,
             appended: metrics.counter("journal_readings_appended_total", &[]),
             commits: metrics.counter("journal_commits_total", &[]),
+            drop_log: LogLimit::new(Duration::from_secs(10)),
         };
         Ok((Journal { shared }, writer))
     }
@@ -424,7 +427,9 @@ impl JournalWriter {
                     Ok(()) => break,
                     Err(e) => {
                         let delay = retry.next_delay();
-                        error!(error = %e, ?delay, "journal write failed; retrying (nothing is acked meanwhile)");
+                        if retry.worth_logging() {
+                            error!(error = %e, ?delay, attempts = retry.attempts(), "journal write failed; retrying (nothing is acked meanwhile)");
+                        }
                         std::thread::sleep(delay);
                         if self.shared.closing.load(Ordering::SeqCst) {
                             return;
@@ -556,6 +561,7 @@ impl JournalWriter {
         let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
         let in_memory = s.in_memory.lock().unwrap_or_else(PoisonError::into_inner);
         let lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lost_now = 0;
         for (sink, cursor) in cursors.iter() {
             // What a running reader already holds will be written: only the rest is lost.
             let pos = in_memory.get(sink).map_or(cursor, |m| m.max(cursor));
@@ -574,7 +580,12 @@ impl JournalWriter {
                         &[("sink", sink), ("reason", "journal_full")],
                     )
                     .add(lost as u64);
-                warn!(sink = %sink, readings = lost, "journal full: dropped the oldest readings this sink had not written");
+                lost_now += lost;
+            }
+        }
+        if lost_now > 0 {
+            if let Some(entries_before) = self.drop_log.event(std::time::Instant::now()) {
+                warn!(readings = lost_now, similar_since_last = entries_before, "journal full: dropped the oldest readings some sinks had not written (counted per sink in readings_dropped_total, reason journal_full)");
             }
         }
         Ok(())

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::backoff::LogLimit;
 use crate::config::TimestampConfig;
 use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
@@ -112,8 +113,7 @@ impl SourceCounters {
 pub(crate) struct Rejections {
     metrics: Metrics,
     source: String,
-    warned_at: Option<Instant>,
-    suppressed: u64,
+    log: LogLimit,
 }
 
 impl Rejections {
@@ -122,8 +122,7 @@ impl Rejections {
         Rejections {
             metrics,
             source: source.to_string(),
-            warned_at: None,
-            suppressed: 0,
+            log: LogLimit::new(Duration::from_secs(10)),
         }
     }
 
@@ -138,17 +137,11 @@ impl Rejections {
     /// Counts and logs one rejection of something that came from `from` (a topic, a port).
     pub(crate) fn reject(&mut self, from: &str, reason: &str) {
         self.counter(reason).inc();
-        let now = Instant::now();
-        match self.warned_at {
-            Some(t) if now.duration_since(t) < Duration::from_secs(10) => {
-                self.suppressed += 1;
-                debug!(source = %self.source, from, reason, "rejected an input");
+        match self.log.event(Instant::now()) {
+            Some(similar_since_last) => {
+                warn!(source = %self.source, from, reason, similar_since_last, "rejected an input");
             }
-            _ => {
-                warn!(source = %self.source, from, reason, similar_since_last = self.suppressed, "rejected an input");
-                self.warned_at = Some(now);
-                self.suppressed = 0;
-            }
+            None => debug!(source = %self.source, from, reason, "rejected an input"),
         }
     }
 }

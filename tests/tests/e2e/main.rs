@@ -13,3 +13,4 @@ mod mqtt;
 mod resilience;
 mod serial;
 mod service;
+mod systemd_unit;

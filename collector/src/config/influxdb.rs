@@ -25,7 +25,7 @@ pub const SINK_PREFIX: &str = "influxdb:";
 #[serde(rename_all = "snake_case")]
 pub enum InfluxApi {
     /// `/api/v2/write` with org, bucket and token (InfluxDB 2.x and 3.x, Cloud,
-    /// VictoriaMetrics), through the `influxdb2` crate.
+    /// VictoriaMetrics), token in an `Authorization: Token` header.
     #[default]
     V2,
     /// `/write` with database, retention policy, user and password (InfluxDB 1.x, and

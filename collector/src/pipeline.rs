@@ -24,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::influxdb::InfluxSink;
 use crate::sinks::local::{LocalSink, LocalSinkSettings};
+use crate::sinks::mqtt::MqttSink;
 use crate::sinks::runner::{RunnerSettings, SinkRunner};
+use crate::sinks::Sink;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
 use crate::sources::Envelope;
@@ -62,11 +64,12 @@ pub async fn run_reloadable(
     let journal_settings = settings.journal.clone();
     let local_settings = settings.local.clone();
     let influx_settings = settings.influxdb.clone();
+    let mqtt_sink_settings = settings.mqtt_sinks.clone();
     let opened = tokio::task::spawn_blocking({
         let metrics = metrics.clone();
         move || -> anyhow::Result<_> {
-            let (journal, writer) =
-                Journal::open(&journal_settings, metrics).context("cannot open the journal")?;
+            let (journal, writer) = Journal::open(&journal_settings, metrics.clone())
+                .context("cannot open the journal")?;
             let mut sinks = Vec::new();
             if let Some(local) = local_settings {
                 let sink = LocalSink::open(LocalSinkSettings {
@@ -95,14 +98,27 @@ pub async fn run_reloadable(
                 };
                 influx.push((s.sink.clone(), sink, runner, dead_letter));
             }
+            // MQTT sinks (edge to core): the same, towards a broker.
+            let mut mqtt = Vec::new();
+            for s in &mqtt_sink_settings {
+                let sink = MqttSink::new(s, &metrics)?;
+                let dead_letter =
+                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes);
+                let runner = RunnerSettings {
+                    batch: s.batch,
+                    retry: s.retry,
+                };
+                mqtt.push((s.sink.clone(), sink, runner, dead_letter));
+            }
             let mut names: Vec<&str> = sinks.iter().map(|(n, _, _)| *n).collect();
             names.extend(influx.iter().map(|(n, _, _, _)| n.as_str()));
+            names.extend(mqtt.iter().map(|(n, _, _, _)| n.as_str()));
             journal.register_sinks(&names)?;
-            Ok((journal, writer, sinks, influx))
+            Ok((journal, writer, sinks, influx, mqtt))
         }
     })
     .await??;
-    let (journal, writer, sinks, influx_sinks) = opened;
+    let (journal, writer, sinks, influx_sinks, mqtt_sinks) = opened;
 
     // Fail at start, before anything runs, if a source cannot be built (TLS files).
     for m in &settings.mqtt {
@@ -114,22 +130,17 @@ pub async fn run_reloadable(
     let sink_tasks = TaskTracker::new();
     for (name, sink, runner_settings) in sinks {
         let runner = SinkRunner::new(sink, journal.reader(name)?, runner_settings, &metrics);
-        let abort = abort_sinks.clone();
-        sink_tasks.spawn(async move {
-            if let Err(e) = runner.run(abort).await {
-                error!(sink = name, error = %e, "sink stopped on a journal error");
-            }
-        });
+        spawn_sink(&sink_tasks, &abort_sinks, name.to_string(), runner);
     }
     for (name, sink, runner_settings, dead_letter) in influx_sinks {
         let runner = SinkRunner::new(sink, journal.reader(&name)?, runner_settings, &metrics)
             .with_dead_letter(dead_letter);
-        let abort = abort_sinks.clone();
-        sink_tasks.spawn(async move {
-            if let Err(e) = runner.run(abort).await {
-                error!(sink = %name, error = %e, "sink stopped on a journal error");
-            }
-        });
+        spawn_sink(&sink_tasks, &abort_sinks, name, runner);
+    }
+    for (name, sink, runner_settings, dead_letter) in mqtt_sinks {
+        let runner = SinkRunner::new(sink, journal.reader(&name)?, runner_settings, &metrics)
+            .with_dead_letter(dead_letter);
+        spawn_sink(&sink_tasks, &abort_sinks, name, runner);
     }
     sink_tasks.close();
 
@@ -225,6 +236,21 @@ pub async fn run_reloadable(
     }
     info!(journal_bytes = journal.bytes(), "stopped");
     Ok(())
+}
+
+/// Runs `runner` as one of `tasks` until it has written everything or `abort` fires.
+fn spawn_sink<S: Sink>(
+    tasks: &TaskTracker,
+    abort: &CancellationToken,
+    name: String,
+    runner: SinkRunner<S>,
+) {
+    let abort = abort.clone();
+    tasks.spawn(async move {
+        if let Err(e) = runner.run(abort).await {
+            error!(sink = %name, error = %e, "sink stopped on a journal error");
+        }
+    });
 }
 
 /// What a source runs on; two sources are the same when these are equal.
@@ -344,6 +370,7 @@ fn report_restart_only_changes(old: &Settings, new: &Settings) {
         ("journal", changed(&old.journal, &new.journal)),
         ("sinks.local", changed(&old.local, &new.local)),
         ("sinks.influxdb", changed(&old.influxdb, &new.influxdb)),
+        ("sinks.mqtt", changed(&old.mqtt_sinks, &new.mqtt_sinks)),
         ("http", changed(&old.http, &new.http)),
     ] {
         if differs {

@@ -11,5 +11,6 @@ mod harness;
 mod influxdb;
 mod mqtt;
 mod resilience;
+mod scaling;
 mod serial;
 mod service;

@@ -511,3 +511,61 @@ fn error_v5(e: v5::ConnectionError) -> ConnError {
         e => ConnError::Other(e.to_string()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn broker(extra: &str) -> BrokerSettings {
+        let text = format!(
+            "[[sources.mqtt]]\nhost = \"localhost\"\nclient_id = \"c1\"\n{extra}\n[[sources.mqtt.subscriptions]]\ntopic = \"a/{{device}}/{{measurement}}\"\n"
+        );
+        Config::from_toml(&text)
+            .and_then(Config::validate)
+            .unwrap()
+            .mqtt
+            .remove(0)
+            .broker
+    }
+
+    const TUNING: Tuning = Tuning {
+        manual_acks: true,
+        max_incoming_packet: 4096,
+        max_outgoing_packet: 1024,
+        receive_maximum: Some(100),
+        max_inflight: 1,
+    };
+
+    #[test]
+    fn mqtt_5_announces_the_session_expiry_the_receive_maximum_and_the_packet_limit() {
+        let options = Options::new(&broker("protocol = \"5\"\nsession_expiry = \"1h\""), TUNING);
+        let Ok(Options::V5(o)) = &options else {
+            panic!("{options:?}")
+        };
+        assert_eq!(o.client_id(), "c1");
+        assert!(!o.clean_start() && o.manual_acks());
+        assert_eq!(o.session_expiry_interval(), Some(3600));
+        assert_eq!(o.receive_maximum(), Some(100));
+        assert_eq!(o.max_packet_size(), Some(4096));
+        // doctor's connection: another id, a session that starts empty and ends with it.
+        let Options::V5(d) = options.unwrap().throwaway("c1-doctor".into()) else {
+            panic!("still MQTT 5")
+        };
+        assert_eq!(d.client_id(), "c1-doctor");
+        assert!(d.clean_start());
+        assert_eq!(d.session_expiry_interval(), Some(0));
+    }
+
+    #[test]
+    fn mqtt_3_1_1_keeps_its_persistent_session() {
+        let options = Options::new(&broker(""), TUNING).unwrap();
+        let Options::V311(o) = &options else {
+            panic!("{options:?}")
+        };
+        assert!(!o.clean_session() && o.manual_acks());
+        assert_eq!(o.max_packet_size(), 4096);
+        assert!(format!("{options:?}").contains("3.1.1"));
+    }
+}

@@ -297,3 +297,34 @@ async fn the_mqtt_sink_loses_nothing_when_the_central_broker_restarts() {
     core.stop().await;
     assert_rows_eq(&stored_rows(&store), &want);
 }
+
+/// MQTT 5 PUBACKs carry reason codes: a message that reached no subscriber is still
+/// acknowledged (the reading is written as far as the sink can tell), but counted, so that a
+/// forwarding to a topic nobody reads does not go unnoticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_5_sink_counts_the_messages_that_reached_no_subscriber() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = collector_config(dir.path(), broker.port, "edge-3", JSON_SUBSCRIPTION).replace(
+        "[sinks.local.batch]",
+        &format!(
+            "{}\n[sinks.local.batch]",
+            forward_to_core(broker.port, "edge-3-sink", "5")
+        ),
+    );
+    let edge = InProcess::start(&toml).await;
+    let messages = fleet(4, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(5);
+    publish_all(broker.port, "sim-nobody", &messages).await;
+    let sink = [("sink", "mqtt:core")];
+    wait_for_values("the MQTT sink", messages.len(), || {
+        edge.count("readings_written_total", &sink) as usize
+    })
+    .await;
+    let published = edge.count("mqtt_messages_published_total", &sink);
+    assert!(published > 0);
+    assert_eq!(
+        edge.count("mqtt_messages_without_subscribers_total", &sink),
+        published
+    );
+    edge.stop().await;
+}

@@ -92,7 +92,7 @@ fn default_dead_letter_max_bytes() -> ByteSize {
 }
 
 /// One validated MQTT sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttSinkSettings {
     /// `mqtt:<name>` (journal cursor, logs, metrics).
     pub sink: String,

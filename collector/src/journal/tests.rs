@@ -123,6 +123,26 @@ fn a_removed_sink_no_longer_holds_space_and_a_new_one_starts_at_the_oldest_entry
 }
 
 #[test]
+fn removing_the_sink_that_was_behind_frees_its_entries_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), 1 << 30, WhenFull::Block),
+        Metrics::new(),
+    )
+    .unwrap();
+    journal.register_sinks(&["fast", "slow"]).unwrap();
+    writer
+        .append(&(0..3).map(reading).collect::<Vec<_>>())
+        .unwrap();
+    let mut fast = journal.reader("fast").unwrap();
+    fast.read(10).unwrap();
+    fast.commit(fast.read_position()).unwrap();
+    assert!(journal.bytes() > 0, "held for the slow sink");
+    journal.register_sinks(&["fast"]).unwrap();
+    assert_eq!(journal.bytes(), 0);
+}
+
+#[test]
 fn drop_oldest_counts_what_each_sink_lost() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
@@ -265,4 +285,82 @@ async fn the_writer_acks_only_after_the_commit() {
         "closed once the writer is done"
     );
     assert_eq!(metrics.sum("journal_readings_appended_total", &[]), 3);
+}
+
+#[test]
+fn lag_counts_what_each_sink_has_not_written_across_reopens_and_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let lag = |m: &Metrics, sink: &str| {
+        m.gauges()
+            .into_iter()
+            .find(|(k, _)| k.name == "sink_lag_readings" && k.labels[0].1 == sink)
+            .map(|(_, v)| v)
+    };
+    {
+        let metrics = Metrics::new();
+        let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+        journal.register_sinks(&["a", "b"]).unwrap();
+        let mut a = journal.reader("a").unwrap();
+        let _b = journal.reader("b").unwrap();
+        writer
+            .append(&(0..5).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        writer
+            .append(&(5..8).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(lag(&metrics, "a"), Some(8));
+        a.read(3).unwrap();
+        assert_eq!(lag(&metrics, "a"), Some(8), "read is not written");
+        a.commit(a.read_position()).unwrap();
+        assert_eq!(lag(&metrics, "a"), Some(5));
+        assert_eq!(lag(&metrics, "b"), Some(8));
+    }
+    // After a reopen, the lag is counted from the cursors: a is inside the first entry.
+    let metrics = Metrics::new();
+    let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["a", "b"]).unwrap();
+    let mut a = journal.reader("a").unwrap();
+    let mut b = journal.reader("b").unwrap();
+    assert_eq!(lag(&metrics, "a"), Some(5));
+    assert_eq!(lag(&metrics, "b"), Some(8));
+    writer.append(&[reading(8)]).unwrap();
+    a.read(100).unwrap();
+    a.commit(a.read_position()).unwrap();
+    b.read(100).unwrap();
+    b.commit(b.read_position()).unwrap();
+    assert_eq!(lag(&metrics, "a"), Some(0));
+    assert_eq!(lag(&metrics, "b"), Some(0));
+    // A sink no longer configured has no lag.
+    drop(b);
+    journal.register_sinks(&["a"]).unwrap();
+    writer.append(&[reading(9)]).unwrap();
+    assert_eq!(lag(&metrics, "a"), Some(1));
+    assert_eq!(lag(&metrics, "b"), Some(0));
+}
+
+#[test]
+fn lag_drops_with_the_readings_that_drop_oldest_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = {
+        let mut v = Vec::new();
+        reading::encode_all(&[reading(0)], &mut v);
+        v.len() as u64
+    };
+    // Room for three one-reading entries.
+    let s = settings(dir.path(), one * 3, WhenFull::DropOldest);
+    let metrics = Metrics::new();
+    let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["a"]).unwrap();
+    let _a = journal.reader("a").unwrap();
+    for i in 0..5 {
+        writer.append(&[reading(i)]).unwrap();
+    }
+    let lag = metrics
+        .gauges()
+        .into_iter()
+        .find(|(k, _)| k.name == "sink_lag_readings")
+        .map(|(_, v)| v);
+    assert_eq!(lag, Some(3));
+    assert_eq!(metrics.sum("readings_dropped_total", &[("sink", "a")]), 2);
 }

@@ -32,7 +32,7 @@ use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
 use crate::journal::{JournalError, JournalReader, Position};
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Gauge, Histogram, Metrics};
 use crate::reading::Reading;
 
 /// The longest `Retry-After` honoured; a store asking for more is asked again after this.
@@ -61,6 +61,8 @@ pub struct SinkRunner<S> {
     dead_lettered: Counter,
     splits: Counter,
     failures: Counter,
+    /// `sink_write_duration_seconds`: every write attempt, failed ones too.
+    write_duration: Histogram,
     up: Gauge,
     unauthorized: Gauge,
 }
@@ -89,6 +91,7 @@ impl<S: Sink> SinkRunner<S> {
             dead_lettered: metrics.counter("readings_dead_lettered_total", &[("sink", &name)]),
             splits: metrics.counter("sink_batch_splits_total", &[("sink", &name)]),
             failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
+            write_duration: metrics.histogram("sink_write_duration_seconds", &[("sink", &name)]),
             // Up until a write fails: /health reports a sink failing only once it has.
             up: {
                 let up = metrics.gauge("sink_up", &[("sink", &name)]);
@@ -219,7 +222,9 @@ impl<S: Sink> SinkRunner<S> {
         let n = part.len() as u64;
         loop {
             let started = StdInstant::now();
-            let delay = match self.sink.write(&part).await {
+            let result = self.sink.write(&part).await;
+            self.write_duration.observe(started.elapsed());
+            let delay = match result {
                 Ok(()) => {
                     self.written.add(n);
                     if self.retry.attempts() > 0 {

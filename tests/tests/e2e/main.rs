@@ -14,3 +14,4 @@ mod resilience;
 mod scaling;
 mod serial;
 mod service;
+mod systemd_unit;

@@ -328,3 +328,36 @@ async fn an_mqtt_5_sink_counts_the_messages_that_reached_no_subscriber() {
     );
     edge.stop().await;
 }
+
+/// `doctor` checks an MQTT 5 source and every MQTT sink, as `<client id>-doctor` (the
+/// collector's own sessions are untouched), and never shows a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_mqtt_5_sources_and_mqtt_sinks_without_showing_a_password() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = member(dir.path(), broker.port, "doc-1");
+    let dead = format!(
+        "{}\n[[sinks.mqtt]]\nname = \"dead\"\nhost = \"127.0.0.1\"\nport = {}\nusername = \"edge\"\npassword = \"hunter2-secret\"\n",
+        forward_to_core(broker.port, "doc-sink", "5"),
+        free_port()
+    );
+    let toml = std::fs::read_to_string(&config).unwrap() + &dead;
+    std::fs::write(&config, toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collector-under-test"))
+        .args(["doctor", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    let port = broker.port;
+    for want in [
+        format!("OK    mqtt:broker: 127.0.0.1:{port} accepts connections (MQTT 5)"),
+        format!("OK    mqtt:core: 127.0.0.1:{port} accepts connections (MQTT 5)"),
+        "FAIL  mqtt:dead: ".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+}

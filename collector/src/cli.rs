@@ -126,8 +126,14 @@ fn validate(path: &Path) -> ExitCode {
     match Config::load(path).and_then(Config::validate) {
         Ok(s) => {
             let subscriptions: usize = s.mqtt.iter().map(|m| m.subscriptions.len()).sum();
+            let remote: Vec<&str> = s
+                .influxdb
+                .iter()
+                .map(|i| i.sink.as_str())
+                .chain(s.mqtt_sinks.iter().map(|m| m.sink.as_str()))
+                .collect();
             println!(
-                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s); journal {}; local store {})",
+                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s); journal {}; local store {}{})",
                 path.display(),
                 s.mqtt.len(),
                 subscriptions,
@@ -136,6 +142,11 @@ fn validate(path: &Path) -> ExitCode {
                 s.local
                     .as_ref()
                     .map_or_else(|| "off".to_string(), |l| l.path.display().to_string()),
+                if remote.is_empty() {
+                    String::new()
+                } else {
+                    format!("; sinks {}", remote.join(", "))
+                },
             );
             ExitCode::SUCCESS
         }

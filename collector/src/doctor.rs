@@ -8,6 +8,7 @@
 //! - The local store: opened read-only when it exists (else: where it will be created).
 //! - InfluxDB sinks: the secret is read, then an empty write (v2: checks the token, org and
 //!   bucket) or `/ping` and an empty write (v1).
+//! - MQTT sinks: connect and disconnect, as `<client_id>-doctor`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::sinks::influxdb::InfluxSink;
 use crate::sinks::local::LocalStore;
+use crate::sinks::mqtt::MqttSink;
 use crate::sources::mqtt::MqttSource;
 
 /// How long one check may take.
@@ -43,7 +45,13 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
             Ok(source) => source
                 .check(CHECK_TIMEOUT)
                 .await
-                .map(|()| format!("{}:{} accepts connections", m.host, m.port))
+                .map(|()| {
+                    let b = &m.broker;
+                    format!(
+                        "{}:{} accepts connections (MQTT {})",
+                        b.host, b.port, b.protocol
+                    )
+                })
                 .map_err(|e| format!("{e:#}")),
             Err(e) => Err(format!("{e:#}")),
         };
@@ -84,6 +92,23 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             },
             Err(e) => Err(e.to_string()),
+        };
+        report(out, &s.sink, result)?;
+    }
+    for s in &settings.mqtt_sinks {
+        let result = match MqttSink::new(s, &Metrics::new()) {
+            Ok(sink) => sink
+                .check(CHECK_TIMEOUT)
+                .await
+                .map(|()| {
+                    let b = &s.broker;
+                    format!(
+                        "{}:{} accepts connections (MQTT {})",
+                        b.host, b.port, b.protocol
+                    )
+                })
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(format!("{e:#}")),
         };
         report(out, &s.sink, result)?;
     }

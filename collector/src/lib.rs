@@ -13,6 +13,8 @@
 //! # Layout
 //! - [`config`]: the TOML file as written, environment overrides, validation into
 //!   [`Settings`](config::Settings) with every problem reported at once.
+//! - [`mqtt`]: MQTT client connections (3.1.1 or 5) behind one interface, for the MQTT
+//!   source and the MQTT sink.
 //! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`]); each source sends
 //!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
@@ -20,8 +22,8 @@
 //! - [`journal`]: the durable log every reading passes through (group commit, ack after
 //!   sync, bounded in bytes), read by each sink from its own cursor.
 //! - [`batcher`]: when a sink writes (size, age of the first reading, end of input).
-//! - [`sinks`]: destinations (the embedded local store and its `query`), and the runner
-//!   that feeds each one from the journal with retries.
+//! - [`sinks`]: destinations (the embedded local store and its `query`, InfluxDB, an MQTT
+//!   broker), and the runner that feeds each one from the journal with retries.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
 //! - [`http`]: the local port with Prometheus `/metrics` and `/health`.
@@ -38,6 +40,7 @@ pub mod doctor;
 pub mod http;
 pub mod journal;
 pub mod metrics;
+pub mod mqtt;
 pub mod payload;
 pub mod pipeline;
 pub mod reading;

@@ -19,14 +19,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{
-    InfluxSettings, LocalSettings, MqttSettings, SerialSettings, Settings, TimestampConfig,
+    InfluxSettings, LocalSettings, MqttSettings, MqttSinkSettings, SerialSettings, Settings,
+    TimestampConfig,
 };
 use crate::journal::{Journal, JournalReader};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::influxdb::InfluxSink;
 use crate::sinks::local::{LocalSink, LocalSinkSettings};
+use crate::sinks::mqtt::MqttSink;
 use crate::sinks::runner::{RunnerSettings, SinkRunner};
+use crate::sinks::Sink;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
 use crate::sources::Envelope;
@@ -315,6 +318,7 @@ impl Sources {
 enum SinkSettings {
     Local(LocalSettings),
     Influx(Box<InfluxSettings>),
+    Mqtt(Box<MqttSinkSettings>),
 }
 
 impl SinkSettings {
@@ -328,12 +332,16 @@ impl SinkSettings {
             .influxdb
             .iter()
             .map(|s| (s.sink.clone(), SinkSettings::Influx(Box::new(s.clone()))));
-        local.chain(influx).collect()
+        let mqtt = settings
+            .mqtt_sinks
+            .iter()
+            .map(|s| (s.sink.clone(), SinkSettings::Mqtt(Box::new(s.clone()))));
+        local.chain(influx).chain(mqtt).collect()
     }
 
     /// Opens the sink (blocking: files, a token to read). What it returns makes the runner
     /// once it has its journal reader.
-    fn open(&self) -> anyhow::Result<OpenSink> {
+    fn open(&self, metrics: &Metrics) -> anyhow::Result<OpenSink> {
         Ok(match self {
             SinkSettings::Local(local) => {
                 let sink = LocalSink::open(LocalSinkSettings {
@@ -350,22 +358,33 @@ impl SinkSettings {
                     Box::new(move |abort| runner.run(abort).boxed())
                 })
             }
-            SinkSettings::Influx(s) => {
-                let sink = InfluxSink::new(s)?;
-                let dead_letter =
-                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes);
-                let runner = RunnerSettings {
+            SinkSettings::Influx(s) => remote(
+                InfluxSink::new(s)?,
+                DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes),
+                RunnerSettings {
                     batch: s.batch,
                     retry: s.retry,
-                };
-                Box::new(move |reader, metrics| {
-                    let runner = SinkRunner::new(sink, reader, runner, metrics)
-                        .with_dead_letter(dead_letter);
-                    Box::new(move |abort| runner.run(abort).boxed())
-                })
-            }
+                },
+            ),
+            SinkSettings::Mqtt(s) => remote(
+                MqttSink::new(s, metrics)?,
+                DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes),
+                RunnerSettings {
+                    batch: s.batch,
+                    retry: s.retry,
+                },
+            ),
         })
     }
+}
+
+/// A sink that sends what its store refuses for good to `dead_letter`, waiting for its
+/// journal reader.
+fn remote<S: Sink>(sink: S, dead_letter: DeadLetter, runner: RunnerSettings) -> OpenSink {
+    Box::new(move |reader, metrics| {
+        let runner = SinkRunner::new(sink, reader, runner, metrics).with_dead_letter(dead_letter);
+        Box::new(move |abort| runner.run(abort).boxed())
+    })
 }
 
 /// An opened sink, waiting for its journal reader.
@@ -433,8 +452,8 @@ impl Sinks {
             if self.running.get(&name).is_some_and(|r| r.settings == s) {
                 continue;
             }
-            let opening = s.clone();
-            let open = match tokio::task::spawn_blocking(move || opening.open()).await? {
+            let (opening, metrics) = (s.clone(), self.metrics.clone());
+            let open = match tokio::task::spawn_blocking(move || opening.open(&metrics)).await? {
                 Ok(open) => open,
                 Err(e) => {
                     error!(sink = %name, error = format!("{e:#}"), "cannot start the sink");

@@ -5,16 +5,20 @@
 //! fall back to a default silently), and a wrongly typed value with its path. Validation then
 //! reports every remaining problem at once, one line each.
 
+mod broker;
 mod bytesize;
 mod influxdb;
+mod mqtt_sink;
 mod secret;
 mod serial;
 mod settings;
 
+pub use broker::{BrokerSettings, Protocol, HOSTNAME_PLACEHOLDER};
 pub use bytesize::ByteSize;
 pub use influxdb::{
     InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SecretSource, SINK_PREFIX,
 };
+pub use mqtt_sink::{MqttSinkConfig, MqttSinkSettings, MQTT_SINK_PREFIX};
 pub use secret::Secret;
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
 // Serial ports (issue 3).
@@ -198,13 +202,25 @@ pub struct MqttConfig {
     pub host: String,
     /// The broker's port (default 1883, or 8883 with TLS).
     pub port: Option<u16>,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// The client id; it names the persistent session, so keep it stable and unique per
-    /// collector (default `telemetry-collector-<name>`).
+    /// collector; `{hostname}` is replaced by the machine's host name (default
+    /// `telemetry-collector-<name>`, and `telemetry-collector-<name>-{hostname}` when a
+    /// subscription is shared).
     pub client_id: Option<String>,
     /// Start a new session on every connect. With `false` (the default) the broker keeps the
     /// subscriptions and queues QoS 1 messages while the collector is away.
     #[serde(default)]
     pub clean_session: bool,
+    /// MQTT 5: how long the broker keeps the session (and queues messages) after a
+    /// disconnect (default: never expires with `clean_session = false`, 0 with `true`).
+    #[serde(default, with = "humantime_serde")]
+    pub session_expiry: Option<Duration>,
+    /// MQTT 5: the most QoS 1 messages the broker may send before one is acked (default:
+    /// `pipeline.channel_capacity`, at most 65535).
+    pub receive_maximum: Option<u16>,
     /// MQTT keep-alive interval.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
@@ -368,6 +384,8 @@ pub struct SinksConfig {
     pub local: LocalConfig,
     /// `[[sinks.influxdb]]`: InfluxDB servers, each fed from the journal with its own cursor.
     pub influxdb: Vec<InfluxDbConfig>,
+    /// `[[sinks.mqtt]]`: brokers to forward readings to, each with its own cursor.
+    pub mqtt: Vec<MqttSinkConfig>,
 }
 
 /// When a sink writes.
@@ -423,7 +441,7 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/telemetry-collector")
 }
 
-fn default_keep_alive() -> Duration {
+pub(crate) fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
 }
 

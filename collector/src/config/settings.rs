@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
+use super::broker::{self, SessionKeys};
 use super::{
-    BackoffConfig, Config, ConfigErrors, CsvConfig, FormatName, JournalConfig, JsonConfig,
-    LineProtocolConfig, LocalConfig, PipelineConfig, Problem, Secret, SerialSettings,
-    SubscriptionConfig, TimestampConfig, TlsConfig, WhenFull,
+    BackoffConfig, BatchConfig, BrokerSettings, Config, ConfigErrors, CsvConfig, FormatName,
+    JournalConfig, JsonConfig, LineProtocolConfig, LocalConfig, MqttConfig, MqttSinkSettings,
+    PipelineConfig, Problem, Protocol, SerialSettings, SubscriptionConfig, TimestampConfig,
+    WhenFull,
 };
 use crate::payload::{CsvOptions, Format, JsonOptions, TimeUnit};
 use crate::sources::mqtt::TopicTemplate;
@@ -33,6 +35,8 @@ pub struct Settings {
     pub local: Option<LocalSettings>,
     /// InfluxDB sinks, in the order written.
     pub influxdb: Vec<super::InfluxSettings>,
+    /// MQTT sinks, in the order written.
+    pub mqtt_sinks: Vec<MqttSinkSettings>,
     /// Where to serve `/metrics` and `/health`, if anywhere.
     pub http: Option<std::net::SocketAddr>,
 }
@@ -68,22 +72,10 @@ pub struct LocalSettings {
 pub struct MqttSettings {
     /// Name for logs and metrics.
     pub name: String,
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Client id (names the persistent session).
-    pub client_id: String,
-    /// Whether each connect starts a new session.
-    pub clean_session: bool,
-    /// Keep-alive interval.
-    pub keep_alive: Duration,
-    /// User name.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<Secret>,
-    /// TLS files, if TLS is on.
-    pub tls: Option<TlsConfig>,
+    /// The broker, and the session kept there.
+    pub broker: BrokerSettings,
+    /// MQTT 5: the Receive Maximum announced to the broker (its in-flight window to us).
+    pub receive_maximum: u16,
     /// Largest accepted payload.
     pub max_payload_size: usize,
     /// Reconnect backoff.
@@ -137,6 +129,19 @@ impl Problems {
             tags.keys().all(|k| !k.is_empty()),
             format!("{path}.tags"),
             "tag names must not be empty",
+        );
+    }
+
+    pub(super) fn batch(&mut self, b: &BatchConfig, path: &str) {
+        self.check(
+            (1..=1_000_000).contains(&b.max_readings),
+            format!("{path}.max_readings"),
+            "must be between 1 and 1000000",
+        );
+        self.check(
+            !b.max_age.is_zero(),
+            format!("{path}.max_age"),
+            "must be more than zero",
         );
     }
 
@@ -194,8 +199,23 @@ impl Config {
                 );
             }
         }
+        let mqtt_sinks: Vec<MqttSinkSettings> = self
+            .sinks
+            .mqtt
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| super::mqtt_sink::validate(c, i, &self.data_dir, &mut p))
+            .collect();
+        for (i, c) in self.sinks.mqtt.iter().enumerate() {
+            if self.sinks.mqtt[..i].iter().any(|o| o.name == c.name) {
+                p.add(
+                    format!("sinks.mqtt[{i}].name"),
+                    format!("`{}` is used by another MQTT sink", c.name),
+                );
+            }
+        }
         p.check(
-            local.is_some() || !self.sinks.influxdb.is_empty(),
+            local.is_some() || !self.sinks.influxdb.is_empty() || !self.sinks.mqtt.is_empty(),
             "sinks",
             "no sink is enabled: readings would go nowhere",
         );
@@ -206,81 +226,30 @@ impl Config {
         );
         let serial = super::serial::validate(&self.sources.serial, &mut p);
 
-        let mut mqtt = Vec::with_capacity(self.sources.mqtt.len());
+        let mut mqtt: Vec<MqttSettings> = Vec::with_capacity(self.sources.mqtt.len());
         for (i, m) in self.sources.mqtt.iter().enumerate() {
             let path = format!("sources.mqtt[{i}]");
-            let name = m.name.clone().unwrap_or_else(|| format!("mqtt-{i}"));
-            let client_id = m
-                .client_id
-                .clone()
-                .unwrap_or_else(|| format!("telemetry-collector-{name}"));
-            p.check(
-                !m.host.trim().is_empty(),
-                format!("{path}.host"),
-                "must not be empty",
-            );
-            p.check(m.port != Some(0), format!("{path}.port"), "must not be 0");
-            p.check(
-                !client_id.is_empty() && client_id.len() <= 65_535,
-                format!("{path}.client_id"),
-                "must not be empty",
-            );
-            p.check(
-                (5..=65_535).contains(&m.keep_alive.as_secs()),
-                format!("{path}.keep_alive"),
-                "must be between 5s and 65535s",
-            );
-            p.check(
-                m.password.is_none() || m.username.is_some(),
-                format!("{path}.password"),
-                "a password needs a `username`",
-            );
-            p.check(
-                (1..=256 << 20).contains(&m.max_payload_size.0),
-                format!("{path}.max_payload_size"),
-                "must be between 1 byte and 256MiB",
-            );
-            p.backoff(&m.reconnect, &format!("{path}.reconnect"));
-            if let Some(tls) = &m.tls {
-                check_tls(tls, &format!("{path}.tls"), &mut p);
-            }
-            if mqtt.iter().any(|o: &MqttSettings| o.name == name) {
+            let source = mqtt_settings(m, i, self.pipeline.channel_capacity, &mut p);
+            if mqtt.iter().any(|o| o.name == source.name) {
                 p.add(
                     format!("{path}.name"),
-                    format!("`{name}` is used by another source"),
+                    format!("`{}` is used by another source", source.name),
                 );
             }
-            if mqtt.iter().any(|o: &MqttSettings| o.client_id == client_id) {
+            let id = &source.broker.client_id;
+            let taken = mqtt.iter().map(|o| &o.broker).any(|o| &o.client_id == id);
+            let by_sink = mqtt_sinks.iter().map(|o| &o.broker).any(|o| {
+                &o.client_id == id
+                    && (o.host.as_str(), o.port)
+                        == (source.broker.host.as_str(), source.broker.port)
+            });
+            if taken || by_sink {
                 p.add(
                     format!("{path}.client_id"),
-                    format!("`{client_id}` is used by another source: the broker would disconnect one of them"),
+                    format!("`{id}` is used by another connection: the broker would disconnect one of them"),
                 );
             }
-            p.check(
-                !m.subscriptions.is_empty(),
-                format!("{path}.subscriptions"),
-                "must not be empty",
-            );
-            let subscriptions = m
-                .subscriptions
-                .iter()
-                .enumerate()
-                .filter_map(|(j, s)| subscription(s, &format!("{path}.subscriptions[{j}]"), &mut p))
-                .collect();
-            mqtt.push(MqttSettings {
-                name,
-                host: m.host.trim().to_string(),
-                port: m.port.unwrap_or(if m.tls.is_some() { 8883 } else { 1883 }),
-                client_id,
-                clean_session: m.clean_session,
-                keep_alive: m.keep_alive,
-                username: m.username.clone(),
-                password: m.password.clone(),
-                tls: m.tls.clone(),
-                max_payload_size: usize::try_from(m.max_payload_size.0).unwrap_or(usize::MAX),
-                reconnect: m.reconnect,
-                subscriptions,
-            });
+            mqtt.push(source);
         }
 
         if !p.0.is_empty() {
@@ -295,6 +264,7 @@ impl Config {
             serial,
             local,
             influxdb,
+            mqtt_sinks,
             http: self.http.enabled.then_some(self.http.listen),
         })
     }
@@ -322,16 +292,7 @@ fn journal_settings(
 }
 
 fn local_settings(l: &LocalConfig, data_dir: &std::path::Path, p: &mut Problems) -> LocalSettings {
-    p.check(
-        (1..=1_000_000).contains(&l.batch.max_readings),
-        "sinks.local.batch.max_readings",
-        "must be between 1 and 1000000",
-    );
-    p.check(
-        !l.batch.max_age.is_zero(),
-        "sinks.local.batch.max_age",
-        "must be more than zero",
-    );
+    p.batch(&l.batch, "sinks.local.batch");
     p.check(
         l.retention.is_none_or(|r| !r.is_zero()),
         "sinks.local.retention",
@@ -346,24 +307,75 @@ fn local_settings(l: &LocalConfig, data_dir: &std::path::Path, p: &mut Problems)
     }
 }
 
-fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
-    p.check(
-        tls.client_cert_file.is_some() == tls.client_key_file.is_some(),
-        path,
-        "`client_cert_file` and `client_key_file` go together",
+/// Validates `[[sources.mqtt]]` entry `index`.
+fn mqtt_settings(
+    m: &MqttConfig,
+    index: usize,
+    channel_capacity: usize,
+    p: &mut Problems,
+) -> MqttSettings {
+    let path = format!("sources.mqtt[{index}]");
+    let name = m.name.clone().unwrap_or_else(|| format!("mqtt-{index}"));
+    // One configuration file for every collector of a shared-subscription group: each
+    // needs its own session, hence its own client id.
+    let shared = m
+        .subscriptions
+        .iter()
+        .any(|s| s.topic.starts_with("$share/"));
+    let default_client_id = if shared {
+        format!("telemetry-collector-{name}-{}", super::HOSTNAME_PLACEHOLDER)
+    } else {
+        format!("telemetry-collector-{name}")
+    };
+    let broker = broker::validate(
+        &broker::broker_keys!(m),
+        &SessionKeys {
+            clean_session: m.clean_session,
+            session_expiry: m.session_expiry,
+        },
+        &default_client_id,
+        &path,
+        p,
     );
-    for (key, file) in [
-        ("ca_file", &tls.ca_file),
-        ("client_cert_file", &tls.client_cert_file),
-        ("client_key_file", &tls.client_key_file),
-    ] {
-        if let Some(f) = file {
-            p.check(
-                f.is_file(),
-                format!("{path}.{key}"),
-                format!("{} is not a readable file", f.display()),
+    let receive_maximum = match (m.protocol, m.receive_maximum) {
+        (Protocol::V311, Some(_)) => {
+            p.add(
+                format!("{path}.receive_maximum"),
+                "only for protocol = \"5\" (a 3.1.1 broker sets its own window, e.g. Mosquitto's max_inflight_messages)",
             );
+            0
         }
+        (_, Some(0)) => {
+            p.add(format!("{path}.receive_maximum"), "must be at least 1");
+            0
+        }
+        (_, Some(n)) => n,
+        (_, None) => u16::try_from(channel_capacity).unwrap_or(u16::MAX),
+    };
+    p.check(
+        (1..=256 << 20).contains(&m.max_payload_size.0),
+        format!("{path}.max_payload_size"),
+        "must be between 1 byte and 256MiB",
+    );
+    p.backoff(&m.reconnect, &format!("{path}.reconnect"));
+    p.check(
+        !m.subscriptions.is_empty(),
+        format!("{path}.subscriptions"),
+        "must not be empty",
+    );
+    let subscriptions = m
+        .subscriptions
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| subscription(s, &format!("{path}.subscriptions[{j}]"), p))
+        .collect();
+    MqttSettings {
+        name,
+        broker,
+        receive_maximum,
+        max_payload_size: usize::try_from(m.max_payload_size.0).unwrap_or(usize::MAX),
+        reconnect: m.reconnect,
+        subscriptions,
     }
 }
 
@@ -529,7 +541,7 @@ pub(super) mod tests {
         let s = Config::from_toml(MINIMAL).unwrap().validate().unwrap();
         let m = &s.mqtt[0];
         assert_eq!(
-            (m.name.as_str(), m.port, m.client_id.as_str()),
+            (m.name.as_str(), m.broker.port, m.broker.client_id.as_str()),
             ("mqtt-0", 1883, "telemetry-collector-mqtt-0")
         );
         assert_eq!(m.subscriptions[0].template.filter(), "sensors/+/+/+");

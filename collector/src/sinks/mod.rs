@@ -3,6 +3,7 @@
 //!
 //! - [`local`]: the embedded local store (SQLite), the default sink, also what `query` reads.
 //! - [`influxdb`]: InfluxDB over the v2 write API or the v1 `/write`.
+//! - [`mqtt`]: an MQTT broker, readings published at QoS 1 as line protocol (edge to core).
 //! - [`runner`]: the loop every sink shares (journal cursor, batching, retry with backoff,
 //!   Retry-After, splitting batches that are too large, the dead-letter file).
 //! - [`dead_letter`]: where batches a store refused for good are kept, with the reason.
@@ -12,6 +13,7 @@ pub mod dead_letter;
 pub mod influxdb;
 pub mod line_protocol;
 pub mod local;
+pub mod mqtt;
 pub mod runner;
 
 use std::future::Future;

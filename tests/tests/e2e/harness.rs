@@ -320,7 +320,7 @@ pub struct InProcess {
     task: JoinHandle<anyhow::Result<()>>,
     /// Its metrics.
     pub metrics: Metrics,
-    /// Its local store.
+    /// Its local store (which does not exist if it has none).
     pub store: PathBuf,
     sources: usize,
 }
@@ -347,7 +347,11 @@ impl InProcess {
             .and_then(Config::validate)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let sources = settings.mqtt.len();
-        let store = settings.local.as_ref().expect("local store").path.clone();
+        // Without a local store (an edge collector that only forwards), where it would be.
+        let store = settings
+            .local
+            .as_ref()
+            .map_or_else(|| settings.data_dir.join("store.db"), |l| l.path.clone());
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(collector::run(settings, metrics.clone(), shutdown.clone()));
@@ -561,15 +565,20 @@ pub fn expected_rows<'a>(
 
 /// Waits until the store holds `n` field values (or fails after [`WAIT`]).
 pub async fn wait_for_rows(store: &Path, n: usize) {
+    wait_for_values("the store", n, || stored_rows(store).len()).await;
+}
+
+/// Waits until `count()` (the field values `what` holds) reaches `n`, or fails after [`WAIT`].
+pub async fn wait_for_values(what: &str, n: usize, mut count: impl FnMut() -> usize) {
     let start = Instant::now();
     loop {
-        let have = stored_rows(store).len();
+        let have = count();
         if have >= n {
             return;
         }
         assert!(
             start.elapsed() < WAIT,
-            "the store holds {have} of {n} values after {WAIT:?}"
+            "{what} holds {have} of {n} values after {WAIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

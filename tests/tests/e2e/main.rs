@@ -11,6 +11,7 @@ mod harness;
 mod influxdb;
 mod mqtt;
 mod resilience;
+mod scaling;
 mod serial;
 mod service;
 mod systemd_unit;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::*;
 use crate::mqtt::{fleet, publish_all};
 
-const BAUD: u32 = 115_200;
+pub(crate) const BAUD: u32 = 115_200;
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -25,7 +25,7 @@ fn now_ns() -> i64 {
 }
 
 /// A simulated device `ser-NN` (value model `index`), sending `format` with `ending`.
-fn device(index: usize, format: SerialFormat, ending: &'static [u8]) -> SerialDevice {
+pub(crate) fn device(index: usize, format: SerialFormat, ending: &'static [u8]) -> SerialDevice {
     SerialDevice::new(SerialDeviceConfig {
         id: format!("ser-{index:02}"),
         index,
@@ -41,7 +41,7 @@ fn device(index: usize, format: SerialFormat, ending: &'static [u8]) -> SerialDe
 }
 
 /// The `[[sources.serial]]` section that reads `device` on `path`.
-fn port_toml(d: &SerialDevice, path: &Path, extra: &str) -> String {
+pub(crate) fn port_toml(d: &SerialDevice, path: &Path, extra: &str) -> String {
     let c = d.config();
     let format = match c.format {
         SerialFormat::Json => "json",
@@ -75,7 +75,7 @@ reopen = {{ initial = "100ms", max = "400ms" }}
 }
 
 /// A collector reading only serial ports.
-fn serial_only_config(dir: &Path, ports: &str) -> String {
+pub(crate) fn serial_only_config(dir: &Path, ports: &str) -> String {
     format!(
         r#"
 data_dir = "{dir}"
@@ -101,7 +101,7 @@ fn gauge(c: &InProcess, name: &str, source: &str) -> i64 {
         .map_or(0, |(_, v)| v)
 }
 
-async fn wait_connected(c: &InProcess, ids: &[&str]) {
+pub(crate) async fn wait_connected(c: &InProcess, ids: &[&str]) {
     wait_for("the serial ports to be open", WAIT, || {
         ids.iter()
             .all(|id| gauge(c, "source_connected", &format!("serial:{id}")) == 1)

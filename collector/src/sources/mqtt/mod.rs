@@ -1,12 +1,16 @@
-//! The MQTT source: one task per broker connection (rumqttc).
+//! The MQTT source: one task per broker connection (rumqttc; MQTT 3.1.1 or 5, through the
+//! [`crate::mqtt`] seam, so that everything here is written once for both).
 //!
 //! The event loop is polled continuously in the source's task; PUBACKs are sent from a second
 //! task, fed by the journal once a message's readings are durable (acking from the polling
 //! task can deadlock on rumqttc's bounded request channel). The connection reconnects with
 //! capped, jittered backoff (rumqttc has none of its own), and subscribes again on every
 //! ConnAck (a session that was not kept has lost its subscriptions).
+//!
+//! Shared subscriptions (`$share/<group>/<filter>`) need nothing more here: the broker hands
+//! each message of the group to one of its members, and the message's topic is the real one,
+//! which the template's filter part matches (the prefix never becomes a tag).
 
-mod tls;
 mod topic;
 
 pub use topic::{TopicMatch, TopicTemplate};
@@ -15,18 +19,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
-};
+use rumqttc::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{now_ns, timestamp_bounds, Ack, Envelope, Rejections, SourceCounters};
 use crate::backoff::Backoff;
-use crate::config::{MqttSettings, TimestampConfig};
+use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
+use crate::mqtt::{ConnError, Event, Message, Options, Tuning};
 use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
 
@@ -40,12 +42,12 @@ const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// One broker connection and its subscriptions.
 pub struct MqttSource {
     settings: MqttSettings,
-    options: MqttOptions,
+    options: Options,
     timestamps: TimestampConfig,
     metrics: Metrics,
 }
 
-/// Not derived: rumqttc's `MqttOptions` prints the password in its `Debug`.
+/// Not derived: rumqttc's options print the password in their `Debug`.
 impl std::fmt::Debug for MqttSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttSource")
@@ -74,22 +76,20 @@ impl MqttSource {
         metrics: Metrics,
     ) -> anyhow::Result<MqttSource> {
         let s = &settings;
-        let mut options = MqttOptions::new(&s.client_id, &s.host, s.port);
-        options
-            .set_keep_alive(s.keep_alive)
-            .set_clean_session(s.clean_session)
-            .set_manual_acks(true)
-            // A publish packet is the payload plus at most a 64 KiB topic and a few header
-            // bytes: anything larger cannot be a payload we would accept.
-            .set_max_packet_size(s.max_payload_size.saturating_add(70 * 1024), 64 * 1024);
-        if let (Some(user), password) = (&s.username, &s.password) {
-            options.set_credentials(user, password.as_ref().map(|p| p.expose()).unwrap_or(""));
-        }
-        if let Some(tls) = &s.tls {
-            let transport =
-                tls::transport(tls).with_context(|| format!("source {}: TLS", s.name))?;
-            options.set_transport(transport);
-        }
+        let options = Options::new(
+            &s.broker,
+            Tuning {
+                manual_acks: true,
+                // A publish packet is the payload plus at most a 64 KiB topic and a few
+                // header bytes: anything larger cannot be a payload we would accept.
+                max_incoming_packet: s.max_payload_size.saturating_add(70 * 1024),
+                max_outgoing_packet: 64 * 1024,
+                receive_maximum: (s.broker.protocol == Protocol::V5).then_some(s.receive_maximum),
+                // Nothing is published on this connection.
+                max_inflight: 1,
+            },
+        )
+        .with_context(|| format!("source {}", s.name))?;
         Ok(MqttSource {
             settings,
             options,
@@ -105,37 +105,11 @@ impl MqttSource {
     /// # Errors
     /// The broker cannot be reached, refuses the connection, or does not answer in time.
     pub async fn check(&self, timeout: Duration) -> anyhow::Result<()> {
-        let mut options = self.options.clone();
-        options
-            .set_client_id(format!("{}-doctor", self.settings.client_id))
-            .set_clean_session(true);
-        let (client, mut eventloop) = AsyncClient::new(options, 8);
-        let connect = async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        return if ack.code == rumqttc::ConnectReturnCode::Success {
-                            Ok(())
-                        } else {
-                            Err(anyhow::anyhow!(
-                                "the broker refused the connection: {:?}",
-                                ack.code
-                            ))
-                        };
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(anyhow::anyhow!(e)),
-                }
-            }
-        };
-        let result = tokio::time::timeout(timeout, connect)
+        let b = &self.settings.broker;
+        self.options
+            .check(&b.client_id, timeout)
             .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {timeout:?}")));
-        if result.is_ok() {
-            let _ = client.disconnect().await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
-        }
-        result.with_context(|| format!("{}:{}", self.settings.host, self.settings.port))
+            .with_context(|| format!("{}:{}", b.host, b.port))
     }
 
     /// The source's name in logs and metrics (`mqtt:<name>`).
@@ -157,7 +131,8 @@ impl MqttSource {
     ) -> anyhow::Result<()> {
         let label = self.label();
         let s = &self.settings;
-        let (client, mut eventloop) = AsyncClient::new(self.options.clone(), 256);
+        let b = &s.broker;
+        let (client, mut conn) = self.options.connect(256);
         let m = SourceMetrics {
             counters: SourceCounters::new(&self.metrics, &label),
             subscribed: self
@@ -174,23 +149,21 @@ impl MqttSource {
         let ack_client = client.clone();
         let mut acker = tokio::spawn(async move {
             while let Some(pkid) = ack_rx.recv().await {
-                let mut p = Publish::new("", QoS::AtLeastOnce, Vec::<u8>::new());
-                p.pkid = pkid;
-                if ack_client.ack(&p).await.is_err() {
+                if ack_client.ack(pkid).await.is_err() {
                     break; // the event loop is gone: the broker redelivers
                 }
             }
         });
 
-        let filters: Vec<SubscribeFilter> = s
+        let filters: Vec<(String, QoS)> = s
             .subscriptions
             .iter()
-            .map(|sub| SubscribeFilter::new(sub.template.filter(), sub.qos))
+            .map(|sub| (sub.template.filter(), sub.qos))
             .collect();
         let mut backoff = Backoff::new(s.reconnect);
         let mut connected = false;
         let mut reader = Reader::new(&self, &m);
-        info!(source = %label, host = %s.host, port = s.port, client_id = %s.client_id, "connecting");
+        info!(source = %label, host = %b.host, port = b.port, protocol = %b.protocol, client_id = %b.client_id, "connecting");
 
         // While running, `out` and `ack_tx` are Some. Stopping takes both: no new message is
         // read (the broker keeps what we did not ack), and once the journal has taken every
@@ -216,42 +189,40 @@ impl MqttSource {
                 }
                 _ = &mut acker, if out.is_none() && !acks_done => {
                     acks_done = true;
-                    let _ = client.try_disconnect();
+                    client.try_disconnect();
                     continue;
                 }
-                e = eventloop.poll() => e,
+                e = conn.poll() => e,
             };
             match event {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                Ok(Event::Disconnecting) => break,
+                Ok(Event::Connected {
+                    session_present, ..
+                }) => {
                     connected = true;
                     m.counters.connected.set(1);
                     backoff.reset();
-                    info!(source = %label, session_present = ack.session_present, "connected");
+                    info!(source = %label, session_present, "connected");
                     // Subscribing from this task could wait on rumqttc's request channel,
                     // which only this task drains: hand it to another task.
                     let c = client.clone();
                     let f = filters.clone();
-                    tokio::spawn(async move { c.subscribe_many(f).await });
+                    tokio::spawn(async move { c.subscribe(&f).await });
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
-                        error!(source = %label, "the broker refused a subscription (check its ACL)");
-                    } else {
+                Ok(Event::Subscribed { refused }) => {
+                    if refused.is_empty() {
                         m.subscribed.set(1);
                         info!(source = %label, filters = filters.len(), "subscribed");
+                    } else {
+                        error!(source = %label, ?refused, "the broker refused a subscription (check its ACL, and that it supports shared subscriptions if one is `$share/...`)");
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Ok(Event::Message(msg)) => {
                     // While stopping, a new message is not acked: the broker redelivers it.
                     let (Some(tx), Some(acks)) = (&out, &ack_tx) else {
                         continue;
                     };
-                    if let Some(envelope) = reader.read(p, acks) {
+                    if let Some(envelope) = reader.read(msg, acks) {
                         if tx.send(envelope).await.is_err() {
                             break; // the pipeline is gone
                         }
@@ -266,18 +237,21 @@ impl MqttSource {
                     }
                     m.counters.reconnects.inc();
                     let delay = backoff.next_delay();
-                    if let ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-                        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
-                    )) = &e
-                    {
-                        reader.rejections.counter(Reject::Oversized.reason()).inc();
-                        error!(source = %label, size, "a message larger than the packet limit closed the connection; raise max_payload_size, or limit message sizes on the broker");
-                    } else if connected {
-                        warn!(source = %label, error = %e, "connection lost; reconnecting");
-                    } else if backoff.worth_logging() {
-                        warn!(source = %label, error = %e, attempts = backoff.attempts(), "cannot connect; retrying");
-                    } else {
-                        debug!(source = %label, error = %e, ?delay, "cannot connect");
+                    match &e {
+                        ConnError::Oversized { size } => {
+                            reader.rejections.counter(Reject::Oversized.reason()).inc();
+                            error!(source = %label, size, "a message larger than the packet limit closed the connection; raise max_payload_size, or limit message sizes on the broker");
+                        }
+                        ConnError::TakenOver => {
+                            error!(source = %label, client_id = %b.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
+                        }
+                        _ if connected => {
+                            warn!(source = %label, error = %e, "connection lost; reconnecting");
+                        }
+                        _ if backoff.worth_logging() => {
+                            warn!(source = %label, error = %e, attempts = backoff.attempts(), "cannot connect; retrying");
+                        }
+                        _ => debug!(source = %label, error = %e, ?delay, "cannot connect"),
                     }
                     connected = false;
                     tokio::select! {
@@ -310,13 +284,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Parses one publish. Returns the envelope to send, or `None` when nothing in it was
+    /// Parses one message. Returns the envelope to send, or `None` when nothing in it was
     /// usable (then it is counted, and acked at once).
-    fn read(&mut self, p: Publish, ack_tx: &mpsc::Sender<u16>) -> Option<Envelope> {
+    fn read(&mut self, msg: Message, ack_tx: &mpsc::Sender<u16>) -> Option<Envelope> {
         self.m.counters.messages.inc();
-        let ack = (p.qos != QoS::AtMostOnce)
-            .then(|| Ack::new(p.pkid, ack_tx.clone(), self.m.ack_failed.clone()));
-        let readings = self.parse(&p);
+        let ack = (msg.qos != QoS::AtMostOnce)
+            .then(|| Ack::new(msg.pkid, ack_tx.clone(), self.m.ack_failed.clone()));
+        let readings = match &msg.topic {
+            Some(topic) => self.parse(topic, &msg.payload),
+            None => {
+                self.reject("(a topic that is not UTF-8)", Reject::InvalidUtf8.reason());
+                Vec::new()
+            }
+        };
         if readings.is_empty() {
             if let Some(a) = ack {
                 a.send();
@@ -327,19 +307,19 @@ impl<'a> Reader<'a> {
         Some(Envelope { readings, ack })
     }
 
-    fn parse(&mut self, p: &Publish) -> Vec<Reading> {
+    fn parse(&mut self, topic: &str, payload: &[u8]) -> Vec<Reading> {
         let s = &self.source.settings;
         let mut readings = Vec::new();
         let Some((sub, m)) = s
             .subscriptions
             .iter()
-            .find_map(|sub| sub.template.matches(&p.topic).map(|m| (sub, m)))
+            .find_map(|sub| sub.template.matches(topic).map(|m| (sub, m)))
         else {
-            self.reject(&p.topic, "unmatched_topic");
+            self.reject(topic, "unmatched_topic");
             return readings;
         };
-        if p.payload.len() > s.max_payload_size {
-            self.reject(&p.topic, Reject::Oversized.reason());
+        if payload.len() > s.max_payload_size {
+            self.reject(topic, Reject::Oversized.reason());
             return readings;
         }
         let mut tags = sub.tags.clone();
@@ -355,12 +335,12 @@ impl<'a> Reader<'a> {
             measurement: m.measurement.as_deref().unwrap_or(&sub.measurement),
             tags: &tags,
             field: m.field.as_deref().unwrap_or(&sub.field),
-            default_device: &p.topic,
+            default_device: topic,
             received_ns: now,
             bounds: timestamp_bounds(ts, now),
         };
-        for reject in payload::parse(&sub.format, &p.payload, &ctx, &mut readings) {
-            self.reject(&p.topic, reject.reason());
+        for reject in payload::parse(&sub.format, payload, &ctx, &mut readings) {
+            self.reject(topic, reject.reason());
         }
         readings
     }

@@ -7,6 +7,7 @@
 #![allow(unreachable_pub)]
 
 mod config_files;
+mod dashboard;
 mod harness;
 mod influxdb;
 mod mqtt;

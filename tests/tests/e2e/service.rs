@@ -63,9 +63,9 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
     let token = dir.path().join("token");
     std::fs::write(&token, "test-token").unwrap();
     let port = free_port();
-    let toml = collector_config(dir.path(), broker.port, "metrics", JSON_SUBSCRIPTION).replace(
-        "[http]\nenabled = false",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    let toml = with_http(
+        &collector_config(dir.path(), broker.port, "metrics", JSON_SUBSCRIPTION),
+        port,
     ) + &v2_sink("vm", &vm.url(), &token);
     let collector = InProcess::start(&toml).await;
 

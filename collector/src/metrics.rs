@@ -1,11 +1,18 @@
 //! Counters for everything that can be received, written, rejected or dropped.
 //!
-//! A small registry of labelled atomic counters and gauges. Hot paths look a counter up once
-//! and keep the [`Counter`] handle; a snapshot is what tests, `/metrics` and logs read.
+//! A small registry of labelled atomic counters, gauges and histograms. Hot paths look a
+//! metric up once and keep the handle; a snapshot is what tests, `/metrics` and logs read.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The upper bounds (seconds) of every [`Histogram`]'s buckets: write latencies from a
+/// millisecond (a local SQLite commit) to half a minute (a remote store timing out).
+pub const HISTOGRAM_BOUNDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// A monotonically increasing count.
 #[derive(Debug, Clone, Default)]
@@ -38,9 +45,60 @@ impl Gauge {
         self.0.store(v, Ordering::Relaxed);
     }
 
+    /// Adds `delta` (negative to subtract).
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A distribution of durations: counts per bucket of [`HISTOGRAM_BOUNDS`], their number and
+/// their sum (Prometheus' histogram).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram(Arc<HistogramCells>);
+
+#[derive(Debug, Default)]
+struct HistogramCells {
+    /// Per bound, the observations in (previous bound, bound]; the last cell is above all.
+    buckets: [AtomicU64; HISTOGRAM_BOUNDS.len() + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = HISTOGRAM_BOUNDS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(HISTOGRAM_BOUNDS.len());
+        let cells = &self.0;
+        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        cells.count.fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound of [`HISTOGRAM_BOUNDS`] (then `+Inf`), the count and the
+    /// sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        let cells = &self.0;
+        let mut total = 0;
+        let cumulative = cells
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        let sum = cells.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (cumulative, cells.count.load(Ordering::Relaxed), sum)
     }
 }
 
@@ -58,6 +116,7 @@ pub struct Key {
 pub struct Metrics {
     counters: Arc<Mutex<BTreeMap<Key, Counter>>>,
     gauges: Arc<Mutex<BTreeMap<Key, Gauge>>>,
+    histograms: Arc<Mutex<BTreeMap<Key, Histogram>>>,
 }
 
 impl Metrics {
@@ -78,6 +137,25 @@ impl Metrics {
         let key = key(name, labels);
         let mut map = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(key).or_default().clone()
+    }
+
+    /// The histogram `name` with `labels`, created empty on first use.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        let key = key(name, labels);
+        let mut map = self
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry(key).or_default().clone()
+    }
+
+    /// Every histogram, sorted by name and labels.
+    pub fn histograms(&self) -> Vec<(Key, Histogram)> {
+        let map = self
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, h)| (k.clone(), h.clone())).collect()
     }
 
     /// Every counter and its value, sorted by name and labels.
@@ -127,21 +205,55 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE telemetry_collector_{} {kind}", key.name);
                 last_name = key.name;
             }
-            let _ = write!(out, "telemetry_collector_{}", key.name);
-            if !key.labels.is_empty() {
-                out.push('{');
-                for (i, (name, value)) in key.labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "{name}=\"{}\"", escape_label(value));
-                }
-                out.push('}');
+            sample(&mut out, key.name, "", &key.labels, None, &value);
+        }
+        for (key, histogram) in self.histograms() {
+            if key.name != last_name {
+                let _ = writeln!(out, "# TYPE telemetry_collector_{} histogram", key.name);
+                last_name = key.name;
             }
-            let _ = writeln!(out, " {value}");
+            let (cumulative, count, sum) = histogram.snapshot();
+            for (i, n) in cumulative.iter().enumerate() {
+                let le = HISTOGRAM_BOUNDS
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), f64::to_string);
+                sample(&mut out, key.name, "_bucket", &key.labels, Some(&le), n);
+            }
+            sample(&mut out, key.name, "_sum", &key.labels, None, &sum);
+            sample(&mut out, key.name, "_count", &key.labels, None, &count);
         }
         out
     }
+}
+
+/// One line of the text format: `telemetry_collector_<name><suffix>{labels,le="..."} value`.
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&'static str, String)],
+    le: Option<&str>,
+    value: &dyn std::fmt::Display,
+) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "telemetry_collector_{name}{suffix}");
+    let le = le.map(|le| ("le", le));
+    let mut pairs = labels
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .chain(le)
+        .peekable();
+    if pairs.peek().is_some() {
+        out.push('{');
+        for (i, (name, value)) in pairs.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{name}=\"{}\"", escape_label(value));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
 }
 
 /// A label value as Prometheus reads it: backslash, double quote and newline escaped.
@@ -190,13 +302,35 @@ mod tests {
         )
         .inc();
         m.gauge("journal_bytes", &[]).set(42);
-        assert_eq!(
-            m.render_prometheus(),
+        let h = m.histogram("sink_write_duration_seconds", &[("sink", "local")]);
+        h.observe(Duration::from_micros(800));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let text = m.render_prometheus();
+        assert!(text.starts_with(
             "# TYPE telemetry_collector_readings_rejected_total counter\n\
              telemetry_collector_readings_rejected_total{source=\"mqtt:a\\\"b\",reason=\"x\"} 2\n\
              telemetry_collector_readings_rejected_total{source=\"mqtt:c\",reason=\"y\"} 1\n\
              # TYPE telemetry_collector_journal_bytes gauge\n\
-             telemetry_collector_journal_bytes 42\n"
-        );
+             telemetry_collector_journal_bytes 42\n\
+             # TYPE telemetry_collector_sink_write_duration_seconds histogram\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.001\"} 1\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.0025\"} 1\n"
+        ), "{text}");
+        assert!(text.ends_with(
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.025\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.05\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.1\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.25\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.5\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"1\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"2.5\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"5\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"10\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"30\"} 2\n\
+             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"+Inf\"} 3\n\
+             telemetry_collector_sink_write_duration_seconds_sum{sink=\"local\"} 60.0208\n\
+             telemetry_collector_sink_write_duration_seconds_count{sink=\"local\"} 3\n"
+        ), "{text}");
     }
 }

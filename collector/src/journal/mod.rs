@@ -14,6 +14,10 @@
 //!
 //! A cursor `(seq, idx)` means: every entry before `seq` and the first `idx` readings of
 //! entry `seq` are written by that sink. Entries before the smallest cursor are deleted.
+//! The gauge `journal_lag_readings{sink}` says how many readings each sink has yet to write:
+//! set from the entries at start, raised by every append, lowered by each commit of the sink
+//! and by what `drop_oldest` deletes before the sink wrote it.
+//!
 //! The journal is bounded by `max_bytes` of entry data (the file itself stays somewhat
 //! larger: SQLite reuses freed pages rather than shrinking); at the bound, `block` stops
 //! taking readings until a sink moves on, `drop_oldest` deletes the oldest entries and counts
@@ -97,6 +101,8 @@ struct Shared {
     closing: AtomicBool,
     committed: watch::Receiver<i64>,
     bytes_gauge: Gauge,
+    /// Per registered sink: `journal_lag_readings{sink}`.
+    lags: Mutex<BTreeMap<String, Gauge>>,
     metrics: Metrics,
 }
 
@@ -116,6 +122,15 @@ impl Shared {
             self.bytes.fetch_sub(d, Ordering::SeqCst).saturating_sub(d)
         };
         self.bytes_gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+
+    /// Adds `delta` to the lag of `sink` (every sink when `None`).
+    fn add_lag(&self, sink: Option<&str>, delta: i64) {
+        let lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
+        match sink {
+            Some(sink) => lags.get(sink).into_iter().for_each(|g| g.add(delta)),
+            None => lags.values().for_each(|g| g.add(delta)),
+        }
     }
 
     fn notify_space(&self) {
@@ -220,6 +235,7 @@ impl Journal {
             closing: AtomicBool::new(false),
             committed: committed_rx,
             bytes_gauge: metrics.gauge("journal_bytes", &[]),
+            lags: Mutex::new(BTreeMap::new()),
             metrics: metrics.clone(),
         });
         shared.add_bytes(bytes);
@@ -260,6 +276,14 @@ impl Journal {
             conn.execute("DELETE FROM cursors WHERE sink = ?1", [&name])
                 .map_err(s.sqlite())?;
             cursors.remove(&name);
+            if let Some(lag) = s
+                .lags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name)
+            {
+                lag.set(0);
+            }
         }
         for name in names {
             if !cursors.contains_key(*name) {
@@ -274,6 +298,23 @@ impl Journal {
                 .map_err(s.sqlite())?;
                 cursors.insert((*name).to_string(), pos);
             }
+            // What the sink has yet to write: the rest of its entry, and every later one.
+            let pos = cursors[*name];
+            let lag: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(CASE WHEN seq = ?1 THEN max(readings - ?2, 0)
+                                             ELSE readings END), 0)
+                     FROM entries WHERE seq >= ?1",
+                    params![pos.seq, pos.idx],
+                    |r| r.get(0),
+                )
+                .map_err(s.sqlite())?;
+            let gauge = s.metrics.gauge("journal_lag_readings", &[("sink", name)]);
+            gauge.set(lag);
+            s.lags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((*name).to_string(), gauge);
         }
         Ok(())
     }
@@ -296,6 +337,7 @@ impl Journal {
             shared: s.clone(),
             sink: sink.to_string(),
             read_pos: pos,
+            reads: VecDeque::new(),
             pending: VecDeque::new(),
             committed: s.committed.clone(),
         })
@@ -408,6 +450,7 @@ impl JournalWriter {
             .map_err(shared.sqlite())?;
         self.next_seq += 1;
         shared.add_bytes(size as i64);
+        shared.add_lag(None, count as i64);
         self.appended.add(count as u64);
         self.commits.inc();
         self.committed.send_replace(seq);
@@ -485,6 +528,7 @@ impl JournalWriter {
                 std::cmp::Ordering::Greater => 0,
             };
             if lost > 0 {
+                s.add_lag(Some(sink), -lost);
                 s.metrics
                     .counter(
                         "readings_dropped_total",
@@ -507,6 +551,9 @@ pub struct JournalReader {
     sink: String,
     /// The position after the last reading handed out.
     read_pos: Position,
+    /// Since the last commit: the position after each read, and how many readings it
+    /// handed out (to lower the lag by what a commit covers).
+    reads: VecDeque<(Position, u64)>,
     /// The rest of a partly read entry.
     pending: VecDeque<Reading>,
     committed: watch::Receiver<i64>,
@@ -547,6 +594,9 @@ impl JournalReader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(self.sink.clone(), in_memory);
+        if !out.is_empty() {
+            self.reads.push_back((self.read_pos, out.len() as u64));
+        }
         Ok(out)
     }
 
@@ -631,6 +681,11 @@ impl JournalReader {
             s.add_bytes(-freed);
             s.notify_space();
         }
+        let mut written = 0;
+        while self.reads.front().is_some_and(|(end, _)| *end <= pos) {
+            written += self.reads.pop_front().map_or(0, |(_, n)| n);
+        }
+        s.add_lag(Some(&self.sink), -(written as i64));
         Ok(())
     }
 

@@ -266,3 +266,75 @@ async fn the_writer_acks_only_after_the_commit() {
     );
     assert_eq!(metrics.sum("journal_readings_appended_total", &[]), 3);
 }
+
+/// `journal_lag_readings{sink}`, and what it must be: the readings from the sink's cursor on.
+fn lag(journal: &Journal, metrics: &Metrics, sink: &str) -> (i64, i64) {
+    let gauge = metrics
+        .gauges()
+        .into_iter()
+        .find(|(k, _)| k.name == "journal_lag_readings" && k.labels[0].1 == sink)
+        .map_or(-1, |(_, v)| v);
+    let pos = journal.cursor(sink).unwrap();
+    let conn = Connection::open(&journal.shared.path).unwrap();
+    let want: i64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(CASE WHEN seq = ?1 THEN max(readings - ?2, 0) ELSE readings END), 0)
+             FROM entries WHERE seq >= ?1",
+            params![pos.seq, pos.idx],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (gauge, want)
+}
+
+#[test]
+fn the_lag_gauge_follows_appends_commits_drops_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 4096, WhenFull::DropOldest);
+    {
+        let metrics = Metrics::new();
+        let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+        journal.register_sinks(&["slow", "fast"]).unwrap();
+        let mut fast = journal.reader("fast").unwrap();
+        let mut slow = journal.reader("slow").unwrap();
+        for chunk in 0..40 {
+            let batch: Vec<Reading> = (chunk * 10..chunk * 10 + 10).map(reading).collect();
+            writer.append(&batch).unwrap();
+            // Reads that end mid-entry, commits of part of what was read.
+            fast.read(7).unwrap();
+            let part = fast.read_position();
+            fast.read(6).unwrap();
+            fast.commit(part).unwrap();
+            // Whole entries: what a reader holds of an entry that is then dropped still counts
+            // in its lag (it will be written), which the entries table no longer shows.
+            if chunk % 9 == 8 {
+                slow.read(30).unwrap();
+                slow.commit(slow.read_position()).unwrap();
+            }
+            for sink in ["slow", "fast"] {
+                let (gauge, want) = lag(&journal, &metrics, sink);
+                assert_eq!(gauge, want, "{sink} after chunk {chunk}");
+            }
+        }
+        assert!(metrics.sum("readings_dropped_total", &[("sink", "slow")]) > 0);
+    }
+    // After a restart the gauges start from what the journal holds.
+    let metrics = Metrics::new();
+    let (journal, _writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["slow", "fast"]).unwrap();
+    for sink in ["slow", "fast"] {
+        let (gauge, want) = lag(&journal, &metrics, sink);
+        assert!(want > 0);
+        assert_eq!(gauge, want, "{sink} after a restart");
+    }
+    // A sink that is removed is no longer behind.
+    journal.register_sinks(&["fast"]).unwrap();
+    assert_eq!(
+        metrics
+            .gauges()
+            .into_iter()
+            .find(|(k, _)| k.name == "journal_lag_readings" && k.labels[0].1 == "slow")
+            .map(|(_, v)| v),
+        Some(0)
+    );
+}

@@ -18,6 +18,9 @@
 //! - `Rejected`: the readings go to the sink's [dead-letter file](super::dead_letter),
 //!   counted in `readings_dead_lettered_total{sink}`, and the cursor moves on. Without a
 //!   dead-letter file they are counted in `readings_dropped_total{sink,reason="rejected_by_sink"}`.
+//!
+//! Metrics per sink: `readings_written_total`, `sink_write_failures_total`, the histogram
+//! `sink_write_duration_seconds` of successful writes, `sink_up`, `sink_unauthorized`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -32,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
 use crate::journal::{JournalError, JournalReader, Position};
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Gauge, Histogram, Metrics};
 use crate::reading::Reading;
 
 /// The longest `Retry-After` honoured; a store asking for more is asked again after this.
@@ -61,6 +64,7 @@ pub struct SinkRunner<S> {
     dead_lettered: Counter,
     splits: Counter,
     failures: Counter,
+    write_duration: Histogram,
     up: Gauge,
     unauthorized: Gauge,
 }
@@ -89,6 +93,7 @@ impl<S: Sink> SinkRunner<S> {
             dead_lettered: metrics.counter("readings_dead_lettered_total", &[("sink", &name)]),
             splits: metrics.counter("sink_batch_splits_total", &[("sink", &name)]),
             failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
+            write_duration: metrics.histogram("sink_write_duration_seconds", &[("sink", &name)]),
             // Up until a write fails: /health reports a sink failing only once it has.
             up: {
                 let up = metrics.gauge("sink_up", &[("sink", &name)]);
@@ -221,6 +226,7 @@ impl<S: Sink> SinkRunner<S> {
             let started = StdInstant::now();
             let delay = match self.sink.write(&part).await {
                 Ok(()) => {
+                    self.write_duration.observe(started.elapsed());
                     self.written.add(n);
                     if self.retry.attempts() > 0 {
                         info!(sink = %self.name, "sink writes again");

@@ -8,6 +8,7 @@
 
 mod config_files;
 mod dashboard;
+mod dashboards;
 mod harness;
 mod influxdb;
 mod mqtt;

@@ -522,3 +522,175 @@ impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
         serializer.collect_seq(self.0.clone())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use crate::reading::{FieldValue, Reading, DEVICE_TAG};
+
+    const T0: i64 = 1_700_000_000_000_000_000;
+    const SEC: i64 = 1_000_000_000;
+
+    /// Every type of value, a device with two measurements, and a series without a device.
+    fn store() -> (tempfile::TempDir, LocalStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut r1 = Reading::new("env", T0);
+        r1.set_tag(DEVICE_TAG, "d1");
+        r1.set_tag("site", "a");
+        r1.fields = vec![
+            ("t".into(), FieldValue::Float(f64::NAN)),
+            ("n".into(), FieldValue::Integer(i64::MIN)),
+            ("u".into(), FieldValue::Unsigned(u64::MAX)),
+            ("ok".into(), FieldValue::Boolean(true)),
+            ("note".into(), FieldValue::String("say \"hi\"".into())),
+        ];
+        let mut r2 = Reading::new("power", T0 + SEC);
+        r2.set_tag(DEVICE_TAG, "d1");
+        r2.set_tag("site", "b");
+        r2.fields = vec![("w".into(), FieldValue::Float(f64::NEG_INFINITY))];
+        let mut r3 = Reading::new("env", T0 + 2 * SEC);
+        r3.set_tag("site", "a");
+        r3.fields = vec![("t".into(), FieldValue::Float(1.5))];
+        LocalStore::open(&path)
+            .unwrap()
+            .insert(&[r1, r2, r3])
+            .unwrap();
+        (dir, LocalStore::open_read_only(&path).unwrap())
+    }
+
+    fn answer(store: &LocalStore, path: &str, query: &str) -> serde_json::Value {
+        let request = parse(path, Some(query), T0 + 10 * SEC).unwrap().unwrap();
+        serde_json::from_slice(&run(store, &request).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_type_of_value_and_devices_without_a_tag() {
+        let (_dir, store) = store();
+        let json = answer(&store, "/api/v1/latest", "epoch=s");
+        let values: Vec<(String, serde_json::Value)> = json["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["field"].as_str().unwrap().to_owned(), s["value"].clone()))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("n".to_owned(), serde_json::json!(i64::MIN)),
+                ("note".to_owned(), serde_json::json!("say \"hi\"")),
+                ("ok".to_owned(), serde_json::json!(true)),
+                ("t".to_owned(), serde_json::json!("NaN")),
+                ("u".to_owned(), serde_json::json!(u64::MAX)),
+                // Ordered by tags: {device=d1, site=a} before {site=a}.
+                ("t".to_owned(), serde_json::json!(1.5)),
+                ("w".to_owned(), serde_json::json!("-inf")),
+            ]
+        );
+        assert_eq!(json["series"][0]["time"], 1_700_000_000);
+        assert_eq!(json["series"][5]["time"], 1_700_000_002);
+
+        let json = answer(&store, "/api/v1/devices", "stale=5s");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "now": T0 + 10 * SEC,
+                "stale_after_s": 5.0,
+                "devices": [
+                    {"device": null, "tags": {"site": "a"}, "last_seen": T0 + 2 * SEC,
+                     "status": "stale", "series": 1},
+                    // The tags all its series share: none.
+                    {"device": "d1", "tags": {}, "last_seen": T0 + SEC,
+                     "status": "stale", "series": 6},
+                ],
+                "truncated": false,
+            })
+        );
+        let json = answer(&store, "/api/v1/devices", "stale=1m&limit=1");
+        assert_eq!(json["devices"][0]["status"], "ok");
+        assert_eq!(json["truncated"], true);
+
+        // Strings, NaN and infinities are not aggregated; integers and booleans are.
+        let json = answer(
+            &store,
+            "/api/v1/downsample",
+            &format!("device=d1&from={T0}&step=1m&epoch=ms"),
+        );
+        let fields: Vec<(&str, &serde_json::Value)> = json["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["field"].as_str().unwrap(), &s["buckets"]))
+            .collect();
+        let t = T0 / 1_000_000 / 60_000 * 60_000;
+        assert_eq!(
+            fields,
+            vec![
+                (
+                    "n",
+                    &serde_json::json!([[t, 1, i64::MIN as f64, i64::MIN as f64, i64::MIN as f64]])
+                ),
+                ("ok", &serde_json::json!([[t, 1, 1.0, 1.0, 1.0]])),
+                (
+                    "u",
+                    &serde_json::json!([[t, 1, u64::MAX as f64, u64::MAX as f64, u64::MAX as f64]])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_parse_into_store_queries() {
+        let now = T0;
+        let get = |path: &str, q: &str| parse(path, Some(q), now).unwrap();
+        assert_eq!(
+            get(
+                "/api/v1/points",
+                "measurement=env&field=t&device=d1&tag=site=a&from=-1m&limit=5&epoch=us"
+            ),
+            Ok(Request::Points {
+                query: Query {
+                    measurement: Some("env".into()),
+                    tags: vec![("site".into(), "a".into())],
+                    field: Some("t".into()),
+                    device: Some("d1".into()),
+                    from_ns: Some(now - 60 * SEC),
+                    to_ns: Some(now),
+                    limit: Some(5),
+                },
+                epoch: Epoch::Us,
+            })
+        );
+        assert_eq!(
+            get("/api/v1/downsample", "from=0&to=10&step=3"),
+            Ok(Request::Downsample {
+                query: Query {
+                    from_ns: Some(0),
+                    to_ns: Some(10),
+                    limit: Some(MAX_SERIES),
+                    ..Query::default()
+                },
+                step_ns: 3,
+                steps: 4,
+                epoch: Epoch::Ns,
+            })
+        );
+        // Steps are aligned on multiples of the step: [9, 12) is one, [10, 13) touches two.
+        let Ok(Request::Downsample { steps, .. }) =
+            get("/api/v1/downsample", "from=9&to=12&step=3")
+        else {
+            panic!()
+        };
+        assert_eq!(steps, 1);
+        let Ok(Request::Downsample { steps, .. }) =
+            get("/api/v1/downsample", "from=10&to=13&step=3")
+        else {
+            panic!()
+        };
+        assert_eq!(steps, 2);
+        assert!(parse("/api/v1/nothing", None, now).is_none());
+        assert!(parse("/api/v1/devices/", None, now).is_none());
+    }
+}

@@ -132,13 +132,43 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
     );
     let (status, body) = http(port, "GET", "/health", "");
     assert_eq!(status, 200, "{body}");
+    // Every successful batch write is timed.
+    let writes = sample(
+        &text,
+        "telemetry_collector_sink_write_duration_seconds_count{sink=\"local\"}",
+    );
+    assert!(writes.is_some_and(|n| n > 0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"+Inf\"}"
+        ),
+        writes
+    );
+    // The journal lag: what each sink has yet to write.
+    let lag = |sink: &str| {
+        let metrics = http(port, "GET", "/metrics", "").1;
+        sample(
+            &metrics,
+            &format!("telemetry_collector_journal_lag_readings{{sink=\"{sink}\"}}"),
+        )
+    };
+    wait_for("both sinks to catch up", WAIT, || {
+        lag("influxdb:vm") == Some(0) && lag("local") == Some(0)
+    })
+    .await;
 
-    // The InfluxDB sink goes down: /health says so, with the failing sink, until it is back.
+    // The InfluxDB sink goes down: /health says so, with the failing sink, until it is back;
+    // meanwhile its lag is exactly what arrived.
     vm.stop();
     let more = fleet(6, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(2);
     publish_all(broker.port, "sim-metrics-2", &more).await;
     wait_for("/health to report the failing sink", WAIT, || {
         http(port, "GET", "/health", "").0 == 503
+    })
+    .await;
+    wait_for("the lag of the down sink", WAIT, || {
+        lag("influxdb:vm") == Some(more.len() as u64) && lag("local") == Some(0)
     })
     .await;
     let (_, body) = http(port, "GET", "/health", "");
@@ -148,6 +178,10 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
     vm.start_again().await;
     wait_for("/health to recover", WAIT, || {
         http(port, "GET", "/health", "").0 == 200
+    })
+    .await;
+    wait_for("the sink to catch up", WAIT, || {
+        lag("influxdb:vm") == Some(0)
     })
     .await;
     assert_eq!(http(port, "GET", "/nothing", "").0, 404);

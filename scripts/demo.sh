@@ -50,8 +50,8 @@ pids+=($serial_polled)
 
 # Starts the collector in the background (appending to its log) and waits until it subscribed.
 start_collector() {
-  local before
-  before=$(wc -l <"$data/collector.log" 2>/dev/null || echo 0)
+  local before=0
+  [ -f "$data/collector.log" ] && before=$(wc -l <"$data/collector.log")
   NO_COLOR=1 "$bin/telemetry-collector" run -c config/demo.toml >>"$data/collector.log" 2>&1 &
   collector=$!
   pids+=($collector)

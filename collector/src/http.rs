@@ -53,24 +53,9 @@ pub async fn serve(
         let dashboard = dashboard.clone();
         async move {
             Ok::<_, Infallible>(service_fn(move |req| {
-                let response = handle(&req, &metrics, &limits);
-                let dashboard = dashboard.clone();
-                async move {
-                    let response = match response {
-                        Some(r) => r,
-                        None => {
-                            let (path, query) = (req.uri().path(), req.uri().query());
-                            match dashboard.handle(path, query).await {
-                                Some(r) => r,
-                                None => text(
-                                    StatusCode::NOT_FOUND,
-                                    "not found: try /, /api/v1/devices, /metrics or /health\n",
-                                ),
-                            }
-                        }
-                    };
-                    Ok::<_, Infallible>(response)
-                }
+                let (metrics, limits, dashboard) =
+                    (metrics.clone(), limits.clone(), dashboard.clone());
+                async move { Ok::<_, Infallible>(route(req, &metrics, &limits, &dashboard).await) }
             }))
         }
     });
@@ -78,6 +63,25 @@ pub async fn serve(
         .serve(make)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
+}
+
+async fn route(
+    req: Request<Body>,
+    metrics: &Metrics,
+    limits: &HealthLimits,
+    dashboard: &Dashboard,
+) -> Response<Body> {
+    if let Some(r) = handle(&req, metrics, limits) {
+        return r;
+    }
+    let (path, query) = (req.uri().path(), req.uri().query());
+    match dashboard.handle(path, query).await {
+        Some(r) => r,
+        None => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /api/v1/devices, /metrics or /health\n",
+        ),
+    }
 }
 
 /// The response to `/metrics` and `/health`, and to anything but a GET; `None` for the

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS test
+# The systemd unit is checked with systemd-analyze (verify, security).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The InfluxDB sinks' tests: VictoriaMetrics (v2 write API) and InfluxDB 1.x (v1 API).
 [ -x /usr/bin/victoria-metrics ] || missing+=(victoria-metrics)
 [ -x /usr/bin/influxd ] || missing+=(influxdb)

@@ -1,6 +1,7 @@
-//! Capped exponential backoff with jitter, for reconnects and write retries.
+//! Capped exponential backoff with jitter, for reconnects and write retries; and a limit on
+//! how often a repeated event is logged.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -50,9 +51,56 @@ impl Backoff {
     }
 }
 
+/// Logs a repeated event without flooding the log: the first at once, then at most one line
+/// per period, saying how many went unsaid in between (they are counted in the metrics).
+#[derive(Debug, Clone)]
+pub struct LogLimit {
+    period: Duration,
+    logged_at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// At most one line per `period`.
+    pub fn new(period: Duration) -> LogLimit {
+        LogLimit {
+            period,
+            logged_at: None,
+            suppressed: 0,
+        }
+    }
+
+    /// One more event at `now`: `Some(n)` when it is to be logged (`n` events since the last
+    /// line went unsaid), `None` when it is to be left out.
+    pub fn event(&mut self, now: Instant) -> Option<u64> {
+        match self.logged_at {
+            Some(t) if now.duration_since(t) < self.period => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.logged_at = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_limit_says_the_first_then_one_per_period_with_the_count_left_out() {
+        let mut l = LogLimit::new(Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(l.event(t), Some(0));
+        assert_eq!(l.event(t + Duration::from_secs(1)), None);
+        assert_eq!(l.event(t + Duration::from_secs(9)), None);
+        assert_eq!(l.event(t + Duration::from_secs(10)), Some(2));
+        assert_eq!(l.event(t + Duration::from_secs(11)), None);
+        assert_eq!(l.event(t + Duration::from_secs(30)), Some(1));
+    }
 
     #[test]
     fn doubles_up_to_the_cap_with_jitter_in_the_upper_half() {

@@ -1,18 +1,12 @@
 //! Counters for everything that can be received, written, rejected or dropped.
 //!
-//! A small registry of labelled atomic counters, gauges and histograms. Hot paths look a
-//! metric up once and keep the handle; a snapshot is what tests, `/metrics` and logs read.
+//! A small registry of labelled atomic counters and gauges. Hot paths look a counter up once
+//! and keep the [`Counter`] handle; a snapshot is what tests, `/metrics` and logs read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-/// The upper bounds (seconds) of every [`Histogram`]'s buckets: write latencies from a
-/// millisecond (a local SQLite commit) to half a minute (a remote store timing out).
-pub const HISTOGRAM_BOUNDS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 
 /// A monotonically increasing count.
 #[derive(Debug, Clone, Default)]
@@ -56,40 +50,42 @@ impl Gauge {
     }
 }
 
-/// A distribution of durations: counts per bucket of [`HISTOGRAM_BOUNDS`], their number and
-/// their sum (Prometheus' histogram).
+/// Upper bounds (seconds) of the [`Histogram`] buckets: 1 ms to 30 s, enough to tell a
+/// local write (milliseconds) from a remote one and from a timeout.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A distribution of durations over [`DURATION_BUCKETS`], as Prometheus histograms are.
 #[derive(Debug, Clone, Default)]
 pub struct Histogram(Arc<HistogramCells>);
 
 #[derive(Debug, Default)]
 struct HistogramCells {
-    /// Per bound, the observations in (previous bound, bound]; the last cell is above all.
-    buckets: [AtomicU64; HISTOGRAM_BOUNDS.len() + 1],
-    count: AtomicU64,
+    /// Per bucket, the observations that fell in it (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
 }
 
 impl Histogram {
-    /// Records one duration.
+    /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = HISTOGRAM_BOUNDS
+        let i = DURATION_BUCKETS
             .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(HISTOGRAM_BOUNDS.len());
-        let cells = &self.0;
-        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
-        cells.count.fetch_add(1, Ordering::Relaxed);
+            .position(|&le| secs <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// Cumulative counts per bound of [`HISTOGRAM_BOUNDS`] (then `+Inf`), the count and the
-    /// sum in seconds.
-    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
-        let cells = &self.0;
+    /// Cumulative counts per bucket (the last is `+Inf`, the total count), and the sum in
+    /// seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
         let mut total = 0;
-        let cumulative = cells
+        let counts = self
+            .0
             .buckets
             .iter()
             .map(|b| {
@@ -97,9 +93,66 @@ impl Histogram {
                 total
             })
             .collect();
-        let sum = cells.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        (cumulative, cells.count.load(Ordering::Relaxed), sum)
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (counts, sum)
     }
+}
+
+/// The most devices one source keeps liveness for: a stream of made-up device ids must not
+/// grow memory without bound. Devices beyond it are counted in `devices_untracked_total`.
+pub const MAX_DEVICES_PER_SOURCE: usize = 100_000;
+
+/// Per-device liveness of one source: when each device was last heard from, and how many
+/// readings it sent. Written by the source's one task, read by `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Devices {
+    table: Arc<Mutex<HashMap<String, DeviceStats>>>,
+    untracked: Counter,
+}
+
+/// What a source knows of one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// When its last reading arrived, in seconds since the Unix epoch.
+    pub last_seen: i64,
+    /// Readings received from it.
+    pub readings: u64,
+}
+
+impl Devices {
+    /// Records `readings` readings of `device`, received at `now` (seconds since the epoch).
+    pub fn record(&self, device: &str, readings: u64, now: i64) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(d) = table.get_mut(device) {
+            d.last_seen = now;
+            d.readings += readings;
+        } else if table.len() < MAX_DEVICES_PER_SOURCE {
+            table.insert(
+                device.to_string(),
+                DeviceStats {
+                    last_seen: now,
+                    readings,
+                },
+            );
+        } else {
+            self.untracked.add(readings);
+        }
+    }
+
+    /// Every device and its stats, sorted by device id.
+    pub fn snapshot(&self) -> Vec<(String, DeviceStats)> {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = table.iter().map(|(k, s)| (k.clone(), *s)).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+/// Now, in whole seconds since the Unix epoch (what `device_last_seen_seconds` holds).
+pub fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A metric's identity: its name and its labels, in order.
@@ -117,6 +170,8 @@ pub struct Metrics {
     counters: Arc<Mutex<BTreeMap<Key, Counter>>>,
     gauges: Arc<Mutex<BTreeMap<Key, Gauge>>>,
     histograms: Arc<Mutex<BTreeMap<Key, Histogram>>>,
+    /// Per source label.
+    devices: Arc<Mutex<BTreeMap<String, Devices>>>,
 }
 
 impl Metrics {
@@ -149,13 +204,21 @@ impl Metrics {
         map.entry(key).or_default().clone()
     }
 
-    /// Every histogram, sorted by name and labels.
-    pub fn histograms(&self) -> Vec<(Key, Histogram)> {
-        let map = self
-            .histograms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, h)| (k.clone(), h.clone())).collect()
+    /// The device liveness table of the source labelled `source`, created empty on first use.
+    pub fn devices(&self, source: &str) -> Devices {
+        let mut map = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(source.to_string())
+            .or_insert_with(|| Devices {
+                table: Arc::default(),
+                untracked: self.counter("devices_untracked_total", &[("source", source)]),
+            })
+            .clone()
+    }
+
+    /// Every source's device table, sorted by source.
+    pub fn device_tables(&self) -> Vec<(String, Devices)> {
+        let map = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, d)| (k.clone(), d.clone())).collect()
     }
 
     /// Every counter and its value, sorted by name and labels.
@@ -205,52 +268,69 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE telemetry_collector_{} {kind}", key.name);
                 last_name = key.name;
             }
-            sample(&mut out, key.name, "", &key.labels, None, &value);
+            sample(&mut out, key.name, "", &key.labels, None, value);
         }
-        for (key, histogram) in self.histograms() {
+        let histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut last_name = "";
+        for (key, h) in histograms {
             if key.name != last_name {
                 let _ = writeln!(out, "# TYPE telemetry_collector_{} histogram", key.name);
                 last_name = key.name;
             }
-            let (cumulative, count, sum) = histogram.snapshot();
-            for (i, n) in cumulative.iter().enumerate() {
-                let le = HISTOGRAM_BOUNDS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_owned(), f64::to_string);
-                sample(&mut out, key.name, "_bucket", &key.labels, Some(&le), n);
+            let (counts, sum) = h.snapshot();
+            let bounds = DURATION_BUCKETS.iter().map(|b| b.to_string());
+            for (le, count) in bounds.chain(["+Inf".to_string()]).zip(&counts) {
+                let le = ("le", le.as_str());
+                sample(&mut out, key.name, "_bucket", &key.labels, Some(le), count);
             }
-            sample(&mut out, key.name, "_sum", &key.labels, None, &sum);
-            sample(&mut out, key.name, "_count", &key.labels, None, &count);
+            sample(&mut out, key.name, "_sum", &key.labels, None, sum);
+            let total = counts.last().copied().unwrap_or(0);
+            sample(&mut out, key.name, "_count", &key.labels, None, total);
+        }
+        let tables = self.device_tables();
+        let devices: Vec<_> = tables
+            .iter()
+            .flat_map(|(source, t)| t.snapshot().into_iter().map(move |d| (source, d)))
+            .collect();
+        if !devices.is_empty() {
+            out.push_str("# TYPE telemetry_collector_device_last_seen_seconds gauge\n");
+            for (source, (device, stats)) in &devices {
+                let labels = [("source", source.to_string()), ("device", device.clone())];
+                let name = "device_last_seen_seconds";
+                sample(&mut out, name, "", &labels, None, stats.last_seen);
+            }
+            out.push_str("# TYPE telemetry_collector_device_readings_total counter\n");
+            for (source, (device, stats)) in &devices {
+                let labels = [("source", source.to_string()), ("device", device.clone())];
+                let name = "device_readings_total";
+                sample(&mut out, name, "", &labels, None, stats.readings);
+            }
         }
         out
     }
 }
 
-/// One line of the text format: `telemetry_collector_<name><suffix>{labels,le="..."} value`.
+/// One sample line: `telemetry_collector_<name><suffix>{labels[,extra]} value`.
 fn sample(
     out: &mut String,
     name: &str,
     suffix: &str,
     labels: &[(&'static str, String)],
-    le: Option<&str>,
-    value: &dyn std::fmt::Display,
+    extra: Option<(&str, &str)>,
+    value: impl std::fmt::Display,
 ) {
     use std::fmt::Write as _;
     let _ = write!(out, "telemetry_collector_{name}{suffix}");
-    let le = le.map(|le| ("le", le));
-    let mut pairs = labels
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .chain(le)
-        .peekable();
-    if pairs.peek().is_some() {
-        out.push('{');
-        for (i, (name, value)) in pairs.enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{name}=\"{}\"", escape_label(value));
-        }
+    let pairs = labels.iter().map(|(n, v)| (*n, v.as_str())).chain(extra);
+    for (i, (name, value)) in pairs.enumerate() {
+        out.push(if i == 0 { '{' } else { ',' });
+        let _ = write!(out, "{name}=\"{}\"", escape_label(value));
+    }
+    if !labels.is_empty() || extra.is_some() {
         out.push('}');
     }
     let _ = writeln!(out, " {value}");
@@ -302,35 +382,57 @@ mod tests {
         )
         .inc();
         m.gauge("journal_bytes", &[]).set(42);
-        let h = m.histogram("sink_write_duration_seconds", &[("sink", "local")]);
-        h.observe(Duration::from_micros(800));
-        h.observe(Duration::from_millis(20));
-        h.observe(Duration::from_secs(60));
-        let text = m.render_prometheus();
-        assert!(text.starts_with(
+        assert_eq!(
+            m.render_prometheus(),
             "# TYPE telemetry_collector_readings_rejected_total counter\n\
              telemetry_collector_readings_rejected_total{source=\"mqtt:a\\\"b\",reason=\"x\"} 2\n\
              telemetry_collector_readings_rejected_total{source=\"mqtt:c\",reason=\"y\"} 1\n\
              # TYPE telemetry_collector_journal_bytes gauge\n\
-             telemetry_collector_journal_bytes 42\n\
-             # TYPE telemetry_collector_sink_write_duration_seconds histogram\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.001\"} 1\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.0025\"} 1\n"
-        ), "{text}");
-        assert!(text.ends_with(
-            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.025\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.05\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.1\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.25\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.5\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"1\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"2.5\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"5\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"10\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"30\"} 2\n\
-             telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"+Inf\"} 3\n\
-             telemetry_collector_sink_write_duration_seconds_sum{sink=\"local\"} 60.0208\n\
-             telemetry_collector_sink_write_duration_seconds_count{sink=\"local\"} 3\n"
-        ), "{text}");
+             telemetry_collector_journal_bytes 42\n"
+        );
+    }
+
+    #[test]
+    fn histograms_and_devices_in_text_format() {
+        let m = Metrics::new();
+        let h = m.histogram("sink_write_duration_seconds", &[("sink", "local")]);
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let d = m.devices("mqtt:a");
+        d.record("dev-1", 3, 1_700_000_000);
+        d.record("dev-0", 1, 1_700_000_001);
+        d.record("dev-1", 2, 1_700_000_002);
+        let text = m.render_prometheus();
+        let lines: Vec<&str> = text.lines().collect();
+        let want = [
+            "# TYPE telemetry_collector_sink_write_duration_seconds histogram",
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.001\"} 1",
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.01\"} 1",
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"0.025\"} 2",
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"30\"} 2",
+            "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"+Inf\"} 3",
+            "telemetry_collector_sink_write_duration_seconds_sum{sink=\"local\"} 60.0205",
+            "telemetry_collector_sink_write_duration_seconds_count{sink=\"local\"} 3",
+            "telemetry_collector_device_last_seen_seconds{source=\"mqtt:a\",device=\"dev-0\"} 1700000001",
+            "telemetry_collector_device_last_seen_seconds{source=\"mqtt:a\",device=\"dev-1\"} 1700000002",
+            "telemetry_collector_device_readings_total{source=\"mqtt:a\",device=\"dev-0\"} 1",
+            "telemetry_collector_device_readings_total{source=\"mqtt:a\",device=\"dev-1\"} 5",
+        ];
+        for w in want {
+            assert!(lines.contains(&w), "missing {w} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn device_table_is_bounded() {
+        let m = Metrics::new();
+        let d = m.devices("s");
+        for i in 0..MAX_DEVICES_PER_SOURCE + 10 {
+            d.record(&format!("d{i}"), 2, 1);
+        }
+        d.record("d0", 1, 2);
+        assert_eq!(d.snapshot().len(), MAX_DEVICES_PER_SOURCE);
+        assert_eq!(m.sum("devices_untracked_total", &[("source", "s")]), 20);
     }
 }

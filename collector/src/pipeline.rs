@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{MqttSettings, SerialSettings, Settings, TimestampConfig};
-use crate::journal::Journal;
+use crate::config::{
+    InfluxSettings, LocalSettings, MqttSettings, SerialSettings, Settings, TimestampConfig,
+};
+use crate::journal::{Journal, JournalReader};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::influxdb::InfluxSink;
@@ -45,11 +47,12 @@ pub async fn run(
     run_reloadable(settings, metrics, shutdown, mpsc::channel(1).1).await
 }
 
-/// [`run`], and applies every validated configuration received on `reloads`: sources whose
-/// settings did not change keep running untouched; a changed source is stopped (its
-/// in-flight readings reach the journal and are acked) and started again; a new one is
-/// started, a removed one stopped. Changes to sinks, the journal, the pipeline or the HTTP
-/// port are logged as taking effect at the next start.
+/// [`run`], and applies every validated configuration received on `reloads`: sources and
+/// sinks whose settings did not change keep running untouched; a changed source is stopped
+/// (its in-flight readings reach the journal and are acked) and started again; a changed
+/// sink is stopped where it is and started again from its cursor; new ones are started,
+/// removed ones stopped. Changes to the data directory, the journal, the pipeline or the
+/// HTTP port are logged as taking effect at the next start.
 ///
 /// # Errors
 /// As [`run`].
@@ -60,49 +63,11 @@ pub async fn run_reloadable(
     mut reloads: mpsc::Receiver<Settings>,
 ) -> anyhow::Result<()> {
     let journal_settings = settings.journal.clone();
-    let local_settings = settings.local.clone();
-    let influx_settings = settings.influxdb.clone();
-    let opened = tokio::task::spawn_blocking({
+    let (journal, writer) = tokio::task::spawn_blocking({
         let metrics = metrics.clone();
-        move || -> anyhow::Result<_> {
-            let (journal, writer) =
-                Journal::open(&journal_settings, metrics).context("cannot open the journal")?;
-            let mut sinks = Vec::new();
-            if let Some(local) = local_settings {
-                let sink = LocalSink::open(LocalSinkSettings {
-                    path: local.path.clone(),
-                    retention: local.retention,
-                })
-                .with_context(|| format!("cannot open the local store {}", local.path.display()))?;
-                sinks.push((
-                    LOCAL_SINK,
-                    sink,
-                    RunnerSettings {
-                        batch: local.batch,
-                        retry: local.retry,
-                    },
-                ));
-            }
-            // InfluxDB sinks: each with its own cursor and dead-letter file.
-            let mut influx = Vec::new();
-            for s in &influx_settings {
-                let sink = InfluxSink::new(s)?;
-                let dead_letter =
-                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes);
-                let runner = RunnerSettings {
-                    batch: s.batch,
-                    retry: s.retry,
-                };
-                influx.push((s.sink.clone(), sink, runner, dead_letter));
-            }
-            let mut names: Vec<&str> = sinks.iter().map(|(n, _, _)| *n).collect();
-            names.extend(influx.iter().map(|(n, _, _, _)| n.as_str()));
-            journal.register_sinks(&names)?;
-            Ok((journal, writer, sinks, influx))
-        }
+        move || Journal::open(&journal_settings, metrics).context("cannot open the journal")
     })
     .await??;
-    let (journal, writer, sinks, influx_sinks) = opened;
 
     // Fail at start, before anything runs, if a source cannot be built (TLS files).
     for m in &settings.mqtt {
@@ -112,26 +77,14 @@ pub async fn run_reloadable(
     // Sinks first, so that nothing waits for them.
     let abort_sinks = CancellationToken::new();
     let sink_tasks = TaskTracker::new();
-    for (name, sink, runner_settings) in sinks {
-        let runner = SinkRunner::new(sink, journal.reader(name)?, runner_settings, &metrics);
-        let abort = abort_sinks.clone();
-        sink_tasks.spawn(async move {
-            if let Err(e) = runner.run(abort).await {
-                error!(sink = name, error = %e, "sink stopped on a journal error");
-            }
-        });
-    }
-    for (name, sink, runner_settings, dead_letter) in influx_sinks {
-        let runner = SinkRunner::new(sink, journal.reader(&name)?, runner_settings, &metrics)
-            .with_dead_letter(dead_letter);
-        let abort = abort_sinks.clone();
-        sink_tasks.spawn(async move {
-            if let Err(e) = runner.run(abort).await {
-                error!(sink = %name, error = %e, "sink stopped on a journal error");
-            }
-        });
-    }
-    sink_tasks.close();
+    let mut sinks = Sinks {
+        running: BTreeMap::new(),
+        tasks: sink_tasks.clone(),
+        abort: abort_sinks.clone(),
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+    };
+    sinks.apply(&settings).await?;
 
     let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
     let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
@@ -150,18 +103,37 @@ pub async fn run_reloadable(
         .await;
     let channel = tx.downgrade();
     drop(tx); // `sources` holds the sender that new sources get
-              // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
-              // (A sink that cannot write is not wedged: it retries, and the journal holds the data.)
+
+    // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
+    // (A sink that cannot write is not wedged: it retries, and the journal holds the data;
+    // a full journal waiting for it holds the sources back on purpose.)
     let notifier = crate::service::Notifier::from_env().context("NOTIFY_SOCKET")?;
-    let commits = metrics.counter("journal_commits_total", &[]);
     let capacity = settings.pipeline.channel_capacity;
     let stop_supervisor = CancellationToken::new();
+    let probe = {
+        let (metrics, journal) = (metrics.clone(), journal.clone());
+        let commits = metrics.counter("journal_commits_total", &[]);
+        let appended = metrics.counter("journal_readings_appended_total", &[]);
+        move || {
+            let queued = channel.upgrade().is_some_and(|tx| tx.capacity() < capacity);
+            let behind = metrics
+                .gauges()
+                .into_iter()
+                .filter(|(k, _)| k.name == "sink_lag_readings")
+                .filter_map(|(k, v)| Some((k.labels.first()?.1.clone(), v)))
+                .collect();
+            crate::service::Probe {
+                work_waiting: (queued || journal.writer_holds_readings())
+                    && !journal.waiting_for_sinks(),
+                commits: commits.get(),
+                readings: appended.get(),
+                behind,
+            }
+        }
+    };
     tokio::spawn(crate::service::supervise(
         notifier,
-        move || {
-            let waiting = channel.upgrade().is_some_and(|tx| tx.capacity() < capacity);
-            (waiting, commits.get())
-        },
+        probe,
         stop_supervisor.clone(),
     ));
     // /metrics and /health: useful, not essential; collecting goes on without them.
@@ -200,6 +172,9 @@ pub async fn run_reloadable(
             () = shutdown.cancelled() => break,
             Some(new) = reloads.recv() => {
                 report_restart_only_changes(&current, &new);
+                if let Err(e) = sinks.apply(&new).await {
+                    error!(error = format!("{e:#}"), "sinks not updated; those running go on");
+                }
                 sources.apply(&new, settings.pipeline.shutdown_timeout).await;
                 current = new;
                 info!("configuration reloaded");
@@ -207,6 +182,7 @@ pub async fn run_reloadable(
         }
     }
     source_tasks.close();
+    sink_tasks.close();
     drop(sources);
     stop_supervisor.cancel();
     let deadline = Instant::now() + settings.pipeline.shutdown_timeout;
@@ -337,6 +313,190 @@ impl Sources {
     }
 }
 
+/// What a sink runs on; two sinks are the same when these are equal.
+#[derive(Debug, Clone, PartialEq)]
+enum SinkSettings {
+    Local(LocalSettings),
+    Influx(Box<InfluxSettings>),
+}
+
+impl SinkSettings {
+    /// Every sink of `settings`, by name (its journal cursor and metrics label).
+    fn of(settings: &Settings) -> BTreeMap<String, SinkSettings> {
+        let local = settings
+            .local
+            .iter()
+            .map(|l| (LOCAL_SINK.to_string(), SinkSettings::Local(l.clone())));
+        let influx = settings
+            .influxdb
+            .iter()
+            .map(|s| (s.sink.clone(), SinkSettings::Influx(Box::new(s.clone()))));
+        local.chain(influx).collect()
+    }
+
+    /// Opens the sink (blocking: files, a token to read). What it returns makes the runner
+    /// once it has its journal reader.
+    fn open(&self) -> anyhow::Result<OpenSink> {
+        Ok(match self {
+            SinkSettings::Local(local) => {
+                let sink = LocalSink::open(LocalSinkSettings {
+                    path: local.path.clone(),
+                    retention: local.retention,
+                })
+                .with_context(|| format!("cannot open the local store {}", local.path.display()))?;
+                let runner = RunnerSettings {
+                    batch: local.batch,
+                    retry: local.retry,
+                };
+                Box::new(move |reader, metrics| {
+                    let runner = SinkRunner::new(sink, reader, runner, metrics);
+                    Box::new(move |abort| runner.run(abort).boxed())
+                })
+            }
+            SinkSettings::Influx(s) => {
+                let sink = InfluxSink::new(s)?;
+                let dead_letter =
+                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes);
+                let runner = RunnerSettings {
+                    batch: s.batch,
+                    retry: s.retry,
+                };
+                Box::new(move |reader, metrics| {
+                    let runner = SinkRunner::new(sink, reader, runner, metrics)
+                        .with_dead_letter(dead_letter);
+                    Box::new(move |abort| runner.run(abort).boxed())
+                })
+            }
+        })
+    }
+}
+
+/// An opened sink, waiting for its journal reader.
+type OpenSink = Box<dyn FnOnce(JournalReader, &Metrics) -> RunSink + Send>;
+
+/// A sink's runner, waiting for its abort token.
+type RunSink = Box<
+    dyn FnOnce(
+            CancellationToken,
+        )
+            -> futures::future::BoxFuture<'static, Result<(), crate::journal::JournalError>>
+        + Send,
+>;
+
+/// One running sink.
+struct RunningSink {
+    settings: SinkSettings,
+    abort: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The running sinks, by name. Each runs until the journal's writer has finished and it
+/// has written everything (a graceful stop), or until its abort token (what it has not
+/// written stays in the journal, behind its cursor).
+struct Sinks {
+    running: BTreeMap<String, RunningSink>,
+    tasks: TaskTracker,
+    /// Parent of every sink's abort token: the shutdown timeout.
+    abort: CancellationToken,
+    journal: Journal,
+    metrics: Metrics,
+}
+
+impl Sinks {
+    /// Makes the running sinks those of `settings`. Unchanged ones are left alone. A changed
+    /// one is opened anew first (if that fails, the old one goes on), then the old one is
+    /// stopped where it is and the new one carries on from the same cursor. A new one
+    /// starts at the oldest reading the journal still holds; a removed one is stopped and
+    /// its cursor deleted, so that it no longer holds journal space.
+    ///
+    /// # Errors
+    /// A sink cannot be opened (the others are updated), or the journal failed.
+    async fn apply(&mut self, settings: &Settings) -> anyhow::Result<()> {
+        let wanted = SinkSettings::of(settings);
+        let (mut stopped, mut started) = (0, 0);
+        let removed: Vec<String> = self
+            .running
+            .keys()
+            .filter(|name| !wanted.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in removed {
+            self.stop(&name).await;
+            stopped += 1;
+        }
+        // Cursors: new sinks get one, removed ones (stopped above) lose theirs.
+        let journal = self.journal.clone();
+        let names: Vec<String> = wanted.keys().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            journal.register_sinks(&names.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await??;
+        let mut failed = Vec::new();
+        for (name, s) in wanted {
+            if self.running.get(&name).is_some_and(|r| r.settings == s) {
+                continue;
+            }
+            let opening = s.clone();
+            let open = match tokio::task::spawn_blocking(move || opening.open()).await? {
+                Ok(open) => open,
+                Err(e) => {
+                    error!(sink = %name, error = format!("{e:#}"), "cannot start the sink");
+                    failed.push(format!("{name}: {e:#}"));
+                    continue;
+                }
+            };
+            if self.running.contains_key(&name) {
+                self.stop(&name).await;
+                stopped += 1;
+            }
+            let (journal, reader_name) = (self.journal.clone(), name.clone());
+            let reader =
+                tokio::task::spawn_blocking(move || journal.reader(&reader_name)).await??;
+            let run = open(reader, &self.metrics);
+            let abort = self.abort.child_token();
+            let task_name = name.clone();
+            let task = self.tasks.spawn(run(abort.clone()).map(move |r| {
+                if let Err(e) = r {
+                    error!(sink = %task_name, error = %e, "sink stopped on a journal error");
+                }
+            }));
+            self.running.insert(
+                name,
+                RunningSink {
+                    settings: s,
+                    abort,
+                    task,
+                },
+            );
+            started += 1;
+        }
+        if stopped + started > 0 {
+            info!(
+                started,
+                stopped,
+                running = self.running.len(),
+                "sinks updated"
+            );
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(failed.join("; ")))
+        }
+    }
+
+    /// Stops the sink `name` where it is: what it has not written stays in the journal.
+    async fn stop(&mut self, name: &str) {
+        let Some(r) = self.running.remove(name) else {
+            return;
+        };
+        r.abort.cancel();
+        if let Err(e) = r.task.await {
+            error!(sink = %name, error = %e, "the sink's task failed");
+        }
+    }
+}
+
 /// Logs the changes a reload cannot apply in place.
 fn report_restart_only_changes(old: &Settings, new: &Settings) {
     let changed =
@@ -345,8 +505,6 @@ fn report_restart_only_changes(old: &Settings, new: &Settings) {
         ("data_dir", changed(&old.data_dir, &new.data_dir)),
         ("pipeline", changed(&old.pipeline, &new.pipeline)),
         ("journal", changed(&old.journal, &new.journal)),
-        ("sinks.local", changed(&old.local, &new.local)),
-        ("sinks.influxdb", changed(&old.influxdb, &new.influxdb)),
         ("http", changed(&old.http, &new.http)),
     ] {
         if differs {

@@ -71,52 +71,109 @@ impl Notifier {
     }
 }
 
-/// Decides whether to feed the watchdog: the pipeline is making progress when nothing is
-/// waiting for it, or when it has moved since the last check. A pipeline that has work and
-/// does not move is wedged: the watchdog is then starved and systemd restarts the service.
+/// Decides whether to feed the watchdog. The pipeline is wedged when work has been waiting
+/// (in the channel, or held by the journal's writer) and nothing moved across two checks in
+/// a row: one check alone could catch readings that arrived a moment ago. A full journal
+/// holding the sources back for a sink that is down is not a wedge (the probe says so): a
+/// restart would not help, and the data is safe.
 #[derive(Debug, Default)]
 pub struct Progress {
     last: Option<u64>,
+    stuck_once: bool,
 }
 
 impl Progress {
-    /// `work_waiting`: whether anything is waiting (in the channel, or in the journal for a
-    /// sink); `counter`: a number that grows whenever the pipeline moves (commits, writes).
+    /// `work_waiting`: whether anything is waiting; `counter`: a number that grows whenever
+    /// the pipeline moves (commits). Returns whether to feed the watchdog.
     pub fn check(&mut self, work_waiting: bool, counter: u64) -> bool {
         let moved = self.last.is_none_or(|last| counter != last);
         self.last = Some(counter);
-        moved || !work_waiting
+        if moved || !work_waiting {
+            self.stuck_once = false;
+            return true;
+        }
+        !std::mem::replace(&mut self.stuck_once, true)
     }
 }
 
-/// Tells systemd the service is ready, then feeds its watchdog (if it set one) every half
-/// interval while `probe` shows progress, until `stop`. `probe` returns whether work is
-/// waiting, and a counter that grows when the pipeline moves.
+/// What the supervisor reads off the pipeline at each check.
+#[derive(Debug, Default)]
+pub struct Probe {
+    /// Work is waiting: readings in the channel, or held by the journal's writer.
+    pub work_waiting: bool,
+    /// Grows whenever the pipeline moves (journal commits).
+    pub commits: u64,
+    /// Readings committed to the journal so far.
+    pub readings: u64,
+    /// Per sink, the readings in the journal it has not written yet.
+    pub behind: Vec<(String, i64)>,
+}
+
+/// The one-line `STATUS=` that `systemctl status` shows: the rate in, and the sinks behind.
+pub fn status_line(per_second: f64, behind: &[(String, i64)], wedged: bool) -> String {
+    let mut line = if wedged {
+        "wedged: work waits and the journal makes no progress".to_string()
+    } else {
+        format!("{per_second:.0} readings/s")
+    };
+    let behind: Vec<String> = behind
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(sink, n)| format!("{sink} {n}"))
+        .collect();
+    if behind.is_empty() {
+        line.push_str("; sinks up to date");
+    } else {
+        line.push_str("; behind: ");
+        line.push_str(&behind.join(", "));
+    }
+    line
+}
+
+/// How often `STATUS=` is refreshed when systemd set no watchdog.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Tells systemd the service is ready, then every half watchdog interval (or every 10
+/// seconds without a watchdog) refreshes `STATUS=` and, while `probe` shows progress, feeds
+/// the watchdog, until `stop`.
 pub async fn supervise(
     notifier: Notifier,
-    probe: impl Fn() -> (bool, u64) + Send + 'static,
+    probe: impl Fn() -> Probe + Send + 'static,
     stop: tokio_util::sync::CancellationToken,
 ) {
     notifier.notify("READY=1\nSTATUS=collecting");
-    let Some(interval) = notifier.watchdog_interval() else {
+    if !notifier.is_active() {
         stop.cancelled().await;
-        notifier.notify("STOPPING=1");
         return;
-    };
+    }
+    let watchdog = notifier.watchdog_interval();
+    let every = watchdog.map_or(STATUS_EVERY, |w| w / 2);
     let mut progress = Progress::default();
     let mut starving = false;
-    let mut tick = tokio::time::interval(interval / 2);
+    let mut tick = tokio::time::interval(every);
+    let mut last: Option<(std::time::Instant, u64)> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {
-                let (waiting, counter) = probe();
-                if progress.check(waiting, counter) {
-                    notifier.notify("WATCHDOG=1");
-                    starving = false;
-                } else if !starving {
-                    starving = true;
+                let p = probe();
+                let now = std::time::Instant::now();
+                let rate = last.map_or(0.0, |(t, n)| {
+                    p.readings.saturating_sub(n) as f64 / now.duration_since(t).as_secs_f64().max(1e-3)
+                });
+                last = Some((now, p.readings));
+                let feed = progress.check(p.work_waiting, p.commits);
+                let status = status_line(rate, &p.behind, !feed);
+                if !feed && !starving {
                     tracing::error!("the pipeline has work waiting and makes no progress: no longer feeding the watchdog");
+                } else if feed && starving {
+                    tracing::info!("the pipeline moves again: feeding the watchdog");
+                }
+                starving = !feed;
+                if feed && watchdog.is_some() {
+                    notifier.notify(&format!("WATCHDOG=1\nSTATUS={status}"));
+                } else {
+                    notifier.notify(&format!("STATUS={status}"));
                 }
             }
         }
@@ -137,8 +194,41 @@ mod tests {
         );
         assert!(p.check(false, 0), "idle is not wedged");
         assert!(p.check(true, 5), "moved");
-        assert!(!p.check(true, 5), "work waiting and no movement: wedged");
+        assert!(
+            p.check(true, 5),
+            "work waiting without movement once: it may have just arrived"
+        );
+        assert!(!p.check(true, 5), "twice in a row: wedged");
+        assert!(!p.check(true, 5), "still wedged");
         assert!(p.check(true, 6), "moving again");
+        assert!(p.check(true, 6), "and it takes two checks again");
+        assert!(p.check(false, 6), "idle");
+        assert!(p.check(true, 6));
+        assert!(!p.check(true, 6));
+    }
+
+    #[test]
+    fn status_line_says_the_rate_and_who_is_behind() {
+        assert_eq!(
+            status_line(1234.4, &[("local".into(), 0)], false),
+            "1234 readings/s; sinks up to date"
+        );
+        assert_eq!(
+            status_line(
+                10.0,
+                &[
+                    ("local".into(), 0),
+                    ("influxdb:a".into(), 500),
+                    ("b".into(), 7)
+                ],
+                false
+            ),
+            "10 readings/s; behind: influxdb:a 500, b 7"
+        );
+        assert_eq!(
+            status_line(0.0, &[], true),
+            "wedged: work waits and the journal makes no progress; sinks up to date"
+        );
     }
 
     #[test]

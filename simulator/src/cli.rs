@@ -75,6 +75,10 @@ pub struct MqttArgs {
     /// Payload format.
     #[arg(long, value_enum, default_value_t = PayloadFormat::Json)]
     pub format: PayloadFormat,
+    /// Leave the integer `count` field out of JSON and line protocol readings: three float
+    /// fields each (temperature, humidity, pressure).
+    #[arg(long)]
+    pub no_counter: bool,
     /// Measurement of the readings.
     #[arg(long, default_value = "env")]
     pub measurement: String,
@@ -444,6 +448,7 @@ fn fleet_config(args: &MqttArgs) -> anyhow::Result<FleetConfig> {
             },
             oversized_bytes: args.oversized_bytes,
         },
+        counter: !args.no_counter,
     })
 }
 

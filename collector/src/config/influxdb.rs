@@ -25,7 +25,7 @@ pub const SINK_PREFIX: &str = "influxdb:";
 #[serde(rename_all = "snake_case")]
 pub enum InfluxApi {
     /// `/api/v2/write` with org, bucket and token (InfluxDB 2.x and 3.x, Cloud,
-    /// VictoriaMetrics), through the `influxdb2` crate.
+    /// VictoriaMetrics), token in an `Authorization: Token` header.
     #[default]
     V2,
     /// `/write` with database, retention policy, user and password (InfluxDB 1.x, and
@@ -159,7 +159,7 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
 }
 
 /// One validated InfluxDB sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InfluxSettings {
     /// The sink's name: `influxdb:<name>` (journal cursor, logs, metrics).
     pub sink: String,
@@ -184,7 +184,7 @@ pub struct InfluxSettings {
 }
 
 /// The API-specific part of an InfluxDB sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InfluxApiSettings {
     /// The v2 write API.
     V2 {

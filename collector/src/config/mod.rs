@@ -372,7 +372,7 @@ pub struct SinksConfig {
 }
 
 /// When a sink writes.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct BatchConfig {
     /// Write once this many readings are waiting.

@@ -51,7 +51,7 @@ pub struct JournalSettings {
 }
 
 /// The local store sink's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalSettings {
     /// The store file.
     pub path: PathBuf,

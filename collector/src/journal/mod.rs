@@ -14,10 +14,6 @@
 //!
 //! A cursor `(seq, idx)` means: every entry before `seq` and the first `idx` readings of
 //! entry `seq` are written by that sink. Entries before the smallest cursor are deleted.
-//! The gauge `journal_lag_readings{sink}` says how many readings each sink has yet to write:
-//! set from the entries at start, raised by every append, lowered by each commit of the sink
-//! and by what `drop_oldest` deletes before the sink wrote it.
-//!
 //! The journal is bounded by `max_bytes` of entry data (the file itself stays somewhat
 //! larger: SQLite reuses freed pages rather than shrinking); at the bound, `block` stops
 //! taking readings until a sink moves on, `drop_oldest` deletes the oldest entries and counts
@@ -33,7 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, LogLimit};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{self, Reading};
@@ -94,15 +90,22 @@ struct Shared {
     /// Per running reader: the first position not yet in its memory (read ahead into a
     /// batch, or decoded and pending). Dropping an entry before it costs that sink nothing.
     in_memory: Mutex<BTreeMap<String, Position>>,
+    /// Per sink with a reader, `sink_lag_readings`: readings committed that it has not yet
+    /// written. The writer holds this lock across each commit, so that a reader that starts
+    /// (and counts what is committed) never misses an entry nor counts one twice.
+    lags: Mutex<BTreeMap<String, Gauge>>,
     /// Signalled whenever space may have been freed.
     space: (Mutex<()>, Condvar),
+    /// Set while the writer holds readings it has taken from the channel and not yet
+    /// committed (a commit in progress, or a failing disk retried).
+    holding: AtomicBool,
+    /// Set while the writer waits for the sinks to free space (journal full, `block`).
+    waiting_for_sinks: AtomicBool,
     /// Set when the pipeline gives up waiting (shutdown timeout): a writer blocked on a full
     /// journal stops waiting.
     closing: AtomicBool,
     committed: watch::Receiver<i64>,
     bytes_gauge: Gauge,
-    /// Per registered sink: `journal_lag_readings{sink}`.
-    lags: Mutex<BTreeMap<String, Gauge>>,
     metrics: Metrics,
 }
 
@@ -122,15 +125,6 @@ impl Shared {
             self.bytes.fetch_sub(d, Ordering::SeqCst).saturating_sub(d)
         };
         self.bytes_gauge.set(i64::try_from(now).unwrap_or(i64::MAX));
-    }
-
-    /// Adds `delta` to the lag of `sink` (every sink when `None`).
-    fn add_lag(&self, sink: Option<&str>, delta: i64) {
-        let lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
-        match sink {
-            Some(sink) => lags.get(sink).into_iter().for_each(|g| g.add(delta)),
-            None => lags.values().for_each(|g| g.add(delta)),
-        }
     }
 
     fn notify_space(&self) {
@@ -154,6 +148,8 @@ pub struct JournalWriter {
     next_seq: i64,
     appended: Counter,
     commits: Counter,
+    /// Drops (journal full, `drop_oldest`) can come many times a second: logged sparingly.
+    drop_log: LogLimit,
 }
 
 fn open_connection(path: &Path, sync: bool) -> Result<Connection, rusqlite::Error> {
@@ -231,11 +227,13 @@ impl Journal {
             bytes: AtomicU64::new(0),
             cursors: Mutex::new(cursors),
             in_memory: Mutex::new(BTreeMap::new()),
+            lags: Mutex::new(BTreeMap::new()),
             space: (Mutex::new(()), Condvar::new()),
+            holding: AtomicBool::new(false),
+            waiting_for_sinks: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             committed: committed_rx,
             bytes_gauge: metrics.gauge("journal_bytes", &[]),
-            lags: Mutex::new(BTreeMap::new()),
             metrics: metrics.clone(),
         });
         shared.add_bytes(bytes);
@@ -247,6 +245,7 @@ impl Journal {
             next_seq: last_seq + 1,
             appended: metrics.counter("journal_readings_appended_total", &[]),
             commits: metrics.counter("journal_commits_total", &[]),
+            drop_log: LogLimit::new(Duration::from_secs(10)),
         };
         Ok((Journal { shared }, writer))
     }
@@ -298,23 +297,14 @@ impl Journal {
                 .map_err(s.sqlite())?;
                 cursors.insert((*name).to_string(), pos);
             }
-            // What the sink has yet to write: the rest of its entry, and every later one.
-            let pos = cursors[*name];
-            let lag: i64 = conn
-                .query_row(
-                    "SELECT COALESCE(SUM(CASE WHEN seq = ?1 THEN max(readings - ?2, 0)
-                                             ELSE readings END), 0)
-                     FROM entries WHERE seq >= ?1",
-                    params![pos.seq, pos.idx],
-                    |r| r.get(0),
-                )
-                .map_err(s.sqlite())?;
-            let gauge = s.metrics.gauge("journal_lag_readings", &[("sink", name)]);
-            gauge.set(lag);
-            s.lags
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert((*name).to_string(), gauge);
+        }
+        // A removed sink may have been the one holding the oldest entries.
+        if let Some(min_seq) = cursors.values().map(|p| p.seq).min() {
+            let freed = delete_before(&conn, min_seq).map_err(s.sqlite())?;
+            if freed > 0 {
+                s.add_bytes(-freed);
+                s.notify_space();
+            }
         }
         Ok(())
     }
@@ -332,14 +322,42 @@ impl Journal {
             .get(sink)
             .ok_or_else(|| JournalError::UnknownSink(sink.to_string()))?;
         let conn = open_connection(&s.path, false).map_err(s.sqlite())?;
+        let lag = s.metrics.gauge("sink_lag_readings", &[("sink", sink)]);
+        {
+            let mut lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            let behind: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(readings), 0) FROM entries WHERE seq >= ?1",
+                    [pos.seq],
+                    |r| r.get(0),
+                )
+                .map_err(s.sqlite())?;
+            let done = if conn
+                .query_row(
+                    "SELECT 1 FROM entries WHERE seq = ?1",
+                    [pos.seq],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(s.sqlite())?
+                .is_some()
+            {
+                i64::from(pos.idx)
+            } else {
+                0
+            };
+            lag.set(behind - done);
+            lags.insert(sink.to_string(), lag.clone());
+        }
         Ok(JournalReader {
             conn,
             shared: s.clone(),
             sink: sink.to_string(),
             read_pos: pos,
-            reads: VecDeque::new(),
             pending: VecDeque::new(),
             committed: s.committed.clone(),
+            lag,
+            handed_out: 0,
         })
     }
 
@@ -353,6 +371,18 @@ impl Journal {
     pub fn close(&self) {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.shared.notify_space();
+    }
+
+    /// Whether the writer holds readings it has not committed yet: with no commit for a
+    /// while, the journal is stuck (a hung disk, a lock held by another process).
+    pub fn writer_holds_readings(&self) -> bool {
+        self.shared.holding.load(Ordering::SeqCst)
+    }
+
+    /// Whether the writer is held back by a full journal (`block`): the sources are being
+    /// pushed back on purpose, until a sink catches up; that is not a wedge.
+    pub fn waiting_for_sinks(&self) -> bool {
+        self.shared.waiting_for_sinks.load(Ordering::SeqCst)
     }
 
     /// The persisted cursor of `sink`.
@@ -380,6 +410,7 @@ impl JournalWriter {
             max: Duration::from_secs(10),
         });
         while let Some(first) = rx.blocking_recv() {
+            self.shared.holding.store(true, Ordering::SeqCst);
             let mut count = first.readings.len();
             batch.push(first);
             while count < MAX_ENTRY_READINGS {
@@ -396,7 +427,9 @@ impl JournalWriter {
                     Ok(()) => break,
                     Err(e) => {
                         let delay = retry.next_delay();
-                        error!(error = %e, ?delay, "journal write failed; retrying (nothing is acked meanwhile)");
+                        if retry.worth_logging() {
+                            error!(error = %e, ?delay, attempts = retry.attempts(), "journal write failed; retrying (nothing is acked meanwhile)");
+                        }
                         std::thread::sleep(delay);
                         if self.shared.closing.load(Ordering::SeqCst) {
                             return;
@@ -410,6 +443,7 @@ impl JournalWriter {
                     ack.send();
                 }
             }
+            self.shared.holding.store(false, Ordering::SeqCst);
         }
     }
 
@@ -442,15 +476,20 @@ impl JournalWriter {
         self.make_room(size)?;
         let shared = self.shared.clone();
         let seq = self.next_seq;
-        self.conn
-            .execute(
-                "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
-                params![seq, count as i64, data],
-            )
-            .map_err(shared.sqlite())?;
+        {
+            let lags = shared.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            self.conn
+                .execute(
+                    "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
+                    params![seq, count as i64, data],
+                )
+                .map_err(shared.sqlite())?;
+            for lag in lags.values() {
+                lag.add(count as i64);
+            }
+        }
         self.next_seq += 1;
         shared.add_bytes(size as i64);
-        shared.add_lag(None, count as i64);
         self.appended.add(count as u64);
         self.commits.inc();
         self.committed.send_replace(seq);
@@ -475,6 +514,7 @@ impl JournalWriter {
                     "journal full: waiting for the sinks (sources are held back)"
                 );
                 s.metrics.counter("journal_full_waits_total", &[]).inc();
+                s.waiting_for_sinks.store(true, Ordering::SeqCst);
                 let mut guard = s.space.0.lock().unwrap_or_else(PoisonError::into_inner);
                 while !fits(&s) && !s.closing.load(Ordering::SeqCst) {
                     guard = s
@@ -484,6 +524,7 @@ impl JournalWriter {
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
+                s.waiting_for_sinks.store(false, Ordering::SeqCst);
                 Ok(())
             }
             WhenFull::DropOldest => {
@@ -519,6 +560,8 @@ impl JournalWriter {
         s.add_bytes(-bytes);
         let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
         let in_memory = s.in_memory.lock().unwrap_or_else(PoisonError::into_inner);
+        let lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lost_now = 0;
         for (sink, cursor) in cursors.iter() {
             // What a running reader already holds will be written: only the rest is lost.
             let pos = in_memory.get(sink).map_or(cursor, |m| m.max(cursor));
@@ -528,18 +571,38 @@ impl JournalWriter {
                 std::cmp::Ordering::Greater => 0,
             };
             if lost > 0 {
-                s.add_lag(Some(sink), -lost);
+                if let Some(lag) = lags.get(sink) {
+                    lag.add(-lost);
+                }
                 s.metrics
                     .counter(
                         "readings_dropped_total",
                         &[("sink", sink), ("reason", "journal_full")],
                     )
                     .add(lost as u64);
-                warn!(sink = %sink, readings = lost, "journal full: dropped the oldest readings this sink had not written");
+                lost_now += lost;
+            }
+        }
+        if lost_now > 0 {
+            if let Some(entries_before) = self.drop_log.event(std::time::Instant::now()) {
+                warn!(readings = lost_now, similar_since_last = entries_before, "journal full: dropped the oldest readings some sinks had not written (counted per sink in readings_dropped_total, reason journal_full)");
             }
         }
         Ok(())
     }
+}
+
+/// Deletes the entries before `seq` (every sink has passed them); returns the bytes freed.
+fn delete_before(conn: &Connection, seq: i64) -> Result<i64, rusqlite::Error> {
+    let freed: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(data)), 0) FROM entries WHERE seq < ?1",
+        [seq],
+        |r| r.get(0),
+    )?;
+    if freed > 0 {
+        conn.execute("DELETE FROM entries WHERE seq < ?1", [seq])?;
+    }
+    Ok(freed)
 }
 
 /// A sink's view of the journal: reads ahead from its read position, and persists its
@@ -551,12 +614,13 @@ pub struct JournalReader {
     sink: String,
     /// The position after the last reading handed out.
     read_pos: Position,
-    /// Since the last commit: the position after each read, and how many readings it
-    /// handed out (to lower the lag by what a commit covers).
-    reads: VecDeque<(Position, u64)>,
     /// The rest of a partly read entry.
     pending: VecDeque<Reading>,
     committed: watch::Receiver<i64>,
+    /// `sink_lag_readings` of this sink.
+    lag: Gauge,
+    /// Readings handed out since the last commit: the commit takes them off the lag.
+    handed_out: u64,
 }
 
 impl JournalReader {
@@ -594,9 +658,7 @@ impl JournalReader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(self.sink.clone(), in_memory);
-        if !out.is_empty() {
-            self.reads.push_back((self.read_pos, out.len() as u64));
-        }
+        self.handed_out += out.len() as u64;
         Ok(out)
     }
 
@@ -665,27 +727,14 @@ impl JournalReader {
             params![self.sink, pos.seq, pos.idx],
         )
         .map_err(s.sqlite())?;
-        let freed: i64 = tx
-            .query_row(
-                "SELECT COALESCE(SUM(length(data)), 0) FROM entries WHERE seq < ?1",
-                [min_seq],
-                |r| r.get(0),
-            )
-            .map_err(s.sqlite())?;
-        if freed > 0 {
-            tx.execute("DELETE FROM entries WHERE seq < ?1", [min_seq])
-                .map_err(s.sqlite())?;
-        }
+        let freed = delete_before(&tx, min_seq).map_err(s.sqlite())?;
         tx.commit().map_err(s.sqlite())?;
+        self.lag
+            .add(-i64::try_from(std::mem::take(&mut self.handed_out)).unwrap_or(i64::MAX));
         if freed > 0 {
             s.add_bytes(-freed);
             s.notify_space();
         }
-        let mut written = 0;
-        while self.reads.front().is_some_and(|(end, _)| *end <= pos) {
-            written += self.reads.pop_front().map_or(0, |(_, n)| n);
-        }
-        s.add_lag(Some(&self.sink), -(written as i64));
         Ok(())
     }
 

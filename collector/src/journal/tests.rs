@@ -123,6 +123,26 @@ fn a_removed_sink_no_longer_holds_space_and_a_new_one_starts_at_the_oldest_entry
 }
 
 #[test]
+fn removing_the_sink_that_was_behind_frees_its_entries_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), 1 << 30, WhenFull::Block),
+        Metrics::new(),
+    )
+    .unwrap();
+    journal.register_sinks(&["fast", "slow"]).unwrap();
+    writer
+        .append(&(0..3).map(reading).collect::<Vec<_>>())
+        .unwrap();
+    let mut fast = journal.reader("fast").unwrap();
+    fast.read(10).unwrap();
+    fast.commit(fast.read_position()).unwrap();
+    assert!(journal.bytes() > 0, "held for the slow sink");
+    journal.register_sinks(&["fast"]).unwrap();
+    assert_eq!(journal.bytes(), 0);
+}
+
+#[test]
 fn drop_oldest_counts_what_each_sink_lost() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
@@ -267,74 +287,80 @@ async fn the_writer_acks_only_after_the_commit() {
     assert_eq!(metrics.sum("journal_readings_appended_total", &[]), 3);
 }
 
-/// `journal_lag_readings{sink}`, and what it must be: the readings from the sink's cursor on.
-fn lag(journal: &Journal, metrics: &Metrics, sink: &str) -> (i64, i64) {
-    let gauge = metrics
-        .gauges()
-        .into_iter()
-        .find(|(k, _)| k.name == "journal_lag_readings" && k.labels[0].1 == sink)
-        .map_or(-1, |(_, v)| v);
-    let pos = journal.cursor(sink).unwrap();
-    let conn = Connection::open(&journal.shared.path).unwrap();
-    let want: i64 = conn
-        .query_row(
-            "SELECT COALESCE(SUM(CASE WHEN seq = ?1 THEN max(readings - ?2, 0) ELSE readings END), 0)
-             FROM entries WHERE seq >= ?1",
-            params![pos.seq, pos.idx],
-            |r| r.get(0),
-        )
-        .unwrap();
-    (gauge, want)
-}
-
 #[test]
-fn the_lag_gauge_follows_appends_commits_drops_and_restarts() {
+fn lag_counts_what_each_sink_has_not_written_across_reopens_and_drops() {
     let dir = tempfile::tempdir().unwrap();
-    let s = settings(dir.path(), 4096, WhenFull::DropOldest);
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let lag = |m: &Metrics, sink: &str| {
+        m.gauges()
+            .into_iter()
+            .find(|(k, _)| k.name == "sink_lag_readings" && k.labels[0].1 == sink)
+            .map(|(_, v)| v)
+    };
     {
         let metrics = Metrics::new();
         let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
-        journal.register_sinks(&["slow", "fast"]).unwrap();
-        let mut fast = journal.reader("fast").unwrap();
-        let mut slow = journal.reader("slow").unwrap();
-        for chunk in 0..40 {
-            let batch: Vec<Reading> = (chunk * 10..chunk * 10 + 10).map(reading).collect();
-            writer.append(&batch).unwrap();
-            // Reads that end mid-entry, commits of part of what was read.
-            fast.read(7).unwrap();
-            let part = fast.read_position();
-            fast.read(6).unwrap();
-            fast.commit(part).unwrap();
-            // Whole entries: what a reader holds of an entry that is then dropped still counts
-            // in its lag (it will be written), which the entries table no longer shows.
-            if chunk % 9 == 8 {
-                slow.read(30).unwrap();
-                slow.commit(slow.read_position()).unwrap();
-            }
-            for sink in ["slow", "fast"] {
-                let (gauge, want) = lag(&journal, &metrics, sink);
-                assert_eq!(gauge, want, "{sink} after chunk {chunk}");
-            }
-        }
-        assert!(metrics.sum("readings_dropped_total", &[("sink", "slow")]) > 0);
+        journal.register_sinks(&["a", "b"]).unwrap();
+        let mut a = journal.reader("a").unwrap();
+        let _b = journal.reader("b").unwrap();
+        writer
+            .append(&(0..5).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        writer
+            .append(&(5..8).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(lag(&metrics, "a"), Some(8));
+        a.read(3).unwrap();
+        assert_eq!(lag(&metrics, "a"), Some(8), "read is not written");
+        a.commit(a.read_position()).unwrap();
+        assert_eq!(lag(&metrics, "a"), Some(5));
+        assert_eq!(lag(&metrics, "b"), Some(8));
     }
-    // After a restart the gauges start from what the journal holds.
+    // After a reopen, the lag is counted from the cursors: a is inside the first entry.
     let metrics = Metrics::new();
-    let (journal, _writer) = Journal::open(&s, metrics.clone()).unwrap();
-    journal.register_sinks(&["slow", "fast"]).unwrap();
-    for sink in ["slow", "fast"] {
-        let (gauge, want) = lag(&journal, &metrics, sink);
-        assert!(want > 0);
-        assert_eq!(gauge, want, "{sink} after a restart");
+    let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["a", "b"]).unwrap();
+    let mut a = journal.reader("a").unwrap();
+    let mut b = journal.reader("b").unwrap();
+    assert_eq!(lag(&metrics, "a"), Some(5));
+    assert_eq!(lag(&metrics, "b"), Some(8));
+    writer.append(&[reading(8)]).unwrap();
+    a.read(100).unwrap();
+    a.commit(a.read_position()).unwrap();
+    b.read(100).unwrap();
+    b.commit(b.read_position()).unwrap();
+    assert_eq!(lag(&metrics, "a"), Some(0));
+    assert_eq!(lag(&metrics, "b"), Some(0));
+    // A sink no longer configured has no lag.
+    drop(b);
+    journal.register_sinks(&["a"]).unwrap();
+    writer.append(&[reading(9)]).unwrap();
+    assert_eq!(lag(&metrics, "a"), Some(1));
+    assert_eq!(lag(&metrics, "b"), Some(0));
+}
+
+#[test]
+fn lag_drops_with_the_readings_that_drop_oldest_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = {
+        let mut v = Vec::new();
+        reading::encode_all(&[reading(0)], &mut v);
+        v.len() as u64
+    };
+    // Room for three one-reading entries.
+    let s = settings(dir.path(), one * 3, WhenFull::DropOldest);
+    let metrics = Metrics::new();
+    let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["a"]).unwrap();
+    let _a = journal.reader("a").unwrap();
+    for i in 0..5 {
+        writer.append(&[reading(i)]).unwrap();
     }
-    // A sink that is removed is no longer behind.
-    journal.register_sinks(&["fast"]).unwrap();
-    assert_eq!(
-        metrics
-            .gauges()
-            .into_iter()
-            .find(|(k, _)| k.name == "journal_lag_readings" && k.labels[0].1 == "slow")
-            .map(|(_, v)| v),
-        Some(0)
-    );
+    let lag = metrics
+        .gauges()
+        .into_iter()
+        .find(|(k, _)| k.name == "sink_lag_readings")
+        .map(|(_, v)| v);
+    assert_eq!(lag, Some(3));
+    assert_eq!(metrics.sum("readings_dropped_total", &[("sink", "a")]), 2);
 }

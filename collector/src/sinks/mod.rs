@@ -2,7 +2,7 @@
 //! batches, writes, retries, and advances its cursor only once a write succeeded.
 //!
 //! - [`local`]: the embedded local store (SQLite), the default sink, also what `query` reads.
-//! - [`influxdb`]: InfluxDB over the v2 write API (the `influxdb2` crate) or the v1 `/write`.
+//! - [`influxdb`]: InfluxDB over the v2 write API or the v1 `/write`.
 //! - [`runner`]: the loop every sink shares (journal cursor, batching, retry with backoff,
 //!   Retry-After, splitting batches that are too large, the dead-letter file).
 //! - [`dead_letter`]: where batches a store refused for good are kept, with the reason.

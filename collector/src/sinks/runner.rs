@@ -18,9 +18,6 @@
 //! - `Rejected`: the readings go to the sink's [dead-letter file](super::dead_letter),
 //!   counted in `readings_dead_lettered_total{sink}`, and the cursor moves on. Without a
 //!   dead-letter file they are counted in `readings_dropped_total{sink,reason="rejected_by_sink"}`.
-//!
-//! Metrics per sink: `readings_written_total`, `sink_write_failures_total`, the histogram
-//! `sink_write_duration_seconds` of successful writes, `sink_up`, `sink_unauthorized`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -64,6 +61,7 @@ pub struct SinkRunner<S> {
     dead_lettered: Counter,
     splits: Counter,
     failures: Counter,
+    /// `sink_write_duration_seconds`: every write attempt, failed ones too.
     write_duration: Histogram,
     up: Gauge,
     unauthorized: Gauge,
@@ -224,9 +222,10 @@ impl<S: Sink> SinkRunner<S> {
         let n = part.len() as u64;
         loop {
             let started = StdInstant::now();
-            let delay = match self.sink.write(&part).await {
+            let result = self.sink.write(&part).await;
+            self.write_duration.observe(started.elapsed());
+            let delay = match result {
                 Ok(()) => {
-                    self.write_duration.observe(started.elapsed());
                     self.written.add(n);
                     if self.retry.attempts() > 0 {
                         info!(sink = %self.name, "sink writes again");

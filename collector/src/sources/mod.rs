@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::backoff::LogLimit;
 use crate::config::TimestampConfig;
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
 
@@ -66,6 +67,8 @@ pub(crate) struct SourceCounters {
     pub(crate) reconnects: Counter,
     /// `source_connected`: 1 while connected (or the port is open), else 0.
     pub(crate) connected: Gauge,
+    /// Per-device liveness: last seen, readings.
+    devices: Devices,
 }
 
 impl SourceCounters {
@@ -77,6 +80,28 @@ impl SourceCounters {
             readings: metrics.counter("readings_received_total", &labels),
             reconnects: metrics.counter("source_reconnects_total", &labels),
             connected: metrics.gauge("source_connected", &labels),
+            devices: metrics.devices(source),
+        }
+    }
+
+    /// Counts `readings`, about to be sent into the pipeline, and the devices they came from.
+    pub(crate) fn received(&self, readings: &[Reading]) {
+        self.readings.add(readings.len() as u64);
+        let now = i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX);
+        // The readings of one message are nearly always of one device: one lookup per run.
+        let mut run: Option<(&str, u64)> = None;
+        for device in readings.iter().map(|r| r.device().unwrap_or("")) {
+            match &mut run {
+                Some((d, n)) if *d == device => *n += 1,
+                _ => {
+                    if let Some((d, n)) = run.replace((device, 1)) {
+                        self.devices.record(d, n, now);
+                    }
+                }
+            }
+        }
+        if let Some((d, n)) = run {
+            self.devices.record(d, n, now);
         }
     }
 }
@@ -88,8 +113,7 @@ impl SourceCounters {
 pub(crate) struct Rejections {
     metrics: Metrics,
     source: String,
-    warned_at: Option<Instant>,
-    suppressed: u64,
+    log: LogLimit,
 }
 
 impl Rejections {
@@ -98,8 +122,7 @@ impl Rejections {
         Rejections {
             metrics,
             source: source.to_string(),
-            warned_at: None,
-            suppressed: 0,
+            log: LogLimit::new(Duration::from_secs(10)),
         }
     }
 
@@ -114,17 +137,11 @@ impl Rejections {
     /// Counts and logs one rejection of something that came from `from` (a topic, a port).
     pub(crate) fn reject(&mut self, from: &str, reason: &str) {
         self.counter(reason).inc();
-        let now = Instant::now();
-        match self.warned_at {
-            Some(t) if now.duration_since(t) < Duration::from_secs(10) => {
-                self.suppressed += 1;
-                debug!(source = %self.source, from, reason, "rejected an input");
+        match self.log.event(Instant::now()) {
+            Some(similar_since_last) => {
+                warn!(source = %self.source, from, reason, similar_since_last, "rejected an input");
             }
-            _ => {
-                warn!(source = %self.source, from, reason, similar_since_last = self.suppressed, "rejected an input");
-                self.warned_at = Some(now);
-                self.suppressed = 0;
-            }
+            None => debug!(source = %self.source, from, reason, "rejected an input"),
         }
     }
 }

@@ -144,13 +144,16 @@ fn json_fault(
 ) -> Vec<u8> {
     let s = &good.sample;
     let with = |ts: String, temperature_key: &str, temperature: String| {
-        json_object(&[
+        let mut entries = vec![
             ("ts", ts),
             (temperature_key, temperature),
             ("humidity", float(s.humidity)),
             ("pressure", float(s.pressure)),
-            ("count", s.count.to_string()),
-        ])
+        ];
+        if good.counter {
+            entries.push(("count", s.count.to_string()));
+        }
+        json_object(&entries)
     };
     let ts = good.timestamp_ns.to_string();
     let temperature = float(s.temperature);

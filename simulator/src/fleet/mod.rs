@@ -53,6 +53,9 @@ pub struct FleetConfig {
     pub topic_prefix: String,
     /// Faulty messages to inject.
     pub faults: FaultConfig,
+    /// Whether JSON and line protocol readings carry the integer `count` field besides the
+    /// three floats (default true).
+    pub counter: bool,
 }
 
 impl Default for FleetConfig {
@@ -67,6 +70,7 @@ impl Default for FleetConfig {
             measurement: "env".to_owned(),
             topic_prefix: "sensors".to_owned(),
             faults: FaultConfig::default(),
+            counter: true,
         }
     }
 }
@@ -243,6 +247,7 @@ impl Fleet {
             timestamp_ns,
             sample,
             field,
+            counter: self.config.counter,
         };
 
         match self.config.faults.kind_of(n) {
@@ -286,6 +291,8 @@ struct GoodSample<'a> {
     sample: Sample,
     /// The one field a bare-value message carries.
     field: Option<&'static str>,
+    /// Whether the `count` field is sent.
+    counter: bool,
 }
 
 impl GoodSample<'_> {
@@ -307,8 +314,8 @@ impl GoodSample<'_> {
                 BTreeMap::from([(field.to_owned(), ExpectedValue::Float(self.value_of(field)))]),
                 None,
             ),
-            None => (
-                BTreeMap::from([
+            None => {
+                let mut fields = BTreeMap::from([
                     (
                         "temperature".to_owned(),
                         ExpectedValue::Float(self.sample.temperature),
@@ -321,13 +328,15 @@ impl GoodSample<'_> {
                         "pressure".to_owned(),
                         ExpectedValue::Float(self.sample.pressure),
                     ),
-                    (
+                ]);
+                if self.counter {
+                    fields.insert(
                         "count".to_owned(),
                         ExpectedValue::Integer(self.sample.count),
-                    ),
-                ]),
-                Some(self.timestamp_ns),
-            ),
+                    );
+                }
+                (fields, Some(self.timestamp_ns))
+            }
         };
         ExpectedReading {
             measurement: self.measurement.to_owned(),

@@ -13,15 +13,19 @@ pub(super) fn encode(format: PayloadFormat, good: &GoodSample<'_>) -> Vec<u8> {
     }
 }
 
-/// `{"ts":<ns>,"temperature":..,"humidity":..,"pressure":..,"count":..}`, keys in this order.
+/// `{"ts":<ns>,"temperature":..,"humidity":..,"pressure":..,"count":..}`, keys in this order
+/// (`count` only with the counter).
 pub(super) fn json(good: &GoodSample<'_>) -> String {
-    json_object(&[
+    let mut entries = vec![
         ("ts", good.timestamp_ns.to_string()),
         ("temperature", float(good.sample.temperature)),
         ("humidity", float(good.sample.humidity)),
         ("pressure", float(good.sample.pressure)),
-        ("count", good.sample.count.to_string()),
-    ])
+    ];
+    if good.counter {
+        entries.push(("count", good.sample.count.to_string()));
+    }
+    json_object(&entries)
 }
 
 /// A JSON object from keys that need no escaping and values that are already JSON.
@@ -35,17 +39,22 @@ pub(crate) fn json_object(entries: &[(&str, String)]) -> String {
 
 /// One line of line protocol, without the trailing newline.
 pub(super) fn line_protocol(good: &GoodSample<'_>) -> String {
-    let mut line = LineProtocolBuilder::new()
+    let fields = LineProtocolBuilder::new()
         .measurement(good.measurement)
         .tag("device", good.device)
         .tag("site", good.site)
         .field("temperature", good.sample.temperature)
         .field("humidity", good.sample.humidity)
-        .field("pressure", good.sample.pressure)
-        .field("count", good.sample.count)
-        .timestamp(good.timestamp_ns)
-        .close_line()
-        .build();
+        .field("pressure", good.sample.pressure);
+    let mut line = if good.counter {
+        fields
+            .field("count", good.sample.count)
+            .timestamp(good.timestamp_ns)
+            .close_line()
+            .build()
+    } else {
+        fields.timestamp(good.timestamp_ns).close_line().build()
+    };
     line.pop(); // the builder ends every line with '\n'; one line per message needs none
                 // Built from `&str`s and numbers only, so always UTF-8.
     String::from_utf8_lossy(&line).into_owned()

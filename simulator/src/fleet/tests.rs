@@ -458,3 +458,21 @@ fn expected_readings_serialize_with_typed_values() {
     let back: ExpectedReading = serde_json::from_value(json).expect("deserialize");
     assert_eq!(back, message.expected[0]);
 }
+
+#[test]
+fn without_the_counter_readings_carry_three_float_fields() {
+    for format in [PayloadFormat::Json, PayloadFormat::LineProtocol] {
+        let messages = fleet(FleetConfig {
+            format,
+            counter: false,
+            ..FleetConfig::default()
+        })
+        .messages(2);
+        for m in &messages {
+            let text = String::from_utf8(m.payload.clone()).unwrap();
+            assert!(!text.contains("count"), "{text}");
+            let fields: Vec<&String> = m.expected[0].fields.keys().collect();
+            assert_eq!(fields, ["humidity", "pressure", "temperature"]);
+        }
+    }
+}

@@ -28,6 +28,7 @@ fn fleet(devices: usize, start_ns: i64) -> Fleet {
         measurement: "env".into(),
         topic_prefix: "sensors".into(),
         faults: FaultConfig::default(),
+        counter: true,
     })
     .unwrap()
 }

@@ -240,8 +240,9 @@ fn the_sensor_dashboards_have_a_chart_per_field_latest_values_and_silent_devices
     }
 }
 
-/// The names of the collector's metrics, from its source: every name given to
-/// `counter(`, `gauge(` or `histogram(` outside the test modules; histograms apart.
+/// The names of the collector's metrics, from its source outside the test modules: every
+/// name given to `counter(`, `gauge(` or `histogram(` (histograms apart), and those written
+/// straight into the text format (`"# TYPE telemetry_collector_<name> ..."`).
 fn collector_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/src")];
     let (mut plain, mut histograms) = (BTreeSet::new(), BTreeSet::new());
@@ -255,6 +256,16 @@ fn collector_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let code = text.split("\n#[cfg(test)]").next().unwrap();
+        let typed = "# TYPE telemetry_collector_";
+        for (i, _) in code.match_indices(typed) {
+            let name: String = code[i + typed.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                plain.insert(name);
+            }
+        }
         for call in ["counter(", "gauge(", "histogram("] {
             for (i, _) in code.match_indices(call) {
                 let rest = code[i + call.len()..].trim_start();
@@ -277,6 +288,7 @@ fn every_metric_the_health_dashboard_queries_exists() {
     let (plain, histograms) = collector_metrics();
     // The scan itself finds what it must.
     assert!(plain.contains("readings_rejected_total") && plain.contains("journal_bytes"));
+    assert!(plain.contains("device_last_seen_seconds"));
     assert!(histograms.contains("sink_write_duration_seconds"));
 
     let (_, health) = dashboards()
@@ -306,7 +318,8 @@ fn every_metric_the_health_dashboard_queries_exists() {
         "readings_written_total",
         "readings_rejected_total",
         "readings_dropped_total",
-        "journal_lag_readings",
+        "sink_lag_readings",
+        "device_last_seen_seconds",
         "sink_write_duration_seconds_bucket",
         "source_reconnects_total",
     ] {

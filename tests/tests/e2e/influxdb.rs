@@ -534,3 +534,121 @@ retry = {{ initial = "50ms", max = "100ms" }}
     );
     collector.stop().await;
 }
+
+/// Reload with sinks: an added sink starts with what the journal still holds, a changed one
+/// goes on from its cursor (what it had not written during an outage arrives), a removed one
+/// frees the journal; the local store, unchanged, keeps running through all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_changes_and_removes_a_sink_without_losing_what_it_had_not_written() {
+    let broker = Mosquitto::start().await;
+    let mut vm = VictoriaMetrics::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    let store = dir.path().join("store.db");
+    let token = token_file(dir.path(), "test-token");
+    let port = free_port();
+    let base = collector_config(dir.path(), broker.port, "sink-reload", JSON_SUBSCRIPTION).replace(
+        "[http]\nenabled = false",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&config, &base).unwrap();
+    let mut collector = Process::start(&config).await;
+    // Batches in disjoint minutes, so that none overwrites another.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let batch = |k: i64| {
+        simulator::fleet::Fleet::new(simulator::fleet::FleetConfig {
+            devices: 3,
+            start_ns: now - 3_600_000_000_000 + k * 60_000_000_000,
+            interval: std::time::Duration::from_secs(1),
+            topic_prefix: "sensors".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .messages(10)
+    };
+    let sent = |batches: &[&Vec<Message>]| -> Vec<Row> {
+        let all: Vec<Message> = batches.iter().flat_map(|b| b.iter().cloned()).collect();
+        expected_rows(&all, true)
+    };
+    let journal_bytes = || {
+        let (_, text) = http(port, "GET", "/metrics", "");
+        text.lines().find_map(|l| {
+            l.strip_prefix("telemetry_collector_journal_bytes ")?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+
+    // Local only: once it has written A, the journal holds nothing.
+    let a = batch(1);
+    publish_all(broker.port, "sim-a", &a).await;
+    wait_for_rows(&store, sent(&[&a]).len()).await;
+    wait_for("the journal to be reclaimed", WAIT, || {
+        journal_bytes() == Some(0)
+    })
+    .await;
+
+    // Add the VictoriaMetrics sink: it starts with what the journal holds (nothing), and
+    // gets exactly what comes next.
+    let with_vm = base.clone() + &v2_sink("vm", &vm.url(), &token);
+    std::fs::write(&config, &with_vm).unwrap();
+    collector.signal("HUP");
+    collector
+        .wait_for_log("sinks updated started=1 stopped=0")
+        .await;
+    let b = batch(2);
+    publish_all(broker.port, "sim-b", &b).await;
+    let want_vm = as_victoria(&sent(&[&b]));
+    wait_for("VictoriaMetrics to have B", WAIT, || {
+        victoria_rows(&vm).len() >= want_vm.len()
+    })
+    .await;
+    assert_rows_eq(&victoria_rows(&vm), &want_vm);
+
+    // VictoriaMetrics goes away; C waits in the journal for it. Its settings change: it is
+    // restarted from its cursor, and once the server is back it writes C.
+    vm.stop();
+    let c = batch(3);
+    publish_all(broker.port, "sim-c", &c).await;
+    wait_for_rows(&store, sent(&[&a, &b, &c]).len()).await;
+    std::fs::write(
+        &config,
+        with_vm.replace("timeout = \"2s\"", "timeout = \"3s\""),
+    )
+    .unwrap();
+    collector.signal("HUP");
+    collector
+        .wait_for_log("sinks updated started=1 stopped=1")
+        .await;
+    vm.start_again().await;
+    let want_vm = as_victoria(&sent(&[&b, &c]));
+    wait_for("VictoriaMetrics to have B and C", WAIT, || {
+        victoria_rows(&vm).len() >= want_vm.len()
+    })
+    .await;
+    assert_rows_eq(&victoria_rows(&vm), &want_vm);
+
+    // VictoriaMetrics goes away again with D unwritten; the sink is removed: the journal no
+    // longer holds D for it.
+    vm.stop();
+    let d = batch(4);
+    publish_all(broker.port, "sim-d", &d).await;
+    wait_for_rows(&store, sent(&[&a, &b, &c, &d]).len()).await;
+    assert!(journal_bytes() > Some(0), "D is held for the stopped sink");
+    std::fs::write(&config, &base).unwrap();
+    collector.signal("HUP");
+    collector
+        .wait_for_log("sinks updated started=0 stopped=1")
+        .await;
+    wait_for("the journal to be reclaimed", WAIT, || {
+        journal_bytes() == Some(0)
+    })
+    .await;
+
+    // The local store never stopped: every reading, once.
+    assert_rows_eq(&stored_rows(&store), &sent(&[&a, &b, &c, &d]));
+    collector.terminate();
+}

@@ -15,3 +15,4 @@ mod mqtt;
 mod resilience;
 mod serial;
 mod service;
+mod systemd_unit;

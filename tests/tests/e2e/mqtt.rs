@@ -32,6 +32,7 @@ pub(crate) fn fleet(
         measurement: "env".into(),
         topic_prefix: prefix.into(),
         faults,
+        counter: true,
     })
     .unwrap()
 }

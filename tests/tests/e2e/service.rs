@@ -43,10 +43,77 @@ async fn ready_is_sent_once_running_and_the_watchdog_is_fed() {
     .await;
     assert!(next_message(&socket).starts_with("READY=1"));
     for _ in 0..3 {
-        assert_eq!(next_message(&socket), "WATCHDOG=1");
+        let m = next_message(&socket);
+        assert!(m.starts_with("WATCHDOG=1\nSTATUS="), "{m}");
     }
     collector.terminate();
     assert_eq!(next_message(&socket), "STOPPING=1");
+}
+
+/// A wedged journal (another process holds its write lock, as a hung disk would hold the
+/// writer) starves the watchdog while readings wait; once it moves again the watchdog is fed
+/// again and every reading arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_starves_while_the_journal_is_wedged_and_resumes_after() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        collector_config(dir.path(), broker.port, "wedge", JSON_SUBSCRIPTION),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let collector = Process::start_with_env(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    )
+    .await;
+    assert!(next_message(&socket).starts_with("READY=1"));
+    assert!(next_message(&socket).starts_with("WATCHDOG=1"));
+
+    // Take the journal's write lock, then send readings: they wait in the writer.
+    let mut lock = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    let held = lock
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let messages = fleet(3, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(5);
+    let mut cfg = publisher(broker.port, "sim-wedge");
+    cfg.connections = 1;
+    let sending = tokio::spawn(publish(cfg, messages.clone(), CancellationToken::new()));
+    let mut waited = 0;
+    loop {
+        let m = next_message(&socket);
+        if m.starts_with("STATUS=wedged") {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 50, "no wedge reported; last: {m}");
+    }
+    // Every check from now on reports the wedge and does not feed the watchdog.
+    for _ in 0..5 {
+        let m = next_message(&socket);
+        assert!(m.starts_with("STATUS=wedged"), "{m}");
+    }
+    held.rollback().unwrap();
+    loop {
+        let m = next_message(&socket);
+        if m.starts_with("WATCHDOG=1") {
+            break;
+        }
+        assert!(m.starts_with("STATUS=wedged"), "{m}");
+    }
+    let report = sending.await.unwrap().unwrap();
+    assert_eq!(report.acked_count(), messages.len());
+    let want = expected_rows(&messages, true);
+    let store = dir.path().join("store.db");
+    wait_for_rows(&store, want.len()).await;
+    assert_rows_eq(&stored_rows(&store), &want);
+    collector.terminate();
 }
 
 /// The value of the Prometheus sample `name{labels}` in `text`.
@@ -63,9 +130,9 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
     let token = dir.path().join("token");
     std::fs::write(&token, "test-token").unwrap();
     let port = free_port();
-    let toml = with_http(
-        &collector_config(dir.path(), broker.port, "metrics", JSON_SUBSCRIPTION),
-        port,
+    let toml = collector_config(dir.path(), broker.port, "metrics", JSON_SUBSCRIPTION).replace(
+        "[http]\nenabled = false",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
     ) + &v2_sink("vm", &vm.url(), &token);
     let collector = InProcess::start(&toml).await;
 
@@ -130,36 +197,62 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
         ),
         Some(messages.len() as u64 - bad)
     );
-    let (status, body) = http(port, "GET", "/health", "");
-    assert_eq!(status, 200, "{body}");
-    // Every successful batch write is timed.
+    // Per device: the readings it sent (the faulty messages are not counted against it) and
+    // when it was last heard from.
+    let mut per_device = std::collections::BTreeMap::<&str, u64>::new();
+    for m in &messages {
+        *per_device.entry(&m.device).or_default() += m.expected.len() as u64;
+    }
+    let before = collector::metrics::now_seconds();
+    for (device, n) in &per_device {
+        let labels = format!("{{{source},device=\"{device}\"}}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("telemetry_collector_device_readings_total{labels}")
+            ),
+            Some(*n),
+            "{device}"
+        );
+        let seen = sample(
+            &text,
+            &format!("telemetry_collector_device_last_seen_seconds{labels}"),
+        )
+        .expect("last seen");
+        assert!(
+            seen.abs_diff(before) < 120,
+            "{device} last seen {seen}, now {before}"
+        );
+    }
+    // Every write is timed: the histogram's count is its +Inf bucket, and at least one.
     let writes = sample(
         &text,
         "telemetry_collector_sink_write_duration_seconds_count{sink=\"local\"}",
-    );
-    assert!(writes.is_some_and(|n| n > 0), "{text}");
+    )
+    .expect("write duration count");
+    assert!(writes >= 1);
     assert_eq!(
         sample(
             &text,
             "telemetry_collector_sink_write_duration_seconds_bucket{sink=\"local\",le=\"+Inf\"}"
         ),
-        writes
+        Some(writes)
     );
-    // The journal lag: what each sink has yet to write.
+    let (status, body) = http(port, "GET", "/health", "");
+    assert_eq!(status, 200, "{body}");
+
     let lag = |sink: &str| {
-        let metrics = http(port, "GET", "/metrics", "").1;
+        let (_, text) = http(port, "GET", "/metrics", "");
         sample(
-            &metrics,
-            &format!("telemetry_collector_journal_lag_readings{{sink=\"{sink}\"}}"),
+            &text,
+            &format!("telemetry_collector_sink_lag_readings{{sink=\"{sink}\"}}"),
         )
     };
-    wait_for("both sinks to catch up", WAIT, || {
-        lag("influxdb:vm") == Some(0) && lag("local") == Some(0)
+    wait_for("the InfluxDB sink to write everything", WAIT, || {
+        lag("influxdb:vm") == Some(0)
     })
     .await;
-
-    // The InfluxDB sink goes down: /health says so, with the failing sink, until it is back;
-    // meanwhile its lag is exactly what arrived.
+    // The InfluxDB sink goes down: /health says so, with the failing sink, until it is back.
     vm.stop();
     let more = fleet(6, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(2);
     publish_all(broker.port, "sim-metrics-2", &more).await;
@@ -167,20 +260,23 @@ async fn metrics_count_what_arrived_and_health_follows_a_sink_that_goes_down() {
         http(port, "GET", "/health", "").0 == 503
     })
     .await;
-    wait_for("the lag of the down sink", WAIT, || {
-        lag("influxdb:vm") == Some(more.len() as u64) && lag("local") == Some(0)
-    })
-    .await;
     let (_, body) = http(port, "GET", "/health", "");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["sinks"]["influxdb:vm"], "failing", "{body}");
     assert_eq!(health["sinks"]["local"], "up", "{body}");
+    // The failing sink's lag is what it has not written: the new readings.
+    let more_readings = more.iter().map(|m| m.expected.len() as u64).sum::<u64>();
+    wait_for("the local sink to catch up", WAIT, || {
+        lag("local") == Some(0)
+    })
+    .await;
+    assert_eq!(lag("influxdb:vm"), Some(more_readings));
     vm.start_again().await;
     wait_for("/health to recover", WAIT, || {
         http(port, "GET", "/health", "").0 == 200
     })
     .await;
-    wait_for("the sink to catch up", WAIT, || {
+    wait_for("the InfluxDB sink to catch up", WAIT, || {
         lag("influxdb:vm") == Some(0)
     })
     .await;

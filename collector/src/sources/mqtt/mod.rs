@@ -323,7 +323,7 @@ impl<'a> Reader<'a> {
             }
             return None;
         }
-        self.m.counters.readings.add(readings.len() as u64);
+        self.m.counters.received(&readings);
         Some(Envelope { readings, ack })
     }
 

@@ -244,7 +244,7 @@ impl LineReader<'_> {
                         answer_due = None;
                     }
                     if !readings.is_empty() {
-                        m.counters.readings.add(readings.len() as u64);
+                        m.counters.received(&readings);
                         if out.send(Envelope { readings, ack: None }).await.is_err() {
                             return End::Closed;
                         }

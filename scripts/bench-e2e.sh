@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark: the broker's own limit and the collector's rate, CPU and memory
+# in the same run (see scripts/bench_e2e.py and BENCHMARKS.md). Installs Mosquitto, its
+# clients, VictoriaMetrics and Python when missing.
+#
+#   scripts/bench-e2e.sh                      # 1,000 devices, 500,000 messages, QoS 0 and 1, 3 runs
+#   DEVICES=10000 MESSAGES=500000 QOS=0 RUNS=1 scripts/bench-e2e.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+cargo build --release --locked -q -p telemetry-collector -p telemetry-simulator --bins
+BIN=$PWD/target/release exec python3 scripts/bench_e2e.py

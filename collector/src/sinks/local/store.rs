@@ -76,6 +76,17 @@ const COMPACT: &str = "INSERT INTO points (series_id, ts, kind, value)
      ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, value = excluded.value";
 const SELECT_RECENT: &str = "SELECT series_id, ts, kind, value FROM recent
      WHERE ts >= ?1 AND ts <= ?2 ORDER BY rowid";
+/// Queries of at most this many series read `recent` with [`SELECT_RECENT_OF_SERIES`].
+const FEW_SERIES: usize = 16;
+/// [`SELECT_RECENT`] for the series `?3` to `?18` (repeat one to fill them all).
+static SELECT_RECENT_OF_SERIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let marks: Vec<String> = (0..FEW_SERIES).map(|i| format!("?{}", i + 3)).collect();
+    format!(
+        "SELECT series_id, ts, kind, value FROM recent
+         WHERE ts >= ?1 AND ts <= ?2 AND series_id IN ({}) ORDER BY rowid",
+        marks.join(", ")
+    )
+});
 const SELECT_POINTS: &str = "SELECT ts, kind, value FROM points
      WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts LIMIT ?4";
 const SELECT_LATEST: &str = "SELECT ts, kind, value FROM points
@@ -858,8 +869,16 @@ fn recent_points(
         return Ok(out);
     }
     let ids: HashSet<i64> = series.iter().map(|s| s.id).collect();
-    let mut stmt = conn.prepare_cached(SELECT_RECENT)?;
-    let mut rows = stmt.query(params![lo, hi])?;
+    // `recent` has no index, so this is a scan either way; with few series SQLite picks
+    // their rows out itself, and no other row crosses into Rust.
+    let (mut stmt, args) = if series.len() <= FEW_SERIES {
+        let mut args = vec![lo, hi];
+        args.extend((0..FEW_SERIES).map(|i| series.get(i).unwrap_or(&series[0]).id));
+        (conn.prepare_cached(&SELECT_RECENT_OF_SERIES)?, args)
+    } else {
+        (conn.prepare_cached(SELECT_RECENT)?, vec![lo, hi])
+    };
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         if ids.contains(&id) {

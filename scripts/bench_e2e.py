@@ -178,7 +178,8 @@ format = "json"
 {sinks}
 """)
     log = open(os.path.join(work, "collector.log"), "w")
-    env = dict(os.environ, NO_COLOR="1")
+    # As the systemd unit runs it (MALLOC_ARENA_MAX=2: see the unit).
+    env = dict(os.environ, NO_COLOR="1", MALLOC_ARENA_MAX="2")
     # PROFILE="perf record -g -o perf.data --" runs the collector under a profiler (its CPU
     # and RSS figures are then the profiler's, not to be quoted).
     prefix = os.environ.get("PROFILE", "").split()

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # The demo: simulated MQTT and serial devices -> the collector (config/demo.toml) -> the
-# embedded local store, then a summary of what landed per device. Needs only the Rust
-# toolchain: the simulator hosts the MQTT broker itself, and its serial devices are
-# pseudo-terminals behind links in data/demo/serial.
+# embedded local store, then a summary of what landed per device; then the collector runs
+# again with the devices publishing live, and the dashboard is at http://127.0.0.1:9108/
+# until Ctrl-C. Needs only the Rust toolchain: the simulator hosts the MQTT broker itself,
+# and its serial devices are pseudo-terminals behind links in data/demo/serial.
 #
 #   DEVICES=20 SAMPLES=15 scripts/demo.sh
+#   LIVE=0 scripts/demo.sh      # stop after the summary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 devices=${DEVICES:-20}
 samples=${SAMPLES:-15}
 port=18830
+http=127.0.0.1:9108   # config/demo.toml leaves [http] at its default
+live=${LIVE:-1}
 data=data/demo
 
 echo "==> building (release)"
 cargo build --release --locked --bins -q
 bin=target/release
 
-if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
-  echo "port $port is in use; the demo needs it for its broker (see config/demo.toml)" >&2
-  exit 1
-fi
+for p in $port ${http#*:}; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    echo "port $p is in use; the demo needs it (see config/demo.toml)" >&2
+    exit 1
+  fi
+done
 rm -rf "$data"
 mkdir -p "$data"
 
@@ -42,16 +48,25 @@ pids+=($serial_streams)
 serial_polled=$!
 pids+=($serial_polled)
 
+# Starts the collector in the background (appending to its log) and waits until it subscribed.
+start_collector() {
+  local before=0
+  [ -f "$data/collector.log" ] && before=$(wc -l <"$data/collector.log")
+  NO_COLOR=1 "$bin/telemetry-collector" run -c config/demo.toml >>"$data/collector.log" 2>&1 &
+  collector=$!
+  pids+=($collector)
+  for _ in $(seq 1 150); do
+    tail -n +"$((before + 1))" "$data/collector.log" | grep -q "subscribed" && return 0
+    kill -0 "$collector" 2>/dev/null || { cat "$data/collector.log"; exit 1; }
+    sleep 0.2
+  done
+  echo "the collector did not subscribe" >&2
+  cat "$data/collector.log"
+  exit 1
+}
+
 echo "==> starting the collector (log: $data/collector.log)"
-NO_COLOR=1 "$bin/telemetry-collector" run -c config/demo.toml >"$data/collector.log" 2>&1 &
-collector=$!
-pids+=($collector)
-for _ in $(seq 1 150); do
-  grep -q "subscribed" "$data/collector.log" && break
-  kill -0 "$collector" 2>/dev/null || { cat "$data/collector.log"; exit 1; }
-  sleep 0.2
-done
-grep -q "subscribed" "$data/collector.log" || { echo "the collector did not subscribe" >&2; cat "$data/collector.log"; exit 1; }
+start_collector
 
 echo "==> $devices simulated devices publish $samples readings each (QoS 1, JSON)"
 "$bin/telemetry-simulator" mqtt --port "$port" --devices "$devices" --sites 4 --count "$samples" \
@@ -73,3 +88,15 @@ echo "==> latest values of one device"
 echo
 echo "Sent: $(wc -l <"$data/sent.jsonl") MQTT messages (manifest: $data/sent.jsonl) and $(cat "$data"/serial-*.jsonl | wc -l) serial lines ($data/serial-*.jsonl). Query more with:"
 echo "  $bin/telemetry-collector query -c config/demo.toml --measurement env --field temperature --format csv"
+[ "$live" = 0 ] && exit 0
+
+echo
+echo "==> the collector again, with the $devices devices publishing live (one reading per second each)"
+start_collector
+"$bin/telemetry-simulator" mqtt --port "$port" --devices "$devices" --sites 4 --duration 24h \
+  --interval 1s --rate "$devices" --qos 1 --format json >"$data/live.log" 2>&1 &
+pids+=($!)
+echo
+echo "==> the dashboard: http://$http/   (its JSON API: http://$http/api/v1/devices; docs/http-api.md)"
+echo "    Ctrl-C stops the demo."
+wait "$collector"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs what the tests need when it is missing (Mosquitto, and
-# openssl for test certificates, from Debian's packages), then runs every test of the
-# workspace: unit tests, and the end-to-end tests that start their own brokers on free
-# loopback ports.
+# The whole test suite. Installs what the tests need when it is missing (Mosquitto, openssl
+# for test certificates, VictoriaMetrics, InfluxDB, and Chromium for the dashboard), then
+# runs every test of the workspace: unit tests, and the end-to-end tests that start their
+# own brokers on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The InfluxDB sinks' tests: VictoriaMetrics (v2 write API) and InfluxDB 1.x (v1 API).
 [ -x /usr/bin/victoria-metrics ] || missing+=(victoria-metrics)
 [ -x /usr/bin/influxd ] || missing+=(influxdb)
+# The dashboard's test loads the page in a real browser (headless).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -1,5 +1,6 @@
-//! The local HTTP port: Prometheus `/metrics`, and `/health` (per component; 503 while a
-//! sink is failing or the journal is nearly full).
+//! The local HTTP port: Prometheus `/metrics`, `/health` (per component; 503 while a sink
+//! is failing or the journal is nearly full), and the [dashboard](crate::dashboard): the
+//! page at `/` and its JSON API under `/api/v1/`.
 //!
 //! Served with the hyper that reqwest already brings (no second HTTP stack), read-only, GET
 //! only.
@@ -12,6 +13,7 @@ use hyper::{Body, Method, Request, Response, Server, StatusCode};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::dashboard::Dashboard;
 use crate::metrics::Metrics;
 
 /// The journal is "nearly full" above this share of `max_bytes`.
@@ -42,15 +44,18 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
     limits: HealthLimits,
+    dashboard: Dashboard,
     stop: CancellationToken,
 ) -> hyper::Result<()> {
     let make = make_service_fn(move |_| {
         let metrics = metrics.clone();
         let limits = limits.clone();
+        let dashboard = dashboard.clone();
         async move {
             Ok::<_, Infallible>(service_fn(move |req| {
-                let response = handle(&req, &metrics, &limits);
-                async move { Ok::<_, Infallible>(response) }
+                let (metrics, limits, dashboard) =
+                    (metrics.clone(), limits.clone(), dashboard.clone());
+                async move { Ok::<_, Infallible>(route(req, &metrics, &limits, &dashboard).await) }
             }))
         }
     });
@@ -60,11 +65,32 @@ pub async fn serve(
         .await
 }
 
-fn handle(req: &Request<Body>, metrics: &Metrics, limits: &HealthLimits) -> Response<Body> {
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+async fn route(
+    req: Request<Body>,
+    metrics: &Metrics,
+    limits: &HealthLimits,
+    dashboard: &Dashboard,
+) -> Response<Body> {
+    if let Some(r) = handle(&req, metrics, limits) {
+        return r;
     }
-    match req.uri().path() {
+    let (path, query) = (req.uri().path(), req.uri().query());
+    match dashboard.handle(path, query).await {
+        Some(r) => r,
+        None => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /, /api/v1/devices, /metrics or /health\n",
+        ),
+    }
+}
+
+/// The response to `/metrics` and `/health`, and to anything but a GET; `None` for the
+/// dashboard's paths.
+fn handle(req: &Request<Body>, metrics: &Metrics, limits: &HealthLimits) -> Option<Response<Body>> {
+    if req.method() != Method::GET {
+        return Some(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
+    }
+    Some(match req.uri().path() {
         "/metrics" => {
             let mut r = Response::new(Body::from(metrics.render_prometheus()));
             r.headers_mut().insert(
@@ -87,11 +113,8 @@ fn handle(req: &Request<Body>, metrics: &Metrics, limits: &HealthLimits) -> Resp
             );
             r
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics or /health\n",
-        ),
-    }
+        _ => return None,
+    })
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

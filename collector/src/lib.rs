@@ -26,7 +26,8 @@
 //!   broker), and the runner that feeds each one from the journal with retries.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
-//! - [`http`]: the local port with Prometheus `/metrics` and `/health`.
+//! - [`http`]: the local port with Prometheus `/metrics` and `/health`, and the dashboard.
+//! - [`dashboard`]: the read-only web page over the local store, and its JSON query API.
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`doctor`]: checks every configured broker and store, writing no readings.
@@ -36,6 +37,7 @@ pub mod backoff;
 pub mod batcher;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod doctor;
 pub mod http;
 pub mod journal;

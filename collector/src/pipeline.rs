@@ -143,13 +143,16 @@ pub async fn run_reloadable(
     if let Some(addr) = settings.http {
         match crate::http::bind(addr) {
             Ok(listener) => {
-                info!(%addr, "serving /metrics and /health");
+                info!(%addr, "serving the dashboard (/), its API (/api/v1/), /metrics and /health");
                 let limits = crate::http::HealthLimits {
                     journal_max_bytes: settings.journal.max_bytes,
                 };
                 let (m, stop) = (metrics.clone(), stop_supervisor.clone());
+                let dashboard = crate::dashboard::Dashboard::new(
+                    settings.local.as_ref().map(|l| l.path.clone()),
+                );
                 tokio::spawn(async move {
-                    if let Err(e) = crate::http::serve(listener, m, limits, stop).await {
+                    if let Err(e) = crate::http::serve(listener, m, limits, dashboard, stop).await {
                         error!(error = %e, "the HTTP server stopped");
                     }
                 });

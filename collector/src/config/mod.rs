@@ -60,12 +60,13 @@ pub struct Config {
     /// Where readings go.
     #[serde(default)]
     pub sinks: SinksConfig,
-    /// The local HTTP port for `/metrics` and `/health`.
+    /// The local HTTP port: `/metrics`, `/health` and the dashboard.
     #[serde(default)]
     pub http: HttpConfig,
 }
 
-/// `[http]`: Prometheus `/metrics` and `/health`, on a local port.
+/// `[http]`: Prometheus `/metrics`, `/health`, and the dashboard (`/`, `/api/v1/`), on a
+/// local port.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct HttpConfig {

@@ -306,6 +306,19 @@ max_age = "100ms"
     )
 }
 
+/// `toml` (from [`collector_config`]) with the HTTP port (metrics, health, dashboard) on
+/// 127.0.0.1:`port`.
+pub fn with_http(toml: &str, port: u16) -> String {
+    assert!(
+        toml.contains("[http]\nenabled = false"),
+        "not a collector_config"
+    );
+    toml.replace(
+        "[http]\nenabled = false",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+    )
+}
+
 /// The usual subscription: the simulator's JSON topics.
 pub const JSON_SUBSCRIPTION: &str = r#"
 [[sources.mqtt.subscriptions]]

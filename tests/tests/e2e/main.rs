@@ -7,6 +7,8 @@
 #![allow(unreachable_pub)]
 
 mod config_files;
+mod dashboard;
+mod dashboards;
 mod harness;
 mod influxdb;
 mod mqtt;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use store::{DeviceSummary, LocalStore, Point, Query, StoreError};
+pub use store::{Bucket, DeviceSummary, LocalStore, Point, Query, SeriesBuckets, StoreError};
 
 use crate::sinks::{Batch, Sink, SinkError};
 
@@ -134,7 +134,7 @@ pub(crate) fn now_ns() -> i64 {
 }
 
 /// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

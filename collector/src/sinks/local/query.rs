@@ -301,7 +301,7 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 }
 
 /// RFC 3339 in UTC with nanoseconds: `2023-11-14T22:13:20.000000000Z`.
-fn format_time(ns: i64) -> String {
+pub(crate) fn format_time(ns: i64) -> String {
     DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
@@ -425,7 +425,8 @@ impl Serialize for JsonPoint<'_> {
     }
 }
 
-struct JsonTags<'a>(&'a [(String, String)]);
+/// Tags as a JSON object (the API of the dashboard writes them so too).
+pub(crate) struct JsonTags<'a>(pub(crate) &'a [(String, String)]);
 
 impl Serialize for JsonTags<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -437,7 +438,8 @@ impl Serialize for JsonTags<'_> {
     }
 }
 
-struct JsonValue<'a>(&'a FieldValue);
+/// A value as JSON: typed; NaN and infinities, which JSON lacks, as `"NaN"`, `"inf"`, `"-inf"`.
+pub(crate) struct JsonValue<'a>(pub(crate) &'a FieldValue);
 
 impl Serialize for JsonValue<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

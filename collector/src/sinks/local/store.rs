@@ -1,4 +1,5 @@
-//! The SQLite file behind the local sink and `query`: schema, inserts, queries, retention.
+//! The SQLite file behind the local sink, `query` and the dashboard: schema, inserts, queries,
+//! downsampling, retention.
 //!
 //! [`LocalStore`]'s documentation describes the schema and what it guarantees.
 
@@ -9,6 +10,10 @@ use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+mod downsample;
+
+pub use downsample::{Bucket, SeriesBuckets};
 
 use super::error_chain;
 use crate::reading::{FieldKind, FieldValue, Reading, DEVICE_TAG};
@@ -462,15 +467,11 @@ impl LocalStore {
     /// build cannot decode.
     pub fn query(&self, q: &Query) -> Result<Vec<Point>, StoreError> {
         let mut out = Vec::new();
-        let Some((lo, hi)) = ts_bounds(q) else {
+        let Some(mut snap) = self.snapshot(q)? else {
             return Ok(out);
         };
-        // One read transaction: series, points and recent from the same snapshot.
-        let tx = self.conn.unchecked_transaction()?;
-        let series = matching_series(&tx, q)?;
-        let mut recent = recent_points(&tx, &series, lo, hi)?;
-        let mut stmt = tx.prepare_cached(SELECT_POINTS)?;
-        for s in series {
+        let mut stmt = snap.tx.prepare_cached(SELECT_POINTS)?;
+        for s in std::mem::take(&mut snap.series) {
             let remaining = q
                 .limit
                 .map_or(usize::MAX, |limit| limit.saturating_sub(out.len()));
@@ -480,11 +481,11 @@ impl LocalStore {
             // No more than `remaining` stored points can be among the first `remaining`.
             let sql_limit = i64::try_from(remaining).unwrap_or(-1);
             let mut stored = Vec::new();
-            let mut rows = stmt.query(params![s.id, lo, hi, sql_limit])?;
+            let mut rows = stmt.query(params![s.id, snap.lo, snap.hi, sql_limit])?;
             while let Some(row) = rows.next()? {
                 stored.push((row.get(0)?, decode_value(row.get(1)?, row.get_ref(2)?)?));
             }
-            let newer = recent.remove(&s.id).unwrap_or_default();
+            let newer = snap.recent.remove(&s.id).unwrap_or_default();
             for (timestamp, value) in merge_newer(stored, newer).into_iter().take(remaining) {
                 out.push(Point {
                     measurement: s.measurement.clone(),
@@ -506,22 +507,20 @@ impl LocalStore {
     /// As [`LocalStore::query`].
     pub fn latest(&self, q: &Query) -> Result<Vec<Point>, StoreError> {
         let mut out = Vec::new();
-        let Some((lo, hi)) = ts_bounds(q) else {
+        let Some(mut snap) = self.snapshot(q)? else {
             return Ok(out);
         };
-        let tx = self.conn.unchecked_transaction()?;
-        let series = matching_series(&tx, q)?;
-        let mut recent = recent_points(&tx, &series, lo, hi)?;
-        let mut stmt = tx.prepare_cached(SELECT_LATEST)?;
-        for s in series {
+        let mut stmt = snap.tx.prepare_cached(SELECT_LATEST)?;
+        for s in std::mem::take(&mut snap.series) {
             if q.limit.is_some_and(|limit| out.len() >= limit) {
                 break;
             }
-            let newer = recent
+            let newer = snap
+                .recent
                 .remove(&s.id)
                 .and_then(|mut points| points.pop_last());
             let stored = stmt
-                .query_row(params![s.id, lo, hi], |row| {
+                .query_row(params![s.id, snap.lo, snap.hi], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
                         row.get::<_, i64>(1)?,
@@ -550,6 +549,25 @@ impl LocalStore {
             }
         }
         Ok(out)
+    }
+
+    /// What every read starts with: one read transaction (so that series, points and
+    /// `recent` come from the same snapshot), the series that match `q`, and their points in
+    /// `recent` within `q`'s time range; `None` when the range is empty.
+    fn snapshot(&self, q: &Query) -> Result<Option<Snapshot<'_>>, StoreError> {
+        let Some((lo, hi)) = ts_bounds(q) else {
+            return Ok(None);
+        };
+        let tx = self.conn.unchecked_transaction()?;
+        let series = matching_series(&tx, q)?;
+        let recent = recent_points(&tx, &series, lo, hi)?;
+        Ok(Some(Snapshot {
+            tx,
+            series,
+            recent,
+            lo,
+            hi,
+        }))
     }
 
     /// Per device: how many series and points the store holds, and their time span; ordered
@@ -766,6 +784,17 @@ fn delete_older_than(
     )?;
     tx.commit()?;
     Ok(deleted)
+}
+
+/// See [`LocalStore::snapshot`].
+struct Snapshot<'c> {
+    tx: rusqlite::Transaction<'c>,
+    series: Vec<SeriesRow>,
+    /// The points of `recent` by series and timestamp.
+    recent: HashMap<i64, BTreeMap<i64, FieldValue>>,
+    /// The time range, closed.
+    lo: i64,
+    hi: i64,
 }
 
 /// A series as `query` and `latest` need it.

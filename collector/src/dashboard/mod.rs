@@ -1,0 +1,167 @@
+//! The dashboard on the HTTP port: a read-only web page (`/`) over the local store and the
+//! JSON query API it uses (`/api/v1/...`, see [`api`] and `docs/http-api.md`), which other
+//! tools can use too.
+//!
+//! The page is plain HTML, CSS and JavaScript embedded in the binary (no build step, nothing
+//! fetched from elsewhere: it works offline); it draws its charts itself as SVG.
+//!
+//! Store reads run on Tokio's blocking pool, at most [`MAX_CONCURRENT_QUERIES`] at a time,
+//! each on a read-only SQLite connection of its own (kept for reuse): WAL mode lets them
+//! read while the local sink writes, without blocking it.
+
+pub mod api;
+mod params;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Body, Response, StatusCode};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+pub use params::BadRequest;
+
+use crate::sinks::local::{now_ns, LocalStore};
+
+/// Store reads that may run at once; more requests wait their turn.
+pub const MAX_CONCURRENT_QUERIES: usize = 2;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// The page's assets: path, content type, body.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", "text/html; charset=utf-8", INDEX_HTML),
+    ("/app.js", "text/javascript; charset=utf-8", APP_JS),
+    ("/style.css", "text/css; charset=utf-8", STYLE_CSS),
+];
+
+/// Only our own files, no inline code, no other origin: the page needs nothing else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page and the API. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The local store; `None` when it is not configured (the API then says so).
+    store: Option<PathBuf>,
+    /// Idle read-only connections.
+    readers: Mutex<Vec<LocalStore>>,
+    permits: Semaphore,
+}
+
+impl Dashboard {
+    /// A dashboard over the local store at `store` (`None`: no local store is configured).
+    pub fn new(store: Option<PathBuf>) -> Dashboard {
+        Dashboard {
+            inner: Arc::new(Inner {
+                store,
+                readers: Mutex::new(Vec::new()),
+                permits: Semaphore::new(MAX_CONCURRENT_QUERIES),
+            }),
+        }
+    }
+
+    /// The response to `GET path?query`, or `None` when the path is not the dashboard's.
+    pub async fn handle(&self, path: &str, query: Option<&str>) -> Option<Response<Body>> {
+        if let Some((_, content_type, body)) = ASSETS.iter().find(|(p, _, _)| *p == path) {
+            let mut r = Response::new(Body::from(*body));
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("content-security-policy", HeaderValue::from_static(CSP));
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            return Some(r);
+        }
+        if !path.starts_with("/api/") {
+            return None;
+        }
+        let Some(request) = api::parse(path, query, now_ns()) else {
+            let paths: Vec<&str> = api::endpoints().collect();
+            return Some(error(
+                StatusCode::NOT_FOUND,
+                &format!("no such endpoint: {path} (try {})", paths.join(", ")),
+            ));
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(BadRequest(message)) => return Some(error(StatusCode::BAD_REQUEST, &message)),
+        };
+        Some(self.run(request).await)
+    }
+
+    async fn run(&self, request: api::Request) -> Response<Body> {
+        let Some(path) = self.inner.store.clone() else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no local store is configured ([sinks.local]): the API reads only the local store",
+            );
+        };
+        let Ok(_permit) = self.inner.permits.acquire().await else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        };
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let store = match pooled {
+                Some(store) => store,
+                None => LocalStore::open_read_only(&path).map_err(api::ApiError::Store)?,
+            };
+            let result = api::run(&store, &request);
+            // A connection that failed may be broken: only a good one goes back.
+            if result.is_ok() {
+                let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+                if readers.len() < MAX_CONCURRENT_QUERIES {
+                    readers.push(store);
+                }
+            }
+            result
+        });
+        match task.await {
+            Ok(Ok(body)) => {
+                let mut r = Response::new(Body::from(body));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r
+            }
+            Ok(Err(api::ApiError::BadRequest(BadRequest(message)))) => {
+                error(StatusCode::BAD_REQUEST, &message)
+            }
+            Ok(Err(api::ApiError::Store(e))) => {
+                let message = crate::sinks::local::error_chain(&e);
+                tracing::warn!(error = %message, "dashboard: cannot read the local store");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot read the local store: {message}"),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dashboard: a query task failed");
+                error(StatusCode::INTERNAL_SERVER_ERROR, "the query failed")
+            }
+        }
+    }
+}
+
+/// `{"error": message}` with `status`.
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = Response::new(Body::from(json!({ "error": message }).to_string() + "\n"));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

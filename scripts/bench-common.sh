@@ -35,7 +35,7 @@ start_collector() {
   NO_COLOR=1 "$bin/telemetry-collector" run -c "$1" 2>"$log" &
   collector=$!
   pids+=($collector)
-  for _ in $(seq 1 100); do grep -q "${2:-subscribed}" "$log" && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -qs "${2:-subscribed}" "$log" && break; sleep 0.1; done
 }
 
 # cpu_seconds PID: user + system CPU time the process has used so far.

@@ -417,6 +417,36 @@ mod tests {
     }
 
     #[test]
+    fn broker_refusals_map_to_the_runners_classes() {
+        assert!(matches!(
+            refusal(PubAckOutcome::NotAuthorized),
+            SinkError::Unauthorized(_)
+        ));
+        assert!(matches!(
+            refusal(PubAckOutcome::QuotaExceeded),
+            SinkError::Throttled {
+                retry_after: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            refusal(PubAckOutcome::Invalid),
+            SinkError::Rejected(_)
+        ));
+        assert!(refusal(PubAckOutcome::Failed).is_retryable());
+        assert!(matches!(
+            connection_error(ConnError::Unauthorized("BadUserNamePassword".into())),
+            SinkError::Unauthorized(_)
+        ));
+        for e in [
+            ConnError::TakenOver,
+            ConnError::Other("I/O: connection refused".into()),
+        ] {
+            assert!(matches!(connection_error(e), SinkError::Retryable(_)));
+        }
+    }
+
+    #[test]
     fn the_password_is_never_in_debug_output() {
         let settings = crate::config::Config::from_toml(
             r#"

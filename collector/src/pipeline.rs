@@ -139,7 +139,10 @@ pub async fn run_reloadable(
         probe,
         stop_supervisor.clone(),
     ));
-    // /metrics and /health: useful, not essential; collecting goes on without them.
+    // /metrics, /health and the dashboard: useful, not essential; collecting goes on
+    // without them.
+    let dashboard =
+        crate::dashboard::Dashboard::new(settings.local.as_ref().map(|l| l.path.clone()));
     if let Some(addr) = settings.http {
         match crate::http::bind(addr) {
             Ok(listener) => {
@@ -148,9 +151,7 @@ pub async fn run_reloadable(
                     journal_max_bytes: settings.journal.max_bytes,
                 };
                 let (m, stop) = (metrics.clone(), stop_supervisor.clone());
-                let dashboard = crate::dashboard::Dashboard::new(
-                    settings.local.as_ref().map(|l| l.path.clone()),
-                );
+                let dashboard = dashboard.clone();
                 tokio::spawn(async move {
                     if let Err(e) = crate::http::serve(listener, m, limits, dashboard, stop).await {
                         error!(error = %e, "the HTTP server stopped");
@@ -175,8 +176,11 @@ pub async fn run_reloadable(
             () = shutdown.cancelled() => break,
             Some(new) = reloads.recv() => {
                 report_restart_only_changes(&current, &new);
-                if let Err(e) = sinks.apply(&new).await {
-                    error!(error = format!("{e:#}"), "sinks not updated; those running go on");
+                match sinks.apply(&new).await {
+                    Ok(()) => dashboard.set_store(new.local.as_ref().map(|l| l.path.clone())),
+                    Err(e) => {
+                        error!(error = format!("{e:#}"), "sinks not updated; those running go on");
+                    }
                 }
                 sources.apply(&new, settings.pipeline.shutdown_timeout).await;
                 current = new;

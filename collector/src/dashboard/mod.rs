@@ -51,7 +51,7 @@ pub struct Dashboard {
 #[derive(Debug)]
 struct Inner {
     /// The local store; `None` when it is not configured (the API then says so).
-    store: Option<PathBuf>,
+    store: Mutex<Option<PathBuf>>,
     /// Idle read-only connections.
     readers: Mutex<Vec<LocalStore>>,
     permits: Semaphore,
@@ -62,10 +62,28 @@ impl Dashboard {
     pub fn new(store: Option<PathBuf>) -> Dashboard {
         Dashboard {
             inner: Arc::new(Inner {
-                store,
+                store: Mutex::new(store),
                 readers: Mutex::new(Vec::new()),
                 permits: Semaphore::new(MAX_CONCURRENT_QUERIES),
             }),
+        }
+    }
+
+    /// Reads the local store at `store` from now on (a reload moved it, or turned it off or
+    /// on); requests under way finish on the old one.
+    pub fn set_store(&self, store: Option<PathBuf>) {
+        let mut current = self
+            .inner
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *current != store {
+            *current = store;
+            self.inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
         }
     }
 
@@ -101,7 +119,13 @@ impl Dashboard {
     }
 
     async fn run(&self, request: api::Request) -> Response<Body> {
-        let Some(path) = self.inner.store.clone() else {
+        let path = self
+            .inner
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(path) = path else {
             return error(
                 StatusCode::NOT_FOUND,
                 "no local store is configured ([sinks.local]): the API reads only the local store",
@@ -122,8 +146,14 @@ impl Dashboard {
                 None => LocalStore::open_read_only(&path).map_err(api::ApiError::Store)?,
             };
             let result = api::run(&store, &request);
-            // A connection that failed may be broken: only a good one goes back.
-            if result.is_ok() {
+            // A connection that failed may be broken, and one to a store the dashboard no
+            // longer reads is of no use: only a good, current one goes back.
+            let current = inner
+                .store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if result.is_ok() && current.as_deref() == Some(store.path()) {
                 let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
                 if readers.len() < MAX_CONCURRENT_QUERIES {
                     readers.push(store);
@@ -164,4 +194,48 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use crate::reading::{FieldValue, Reading, DEVICE_TAG};
+
+    fn store_with(dir: &std::path::Path, device: &str) -> PathBuf {
+        let path = dir.join(format!("{device}.db"));
+        let mut r = Reading::new("env", 1);
+        r.set_tag(DEVICE_TAG, device);
+        r.fields = vec![("t".into(), FieldValue::Float(1.0))];
+        LocalStore::open(&path).unwrap().insert(&[r]).unwrap();
+        path
+    }
+
+    async fn devices(d: &Dashboard) -> (StatusCode, serde_json::Value) {
+        let r = d.handle("/api/v1/devices", None).await.unwrap();
+        let status = r.status();
+        let body = hyper::body::to_bytes(r.into_body()).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_moves_the_store_moves_the_dashboard() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (store_with(dir.path(), "a"), store_with(dir.path(), "b"));
+        let d = Dashboard::new(Some(a));
+        assert_eq!(devices(&d).await.1["devices"][0]["device"], "a");
+        d.set_store(Some(b));
+        assert_eq!(devices(&d).await.1["devices"][0]["device"], "b");
+        d.set_store(None);
+        let (status, json) = devices(&d).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(json["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no local store is configured"));
+        // Not the dashboard's.
+        assert!(d.handle("/metrics", None).await.is_none());
+        assert!(d.handle("/apiv1/devices", None).await.is_none());
+    }
 }

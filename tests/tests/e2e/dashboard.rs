@@ -524,5 +524,19 @@ async fn the_page_shows_the_devices_and_their_charts_in_chromium() {
     assert_eq!(charts, want);
     // Each chart has its line: a path with a point per bucket.
     assert_eq!(dom.matches("class=\"mean\"").count(), 4);
+
+    // What goes wrong is shown, not swallowed: a time the page cannot read, and one the API
+    // refuses (its 400 message).
+    for (hash, message) in [
+        ("from=yesterday", "not a time: yesterday"),
+        (
+            "device=dev-0003&from=0&to=1000&step=1ns",
+            "downsample: step 1ns over 1s gives 1000000000 steps per series; at most 10000",
+        ),
+    ] {
+        let dom = chromium_dom(&format!("http://127.0.0.1:{port}/#{hash}&refresh=0")).await;
+        assert!(dom.contains("<body data-state=\"error\">"), "{hash}: {dom}");
+        assert!(dom.contains(message), "{hash}: no {message:?} in {dom}");
+    }
     setup.collector.stop().await;
 }

@@ -169,5 +169,60 @@ fn local_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parsing, encoding, journal, local_store);
+/// What every reading costs between the broker and the line-protocol sinks, without SQLite
+/// and the network: parse a JSON payload (tags from the topic), encode the journal entry,
+/// decode it once per sink (two: the local store and InfluxDB), encode line protocol from
+/// one of them, and drop everything.
+fn pipeline(c: &mut Criterion) {
+    let topics: Vec<Vec<(String, String)>> = (0..BATCH)
+        .map(|i| {
+            vec![
+                ("device".to_string(), format!("dev-{:04}", i % 1000)),
+                ("site".to_string(), format!("site-{:02}", i % 10)),
+            ]
+        })
+        .collect();
+    let payloads: Vec<String> = (0..BATCH)
+        .map(|i| {
+            format!(
+                r#"{{"ts":{},"temperature":{},"humidity":48.2,"pressure":1013.25}}"#,
+                TS + i as i64 * 1_000,
+                21.53 + (i % 7) as f64
+            )
+        })
+        .collect();
+    let format = Format::Json(JsonOptions::default());
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut entry = Vec::with_capacity(BATCH * 128);
+    let mut lp = Vec::with_capacity(BATCH * 128);
+    g.bench_function("json_journal_2_sinks_line_protocol_1000", |b| {
+        b.iter(|| {
+            let mut readings = Vec::with_capacity(BATCH);
+            for (tags, payload) in topics.iter().zip(&payloads) {
+                let ctx = Context {
+                    measurement: "env",
+                    tags,
+                    field: "value",
+                    default_device: "sensors/x",
+                    received_ns: TS,
+                    bounds: TimestampBounds::around(TS, 600_000_000_000, 86_400_000_000_000),
+                };
+                let rejects = payload::parse(&format, payload.as_bytes(), &ctx, &mut readings);
+                assert!(rejects.is_empty());
+            }
+            entry.clear();
+            reading::encode_all(&readings, &mut entry);
+            drop(readings);
+            let local = reading::decode_all(&entry).unwrap();
+            let influx = reading::decode_all(&entry).unwrap();
+            lp.clear();
+            line_protocol::encode(&influx, Precision::Ns, &mut lp);
+            (local, influx)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parsing, encoding, journal, local_store, pipeline);
 criterion_main!(benches);

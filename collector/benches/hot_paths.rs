@@ -44,8 +44,8 @@ fn batch() -> Vec<Reading> {
 
 fn parsing(c: &mut Criterion) {
     let tags = vec![
-        ("device".to_string(), "dev-0042".to_string()),
-        ("site".to_string(), "site-02".to_string()),
+        ("device".into(), "dev-0042".into()),
+        ("site".into(), "site-02".into()),
     ];
     let ctx = Context {
         measurement: "env",
@@ -174,11 +174,11 @@ fn local_store(c: &mut Criterion) {
 /// decode it once per sink (two: the local store and InfluxDB), encode line protocol from
 /// one of them, and drop everything.
 fn pipeline(c: &mut Criterion) {
-    let topics: Vec<Vec<(String, String)>> = (0..BATCH)
+    let topics: Vec<Vec<_>> = (0..BATCH)
         .map(|i| {
             vec![
-                ("device".to_string(), format!("dev-{:04}", i % 1000)),
-                ("site".to_string(), format!("site-{:02}", i % 10)),
+                ("device".into(), format!("dev-{:04}", i % 1000).into()),
+                ("site".into(), format!("site-{:02}", i % 10).into()),
             ]
         })
         .collect();

@@ -2,8 +2,14 @@
 //!
 //! Also its compact binary encoding, used by the journal. The encoding is ours and private to
 //! this crate's on-disk files: length-prefixed strings, a kind byte per field, varints.
+//!
+//! Names and tag values are [`CompactString`]s: up to 24 bytes (every measurement, tag and
+//! field name, and most device ids) they are stored inline, so that creating, decoding,
+//! cloning and dropping a reading allocates for its two vectors only, not for each string.
 
 use std::fmt;
+
+pub use compact_str::CompactString;
 
 /// The tag that names the device a reading came from. Every stored reading has it.
 pub const DEVICE_TAG: &str = "device";
@@ -20,7 +26,7 @@ pub enum FieldValue {
     /// A boolean.
     Boolean(bool),
     /// A string.
-    String(String),
+    String(CompactString),
 }
 
 impl FieldValue {
@@ -105,18 +111,18 @@ impl FieldKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// The measurement (InfluxDB's table name).
-    pub measurement: String,
+    pub measurement: CompactString,
     /// Tags, sorted by key, keys unique. Use [`Reading::set_tag`] to keep them so.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(CompactString, CompactString)>,
     /// Fields, at least one, names unique.
-    pub fields: Vec<(String, FieldValue)>,
+    pub fields: Vec<(CompactString, FieldValue)>,
     /// Nanoseconds since the Unix epoch.
     pub timestamp: i64,
 }
 
 impl Reading {
     /// An empty reading of `measurement` at `timestamp`; add tags and fields next.
-    pub fn new(measurement: impl Into<String>, timestamp: i64) -> Reading {
+    pub fn new(measurement: impl Into<CompactString>, timestamp: i64) -> Reading {
         Reading {
             measurement: measurement.into(),
             tags: Vec::new(),
@@ -126,7 +132,7 @@ impl Reading {
     }
 
     /// Sets a tag, replacing an existing value for the key, keeping the tags sorted by key.
-    pub fn set_tag(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub fn set_tag(&mut self, key: impl Into<CompactString>, value: impl Into<CompactString>) {
         let key = key.into();
         let value = value.into();
         match self.tags.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
@@ -297,10 +303,10 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     Ok(head)
 }
 
-fn get_str(buf: &mut &[u8]) -> Result<String, DecodeError> {
+fn get_str(buf: &mut &[u8]) -> Result<CompactString, DecodeError> {
     let n = get_len(buf)?;
     let bytes = take(buf, n)?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError)
+    CompactString::from_utf8(bytes).map_err(|_| DecodeError)
 }
 
 #[cfg(test)]
@@ -327,8 +333,8 @@ mod tests {
         assert_eq!(
             r.tags,
             vec![
-                ("device".to_string(), "dev-0001".to_string()),
-                ("site".to_string(), "site-01".to_string())
+                ("device".into(), "dev-0001".into()),
+                ("site".into(), "site-01".into())
             ]
         );
         let mut r2 = r.clone();

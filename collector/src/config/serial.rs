@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::settings::{payload_format, FormatOptions, Problems};
 use super::{BackoffConfig, CsvConfig, FormatName, JsonConfig, LineProtocolConfig};
 use crate::payload::Format;
-use crate::reading::DEVICE_TAG;
+use crate::reading::{CompactString, DEVICE_TAG};
 
 /// `[[sources.serial]]`: one serial port.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,7 +158,7 @@ pub struct SerialSettings {
     /// The device id.
     pub device: String,
     /// Tags added to every reading, sorted by key, the device id among them.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(CompactString, CompactString)>,
     /// Reopen backoff.
     pub reopen: BackoffConfig,
     /// Request/response mode.
@@ -320,7 +320,10 @@ pub(super) fn validate(ports: &[SerialConfig], p: &mut Problems) -> Vec<SerialSe
             measurement: s.measurement.clone().unwrap_or_default(),
             field: s.field.clone().unwrap_or_else(|| "value".to_string()),
             device,
-            tags: tags.into_iter().collect(),
+            tags: tags
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             reopen: s.reopen,
             poll,
         });
@@ -372,8 +375,8 @@ mod tests {
         assert_eq!(
             p.tags,
             vec![
-                ("device".to_string(), "serial-0".to_string()),
-                ("location".to_string(), "roof".to_string())
+                ("device".into(), "serial-0".into()),
+                ("location".into(), "roof".into())
             ]
         );
         let Format::Csv(CsvOptions { columns, .. }) = &p.format else {

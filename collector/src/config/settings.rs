@@ -14,6 +14,7 @@ use super::{
     WhenFull,
 };
 use crate::payload::{CsvOptions, Format, JsonOptions, TimeUnit};
+use crate::reading::CompactString;
 use crate::sources::mqtt::TopicTemplate;
 
 /// A validated configuration.
@@ -98,7 +99,7 @@ pub struct SubscriptionSettings {
     /// The field name of bare values when the topic has no `{field}`.
     pub field: String,
     /// Tags added to every reading, sorted by key.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(CompactString, CompactString)>,
 }
 
 /// Collects problems, one per key path.
@@ -435,7 +436,11 @@ fn subscription(
         format,
         measurement: s.measurement.clone().unwrap_or_default(),
         field: s.field.clone().unwrap_or_else(|| "value".to_string()),
-        tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        tags: s
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+            .collect(),
     })
 }
 

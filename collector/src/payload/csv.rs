@@ -71,7 +71,7 @@ mod tests {
         assert_eq!(r.device(), Some("sensors/a/b"));
         assert_eq!(
             r.fields,
-            vec![("temperature".to_string(), FieldValue::Float(21.5))],
+            vec![("temperature".into(), FieldValue::Float(21.5))],
             "the empty humidity cell is a missing value"
         );
         assert_eq!(

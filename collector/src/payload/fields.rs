@@ -92,7 +92,7 @@ impl<'o, 'c> Builder<'o, 'c> {
             Scalar::Int(v) => FieldValue::Float(v as f64),
             Scalar::Uint(v) => FieldValue::Float(v as f64),
             Scalar::Bool(v) => FieldValue::Boolean(v),
-            Scalar::Str(s) => FieldValue::String(s.into_owned()),
+            Scalar::Str(s) => FieldValue::String(s.into()),
             Scalar::Unsupported => {
                 self.reject = Some(Reject::UnsupportedValue);
                 return;
@@ -100,7 +100,7 @@ impl<'o, 'c> Builder<'o, 'c> {
         };
         match self.reading.fields.iter_mut().find(|(n, _)| *n == key) {
             Some(slot) => slot.1 = field,
-            None => self.reading.fields.push((key.into_owned(), field)),
+            None => self.reading.fields.push((key.into(), field)),
         }
     }
 

@@ -123,7 +123,7 @@ mod tests {
     }
 
     fn one(text: &str) -> Result<Reading, Reject> {
-        let tags = vec![("site".to_string(), "s1".to_string())];
+        let tags = vec![("site".into(), "s1".into())];
         parse(text, &opts(), &ctx(&tags))
     }
 
@@ -139,18 +139,18 @@ mod tests {
         assert_eq!(
             r.tags,
             vec![
-                ("device".to_string(), "sensors/a/b".to_string()),
-                ("room".to_string(), "lab".to_string()),
-                ("site".to_string(), "s1".to_string()),
+                ("device".into(), "sensors/a/b".into()),
+                ("room".into(), "lab".into()),
+                ("site".into(), "s1".into()),
             ]
         );
         assert_eq!(
             r.fields,
             vec![
-                ("temperature".to_string(), FieldValue::Float(21.5)),
-                ("count".to_string(), FieldValue::Float(42.0)),
-                ("ok".to_string(), FieldValue::Boolean(true)),
-                ("state".to_string(), FieldValue::String("on".into())),
+                ("temperature".into(), FieldValue::Float(21.5)),
+                ("count".into(), FieldValue::Float(42.0)),
+                ("ok".into(), FieldValue::Boolean(true)),
+                ("state".into(), FieldValue::String("on".into())),
             ]
         );
     }

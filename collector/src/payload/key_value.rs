@@ -43,7 +43,7 @@ mod tests {
 
     #[test]
     fn pairs_become_fields_tags_and_the_timestamp() {
-        let tags = vec![("device".to_string(), "d1".to_string())];
+        let tags = vec![("device".into(), "d1".into())];
         let ts = NOW - 1_000_000_000;
         let r = parse(
             &format!("ts={ts} t=21.5 h=40,n=3;ok=true state=open room=lab\r"),
@@ -57,11 +57,11 @@ mod tests {
         assert_eq!(
             r.fields,
             vec![
-                ("t".to_string(), FieldValue::Float(21.5)),
-                ("h".to_string(), FieldValue::Float(40.0)),
-                ("n".to_string(), FieldValue::Float(3.0)),
-                ("ok".to_string(), FieldValue::Boolean(true)),
-                ("state".to_string(), FieldValue::String("open".into())),
+                ("t".into(), FieldValue::Float(21.5)),
+                ("h".into(), FieldValue::Float(40.0)),
+                ("n".into(), FieldValue::Float(3.0)),
+                ("ok".into(), FieldValue::Boolean(true)),
+                ("state".into(), FieldValue::String("open".into())),
             ]
         );
     }

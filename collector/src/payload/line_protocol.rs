@@ -35,14 +35,17 @@ fn convert(
         Some(ts) => ctx.bounds.check(precision.int_to_ns(ts)?)?,
         None => ctx.received_ns,
     };
+    let line_tags = line.series.tag_set.as_deref().unwrap_or_default();
+    let mut tags = Vec::with_capacity(ctx.tags.len() + line_tags.len() + 1);
+    tags.extend_from_slice(ctx.tags);
     let mut reading = Reading {
-        measurement: line.series.measurement.to_string(),
-        tags: ctx.tags.to_vec(),
+        measurement: line.series.measurement.as_str().into(),
+        tags,
         fields: Vec::with_capacity(line.field_set.len()),
         timestamp,
     };
-    for (k, v) in line.series.tag_set.iter().flatten() {
-        reading.set_tag(k.to_string(), v.to_string());
+    for (k, v) in line_tags {
+        reading.set_tag(k.as_str(), v.as_str());
     }
     for (k, v) in &line.field_set {
         let value = match v {
@@ -50,10 +53,10 @@ fn convert(
             LpValue::U64(v) => FieldValue::Unsigned(*v),
             LpValue::F64(v) if v.is_finite() => FieldValue::Float(*v),
             LpValue::F64(_) => return Err(Reject::InvalidLineProtocol),
-            LpValue::String(s) => FieldValue::String(s.to_string()),
+            LpValue::String(s) => FieldValue::String(s.as_str().into()),
             LpValue::Boolean(b) => FieldValue::Boolean(*b),
         };
-        reading.fields.push((k.to_string(), value));
+        reading.fields.push((k.as_str().into(), value));
     }
     if reading.fields.is_empty() {
         return Err(Reject::NoFields);
@@ -69,7 +72,7 @@ mod tests {
 
     #[test]
     fn lines_become_readings_and_bad_lines_are_rejected_alone() {
-        let tags = vec![("site".to_string(), "from-topic".to_string())];
+        let tags = vec![("site".into(), "from-topic".into())];
         let text = format!(
             "env,device=d1,site=s\\ 1 t=21.5,n=3i,u=7u,ok=t,s=\"a \\\"q\\\"\" {NOW}\n\
              this is not line protocol\n\
@@ -89,11 +92,11 @@ mod tests {
         assert_eq!(
             out[0].fields,
             vec![
-                ("t".to_string(), FieldValue::Float(21.5)),
-                ("n".to_string(), FieldValue::Integer(3)),
-                ("u".to_string(), FieldValue::Unsigned(7)),
-                ("ok".to_string(), FieldValue::Boolean(true)),
-                ("s".to_string(), FieldValue::String("a \"q\"".into())),
+                ("t".into(), FieldValue::Float(21.5)),
+                ("n".into(), FieldValue::Integer(3)),
+                ("u".into(), FieldValue::Unsigned(7)),
+                ("ok".into(), FieldValue::Boolean(true)),
+                ("s".into(), FieldValue::String("a \"q\"".into())),
             ]
         );
         assert_eq!(out[1].timestamp, NOW, "no timestamp: time of receipt");

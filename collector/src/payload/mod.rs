@@ -14,7 +14,7 @@ mod timestamp;
 
 pub use timestamp::{TimeUnit, TimestampBounds};
 
-use crate::reading::{FieldValue, Reading, DEVICE_TAG};
+use crate::reading::{CompactString, FieldValue, Reading, DEVICE_TAG};
 
 /// What a payload is, with the options of that format.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +79,7 @@ pub struct Context<'a> {
     /// The measurement, unless the payload names its own (line protocol does).
     pub measurement: &'a str,
     /// Tags from the source (topic segments, configured tags); a payload's own tags win.
-    pub tags: &'a [(String, String)],
+    pub tags: &'a [(CompactString, CompactString)],
     /// The field name for [`Format::Value`].
     pub field: &'a str,
     /// The device id to use when neither the payload nor `tags` has one.
@@ -221,21 +221,24 @@ fn parse_value(text: &str, ctx: &Context<'_>) -> Result<Reading, Reject> {
         match text {
             "true" | "TRUE" | "True" => FieldValue::Boolean(true),
             "false" | "FALSE" | "False" => FieldValue::Boolean(false),
-            _ => FieldValue::String(text.to_string()),
+            _ => FieldValue::String(text.into()),
         }
     };
     let mut r = new_reading(ctx.measurement, ctx, ctx.received_ns);
-    r.fields.push((ctx.field.to_string(), value));
+    r.fields.push((ctx.field.into(), value));
     ensure_device(&mut r, ctx);
     Ok(r)
 }
 
-/// A reading with the context's tags, measurement and timestamp, and no fields yet.
+/// A reading with the context's tags, measurement and timestamp, and no fields yet (room
+/// for a device tag, which most readings get from the context, and for three fields).
 fn new_reading(measurement: &str, ctx: &Context<'_>, timestamp: i64) -> Reading {
+    let mut tags = Vec::with_capacity(ctx.tags.len() + 1);
+    tags.extend_from_slice(ctx.tags);
     Reading {
-        measurement: measurement.to_string(),
-        tags: ctx.tags.to_vec(),
-        fields: Vec::new(),
+        measurement: measurement.into(),
+        tags,
+        fields: Vec::with_capacity(3),
         timestamp,
     }
 }
@@ -253,7 +256,7 @@ pub(crate) mod tests {
 
     pub(crate) const NOW: i64 = 1_750_000_000_000_000_000;
 
-    pub(crate) fn ctx(tags: &[(String, String)]) -> Context<'_> {
+    pub(crate) fn ctx(tags: &[(CompactString, CompactString)]) -> Context<'_> {
         Context {
             measurement: "env",
             tags,
@@ -266,7 +269,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bare_values() {
-        let tags = vec![("device".to_string(), "d1".to_string())];
+        let tags = vec![("device".into(), "d1".into())];
         let mut out = Vec::new();
         for (text, want) in [
             ("21.5", FieldValue::Float(21.5)),
@@ -276,7 +279,7 @@ pub(crate) mod tests {
         ] {
             out.clear();
             assert!(parse(&Format::Value, text.as_bytes(), &ctx(&tags), &mut out).is_empty());
-            assert_eq!(out[0].fields, vec![("value".to_string(), want)]);
+            assert_eq!(out[0].fields, vec![("value".into(), want)]);
             assert_eq!(out[0].timestamp, NOW);
             assert_eq!(out[0].device(), Some("d1"));
         }
@@ -343,7 +346,7 @@ pub(crate) mod tests {
             /// their number is bounded by the input's lines.
             #[test]
             fn no_input_panics_any_parser(data in payload()) {
-                let tags = vec![("site".to_string(), "s".to_string())];
+                let tags = vec![("site".into(), "s".into())];
                 let c = ctx(&tags);
                 for format in formats() {
                     let mut out = Vec::new();

@@ -186,9 +186,9 @@ mod tests {
                 Lp::I64(v) => FieldValue::Integer(v),
                 Lp::U64(v) => FieldValue::Unsigned(v),
                 Lp::Boolean(v) => FieldValue::Boolean(v),
-                Lp::String(v) => FieldValue::String(v.as_str().to_string()),
+                Lp::String(v) => FieldValue::String(v.as_str().into()),
             };
-            r.fields.push((k.as_str().to_string(), v));
+            r.fields.push((k.as_str().into(), v));
         }
         r
     }
@@ -271,9 +271,9 @@ mod tests {
             let mut r = Reading::new(m, 1_700_000_000_000_000_000);
             r.set_tag(tk, tv);
             r.fields = vec![
-                (fk.clone() + "f", FieldValue::Float(f)),
-                (fk.clone() + "i", FieldValue::Integer(i)),
-                (fk + "s", FieldValue::String(sv)),
+                ((fk.clone() + "f").into(), FieldValue::Float(f)),
+                ((fk.clone() + "i").into(), FieldValue::Integer(i)),
+                ((fk + "s").into(), FieldValue::String(sv.into())),
             ];
             let mut buf = Vec::new();
             encode_one(&r, Precision::Ns, &mut buf);

@@ -16,7 +16,7 @@ mod downsample;
 pub use downsample::{Bucket, SeriesBuckets};
 
 use super::error_chain;
-use crate::reading::{FieldKind, FieldValue, Reading, DEVICE_TAG};
+use crate::reading::{CompactString, FieldKind, FieldValue, Reading, DEVICE_TAG};
 
 /// The schema version this build reads and writes, kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -718,16 +718,17 @@ fn insert_all(
 fn series_id(conn: &Connection, group: &CachedGroup, field: &str) -> Result<i64, StoreError> {
     let mut select = conn.prepare_cached(SELECT_SERIES_ID)?;
     let found = select
-        .query_row(params![group.measurement, group.tags_json, field], |row| {
-            row.get(0)
-        })
+        .query_row(
+            params![group.measurement.as_str(), group.tags_json, field],
+            |row| row.get(0),
+        )
         .optional()?;
     if let Some(id) = found {
         return Ok(id);
     }
     let mut insert = conn.prepare_cached(INSERT_SERIES)?;
     insert.execute(params![
-        group.measurement,
+        group.measurement.as_str(),
         group.tags_json,
         field,
         group.device
@@ -947,7 +948,7 @@ fn decode_value(kind: i64, value: ValueRef<'_>) -> Result<FieldValue, StoreError
         (FieldKind::String, ValueRef::Text(v)) => FieldValue::String(
             std::str::from_utf8(v)
                 .map_err(|_| StoreError::Corrupt("string value is not UTF-8".into()))?
-                .to_owned(),
+                .into(),
         ),
         (kind, value) => {
             return Err(StoreError::Corrupt(format!(
@@ -961,7 +962,9 @@ fn decode_value(kind: i64, value: ValueRef<'_>) -> Result<FieldValue, StoreError
 
 /// The canonical form of a tag set (a JSON object, keys sorted, the last value of a repeated
 /// key) and its device tag.
-fn canonical_tags(tags: &[(String, String)]) -> Result<(String, Option<String>), StoreError> {
+fn canonical_tags(
+    tags: &[(CompactString, CompactString)],
+) -> Result<(String, Option<String>), StoreError> {
     let map: BTreeMap<&str, &str> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let json = serde_json::to_string(&map).map_err(StoreError::EncodeTags)?;
     Ok((json, map.get(DEVICE_TAG).map(|d| (*d).to_owned())))
@@ -988,11 +991,11 @@ struct SeriesCache {
 
 #[derive(Debug)]
 struct CachedGroup {
-    measurement: String,
-    tags: Vec<(String, String)>,
+    measurement: CompactString,
+    tags: Vec<(CompactString, CompactString)>,
     tags_json: String,
     device: Option<String>,
-    fields: HashMap<String, i64>,
+    fields: HashMap<CompactString, i64>,
 }
 
 impl SeriesCache {
@@ -1050,15 +1053,19 @@ mod tests {
         r.set_tag(DEVICE_TAG, device);
         r.fields = fields
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), v.clone()))
+            .map(|(n, v)| ((*n).into(), v.clone()))
             .collect();
         r
     }
 
     fn point(r: &Reading, field: &str) -> Point {
         Point {
-            measurement: r.measurement.clone(),
-            tags: r.tags.clone(),
+            measurement: r.measurement.to_string(),
+            tags: r
+                .tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             field: field.to_owned(),
             timestamp: r.timestamp,
             value: r.field(field).unwrap().clone(),
@@ -1119,13 +1126,13 @@ mod tests {
             FieldValue::String(
                 "say \"hi\", then\nbye\r\n\t\u{1b}[0m ✓ '; DROP TABLE points; --".into(),
             ),
-            FieldValue::String(String::new()),
+            FieldValue::String("".into()),
             FieldValue::String("123".into()),
         ];
-        let fields: Vec<(String, FieldValue)> = values
+        let fields: Vec<(CompactString, FieldValue)> = values
             .iter()
             .enumerate()
-            .map(|(i, v)| (format!("f{i:02}"), v.clone()))
+            .map(|(i, v)| (format!("f{i:02}").into(), v.clone()))
             .collect();
         let mut r = Reading::new("all \"types\", m=1", i64::MIN);
         r.set_tag(DEVICE_TAG, "dev,1=\"x\"\n");

@@ -30,7 +30,7 @@ use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::mqtt::{ConnError, Event, Message, Options, Tuning};
 use crate::payload::{self, Context, Reject};
-use crate::reading::Reading;
+use crate::reading::{CompactString, Reading};
 
 /// Room for every packet id that can be unacknowledged at once: sending an ack never waits.
 const ACK_CHANNEL_CAPACITY: usize = 65_535;
@@ -273,6 +273,9 @@ struct Reader<'a> {
     source: &'a MqttSource,
     m: &'a SourceMetrics,
     rejections: Rejections,
+    /// The tags of the message being parsed (the subscription's and the topic's), kept
+    /// from one message to the next for its capacity.
+    tags: Vec<(CompactString, CompactString)>,
 }
 
 impl<'a> Reader<'a> {
@@ -281,6 +284,7 @@ impl<'a> Reader<'a> {
             source,
             m,
             rejections: Rejections::new(m.metrics.clone(), &m.name),
+            tags: Vec::new(),
         }
     }
 
@@ -322,25 +326,27 @@ impl<'a> Reader<'a> {
             self.reject(topic, Reject::Oversized.reason());
             return readings;
         }
-        let mut tags = sub.tags.clone();
+        let tags = &mut self.tags;
+        tags.clear();
+        tags.extend_from_slice(&sub.tags);
         for (k, v) in m.tags {
-            match tags.binary_search_by(|(tk, _)| tk.cmp(&k)) {
-                Ok(i) => tags[i].1 = v,
-                Err(i) => tags.insert(i, (k, v)),
+            match tags.binary_search_by(|(tk, _)| tk.as_str().cmp(k)) {
+                Ok(i) => tags[i].1 = v.into(),
+                Err(i) => tags.insert(i, (k.into(), v.into())),
             }
         }
         let now = now_ns();
         let ts = &self.source.timestamps;
         let ctx = Context {
-            measurement: m.measurement.as_deref().unwrap_or(&sub.measurement),
-            tags: &tags,
-            field: m.field.as_deref().unwrap_or(&sub.field),
+            measurement: m.measurement.unwrap_or(&sub.measurement),
+            tags,
+            field: m.field.unwrap_or(&sub.field),
             default_device: topic,
             received_ns: now,
             bounds: timestamp_bounds(ts, now),
         };
         for reject in payload::parse(&sub.format, payload, &ctx, &mut readings) {
-            self.reject(topic, reject.reason());
+            self.rejections.reject(topic, reject.reason());
         }
         readings
     }

@@ -25,15 +25,15 @@ pub struct TopicTemplate {
     segments: Vec<Segment>,
 }
 
-/// What a topic told us.
+/// What a topic told us: parts of the topic and names from the template, borrowed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TopicMatch {
+pub struct TopicMatch<'a> {
     /// From `{measurement}`.
-    pub measurement: Option<String>,
+    pub measurement: Option<&'a str>,
     /// From `{field}`.
-    pub field: Option<String>,
-    /// Every other capture, in template order.
-    pub tags: Vec<(String, String)>,
+    pub field: Option<&'a str>,
+    /// Every other capture (name, segment), in template order.
+    pub tags: Vec<(&'a str, &'a str)>,
 }
 
 impl TopicTemplate {
@@ -124,7 +124,7 @@ impl TopicTemplate {
     }
 
     /// Matches a concrete topic; `None` if it does not fit the template.
-    pub fn matches(&self, topic: &str) -> Option<TopicMatch> {
+    pub fn matches<'a>(&'a self, topic: &'a str) -> Option<TopicMatch<'a>> {
         let mut m = TopicMatch::default();
         let mut parts = topic.split('/');
         for seg in &self.segments {
@@ -135,9 +135,9 @@ impl TopicTemplate {
             match seg {
                 Segment::Literal(l) if l != part => return None,
                 Segment::Capture(name) => match name.as_str() {
-                    "measurement" => m.measurement = Some(part.to_string()),
-                    "field" => m.field = Some(part.to_string()),
-                    _ => m.tags.push((name.clone(), part.to_string())),
+                    "measurement" => m.measurement = Some(part),
+                    "field" => m.field = Some(part),
+                    _ => m.tags.push((name.as_str(), part)),
                 },
                 _ => {}
             }
@@ -173,14 +173,8 @@ mod tests {
         let t = TopicTemplate::parse("sensors/{site}/{device}/{measurement}").unwrap();
         assert_eq!(t.filter(), "sensors/+/+/+");
         let m = t.matches("sensors/lab/t1/env").unwrap();
-        assert_eq!(m.measurement.as_deref(), Some("env"));
-        assert_eq!(
-            m.tags,
-            vec![
-                ("site".into(), "lab".into()),
-                ("device".into(), "t1".into())
-            ]
-        );
+        assert_eq!(m.measurement, Some("env"));
+        assert_eq!(m.tags, vec![("site", "lab"), ("device", "t1")]);
         assert_eq!(t.matches("sensors/lab/t1"), None);
         assert_eq!(t.matches("sensors/lab/t1/env/x"), None);
         assert_eq!(t.matches("other/lab/t1/env"), None);
@@ -192,8 +186,8 @@ mod tests {
         let t = TopicTemplate::parse("$share/g1/home/+/{device}/{field}/#").unwrap();
         assert_eq!(t.filter(), "$share/g1/home/+/+/+/#");
         let m = t.matches("home/x/d9/temp/a/b").unwrap();
-        assert_eq!(m.field.as_deref(), Some("temp"));
-        assert_eq!(m.tags, vec![("device".into(), "d9".into())]);
+        assert_eq!(m.field, Some("temp"));
+        assert_eq!(m.tags, vec![("device", "d9")]);
         assert!(
             t.matches("home/x/d9/temp").is_some(),
             "# also matches the parent level"

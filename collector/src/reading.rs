@@ -229,12 +229,18 @@ pub fn encode_all(readings: &[Reading], buf: &mut Vec<u8>) {
     }
 }
 
-/// Decodes every reading in `buf`.
+/// The fewest bytes a reading's encoding takes (empty measurement, no tags, no fields, a
+/// one-byte timestamp).
+const MIN_ENCODED_LEN: usize = 4;
+
+/// Decodes every reading in `buf`. `expected` is how many readings the caller believes `buf`
+/// holds (the journal keeps the count of each entry): only a capacity hint, never trusted
+/// beyond what `buf` could hold.
 ///
 /// # Errors
 /// [`DecodeError`] if any part of `buf` is not a reading's encoding.
-pub fn decode_all(mut buf: &[u8]) -> Result<Vec<Reading>, DecodeError> {
-    let mut out = Vec::new();
+pub fn decode_all(mut buf: &[u8], expected: usize) -> Result<Vec<Reading>, DecodeError> {
+    let mut out = Vec::with_capacity(expected.min(buf.len() / MIN_ENCODED_LEN));
     while !buf.is_empty() {
         out.push(Reading::decode(&mut buf)?);
     }
@@ -267,12 +273,14 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+#[inline]
 fn get_u8(buf: &mut &[u8]) -> Result<u8, DecodeError> {
     let (&b, rest) = buf.split_first().ok_or(DecodeError)?;
     *buf = rest;
     Ok(b)
 }
 
+#[inline]
 fn get_varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
@@ -285,6 +293,7 @@ fn get_varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
     Err(DecodeError)
 }
 
+#[inline]
 fn get_len(buf: &mut &[u8]) -> Result<usize, DecodeError> {
     let n = usize::try_from(get_varint(buf)?).map_err(|_| DecodeError)?;
     // A length can never exceed what is left: reject before allocating for it.
@@ -294,6 +303,7 @@ fn get_len(buf: &mut &[u8]) -> Result<usize, DecodeError> {
     Ok(n)
 }
 
+#[inline]
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     if buf.len() < n {
         return Err(DecodeError);
@@ -303,6 +313,7 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     Ok(head)
 }
 
+#[inline]
 fn get_str(buf: &mut &[u8]) -> Result<CompactString, DecodeError> {
     let n = get_len(buf)?;
     let bytes = take(buf, n)?;
@@ -348,7 +359,13 @@ mod tests {
         let readings = vec![sample(), Reading::new("m", i64::MAX), sample()];
         let mut buf = Vec::new();
         encode_all(&readings, &mut buf);
-        assert_eq!(decode_all(&buf).unwrap(), readings);
+        assert_eq!(decode_all(&buf, readings.len()).unwrap(), readings);
+        assert_eq!(
+            decode_all(&buf, 0).unwrap(),
+            readings,
+            "the count is a hint"
+        );
+        assert_eq!(decode_all(&buf, usize::MAX).unwrap(), readings);
     }
 
     #[test]
@@ -356,8 +373,8 @@ mod tests {
         let mut buf = Vec::new();
         sample().encode(&mut buf);
         for cut in 0..buf.len() {
-            assert!(decode_all(&buf[..cut]).is_err() || cut == 0);
+            assert!(decode_all(&buf[..cut], 1).is_err() || cut == 0);
         }
-        assert!(decode_all(&[0xff; 20]).is_err());
+        assert!(decode_all(&[0xff; 20], 1).is_err());
     }
 }

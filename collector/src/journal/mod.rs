@@ -640,7 +640,12 @@ impl JournalReader {
                 break;
             }
             let take = (max - out.len()).min(self.pending.len());
-            out.extend(self.pending.drain(..take));
+            if out.is_empty() && take == self.pending.len() {
+                // The whole entry: hand its buffer over rather than copy the readings.
+                out = Vec::from(std::mem::take(&mut self.pending));
+            } else {
+                out.extend(self.pending.drain(..take));
+            }
             self.read_pos.idx += take as u32;
             if self.pending.is_empty() {
                 self.read_pos = Position {
@@ -670,18 +675,23 @@ impl JournalReader {
     /// readings of it already delivered. False if there is none.
     fn load_next_entry(&mut self) -> Result<bool, JournalError> {
         let s = self.shared.clone();
-        let row: Option<(i64, Vec<u8>)> = self
+        let row: Option<(i64, i64, Vec<u8>)> = self
             .conn
-            .prepare_cached("SELECT seq, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1")
+            .prepare_cached(
+                "SELECT seq, readings, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+            )
             .and_then(|mut stmt| {
-                stmt.query_row([self.read_pos.seq], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
+                stmt.query_row([self.read_pos.seq], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
             })
             .map_err(s.sqlite())?;
-        let Some((seq, data)) = row else {
+        let Some((seq, count, data)) = row else {
             return Ok(false);
         };
-        let readings = reading::decode_all(&data).map_err(|_| JournalError::Corrupt {
+        let count = usize::try_from(count).unwrap_or(0);
+        let readings = reading::decode_all(&data, count).map_err(|_| JournalError::Corrupt {
             path: s.path.clone(),
             seq,
         })?;
@@ -694,7 +704,9 @@ impl JournalReader {
             // Entries in between were dropped (journal full, drop_oldest): counted there.
             self.read_pos = Position { seq, idx: 0 };
         }
-        self.pending = readings.into_iter().skip(skip).collect();
+        // A VecDeque made from the Vec keeps its buffer (no copy of the readings).
+        self.pending = VecDeque::from(readings);
+        self.pending.drain(..skip.min(self.pending.len()));
         if self.pending.is_empty() {
             self.read_pos = Position {
                 seq: seq + 1,

@@ -16,7 +16,7 @@ use collector::config::{JournalSettings, WhenFull};
 use collector::journal::Journal;
 use collector::metrics::Metrics;
 use collector::payload::{self, Context, Format, JsonOptions, TimeUnit, TimestampBounds};
-use collector::reading::{self, FieldValue, Reading};
+use collector::reading::{self, Encoding, FieldValue, Reading};
 use collector::sinks::line_protocol::{self, Precision};
 use collector::sinks::local::LocalStore;
 
@@ -106,7 +106,7 @@ fn encoding(c: &mut Criterion) {
     reading::encode_all(&readings, &mut buf);
     let encoded = buf.clone();
     g.bench_function("journal_record_decode", |b| {
-        b.iter(|| reading::decode_all(&encoded, BATCH).unwrap())
+        b.iter(|| reading::decode_all(Encoding::CURRENT, &encoded, BATCH).unwrap())
     });
     g.finish();
 }
@@ -214,8 +214,8 @@ fn pipeline(c: &mut Criterion) {
             entry.clear();
             reading::encode_all(&readings, &mut entry);
             drop(readings);
-            let local = reading::decode_all(&entry, BATCH).unwrap();
-            let influx = reading::decode_all(&entry, BATCH).unwrap();
+            let local = reading::decode_all(Encoding::CURRENT, &entry, BATCH).unwrap();
+            let influx = reading::decode_all(Encoding::CURRENT, &entry, BATCH).unwrap();
             lp.clear();
             line_protocol::encode(&influx, Precision::Ns, &mut lp);
             (local, influx)

@@ -8,9 +8,15 @@
 //! WAL) before any message in it is acked.
 //!
 //! ```text
-//! entries(seq INTEGER PRIMARY KEY, readings INTEGER, data BLOB)   -- one row per commit
+//! entries(seq INTEGER PRIMARY KEY, readings INTEGER, data BLOB,   -- one row per commit
+//!         encoding INTEGER)                                       -- how `data` is encoded
 //! cursors(sink TEXT PRIMARY KEY, seq INTEGER, idx INTEGER)        -- next reading to deliver
 //! ```
+//!
+//! The schema version is in `PRAGMA user_version`. Journals of version 0 (before entries
+//! recorded their [`Encoding`]) are upgraded when opened: their entries keep being read as
+//! [`Encoding::Plain`]. A journal of a newer version is refused with a clear error rather
+//! than misread.
 //!
 //! A cursor `(seq, idx)` means: every entry before `seq` and the first `idx` readings of
 //! entry `seq` are written by that sink. Entries before the smallest cursor are deleted.
@@ -32,11 +38,15 @@ use tracing::{error, info, warn};
 use crate::backoff::{Backoff, LogLimit};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::reading::{self, Reading};
+use crate::reading::{self, Encoding, Reading};
 use crate::sources::Envelope;
 
 /// The most readings one commit takes; bounds the writer's memory.
 const MAX_ENTRY_READINGS: usize = 65_536;
+
+/// The schema this build reads and writes, in `PRAGMA user_version`. Version 0 had no
+/// `encoding` column (every entry [`Encoding::Plain`]).
+const SCHEMA_VERSION: i64 = 1;
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +74,20 @@ pub enum JournalError {
         path: PathBuf,
         /// The entry.
         seq: i64,
+    },
+    /// The journal was written by a build with a newer schema.
+    #[error(
+        "journal {}: schema version {found}, this build reads version {supported} and older \
+         (run the newer build, or move the journal away: the readings in it are then not delivered)",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The journal file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this build reads.
+        supported: i64,
     },
     /// A sink asked for a cursor that was not registered.
     #[error("no sink `{0}` is registered in the journal")]
@@ -152,6 +176,48 @@ pub struct JournalWriter {
     drop_log: LogLimit,
 }
 
+/// What opening found of the journal's schema.
+enum Schema {
+    /// This build's.
+    Current,
+    /// None: a new journal.
+    Created,
+    /// An older one, now upgraded.
+    Upgraded { from: i64 },
+    /// A newer one (left as it is).
+    Newer(i64),
+}
+
+/// Creates the tables of a new journal, or upgrades an older one, in one transaction.
+fn create_or_upgrade(conn: &mut Connection) -> Result<Schema, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Schema::Newer(version));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(Schema::Current);
+    }
+    // Version 0, or a new file: the tables as version 0 made them, then the upgrade.
+    let existed: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'entries')",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY, readings INTEGER NOT NULL, data BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, idx INTEGER NOT NULL);
+         ALTER TABLE entries ADD COLUMN encoding INTEGER NOT NULL DEFAULT 1;",
+    )?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(if existed {
+        Schema::Upgraded { from: version }
+    } else {
+        Schema::Created
+    })
+}
+
 fn open_connection(path: &Path, sync: bool) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -184,12 +250,20 @@ impl Journal {
             path: path.clone(),
             source,
         };
-        let conn = open_connection(&path, settings.sync).map_err(sqlite)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS entries (seq INTEGER PRIMARY KEY, readings INTEGER NOT NULL, data BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, idx INTEGER NOT NULL);",
-        )
-        .map_err(sqlite)?;
+        let mut conn = open_connection(&path, settings.sync).map_err(sqlite)?;
+        match create_or_upgrade(&mut conn).map_err(sqlite)? {
+            Schema::Current | Schema::Created => {}
+            Schema::Upgraded { from } => {
+                info!(path = %path.display(), from, to = SCHEMA_VERSION, "journal schema upgraded (the entries in it are kept)");
+            }
+            Schema::Newer(found) => {
+                return Err(JournalError::UnsupportedVersion {
+                    path,
+                    found,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+        }
         // Sequence numbers never go back, even when every entry has been reclaimed: a cursor
         // may point past the last entry, and new entries must come after it.
         let (bytes, last_seq): (i64, i64) = conn
@@ -453,11 +527,8 @@ impl JournalWriter {
 
     fn append_envelopes(&mut self, batch: &[Envelope]) -> Result<(), JournalError> {
         let mut data = Vec::new();
-        let mut count = 0usize;
-        for e in batch {
-            reading::encode_all(&e.readings, &mut data);
-            count += e.readings.len();
-        }
+        reading::encode_all(batch.iter().flat_map(|e| &e.readings), &mut data);
+        let count = batch.iter().map(|e| e.readings.len()).sum();
         self.append_encoded(&data, count)
     }
 
@@ -484,8 +555,8 @@ impl JournalWriter {
             let lags = shared.lags.lock().unwrap_or_else(PoisonError::into_inner);
             self.conn
                 .execute(
-                    "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
-                    params![seq, count as i64, data],
+                    "INSERT INTO entries (seq, readings, data, encoding) VALUES (?1, ?2, ?3, ?4)",
+                    params![seq, count as i64, data, Encoding::CURRENT.as_i64()],
                 )
                 .map_err(shared.sqlite())?;
             for lag in lags.values() {
@@ -675,23 +746,30 @@ impl JournalReader {
     /// readings of it already delivered. False if there is none.
     fn load_next_entry(&mut self) -> Result<bool, JournalError> {
         let s = self.shared.clone();
-        let row: Option<(i64, i64, Vec<u8>)> = self
+        // Decoded straight from SQLite's copy of the blob, which stays valid while the row is.
+        let row: Option<(i64, Option<Vec<Reading>>)> = self
             .conn
             .prepare_cached(
-                "SELECT seq, readings, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                "SELECT seq, readings, encoding, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
             )
             .and_then(|mut stmt| {
                 stmt.query_row([self.read_pos.seq], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    let count = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                    let readings = match (Encoding::from_i64(r.get(2)?), r.get_ref(3)?.as_blob()) {
+                        (Some(encoding), Ok(data)) => {
+                            reading::decode_all(encoding, data, count).ok()
+                        }
+                        _ => None,
+                    };
+                    Ok((r.get(0)?, readings))
                 })
                 .optional()
             })
             .map_err(s.sqlite())?;
-        let Some((seq, count, data)) = row else {
+        let Some((seq, readings)) = row else {
             return Ok(false);
         };
-        let count = usize::try_from(count).unwrap_or(0);
-        let readings = reading::decode_all(&data, count).map_err(|_| JournalError::Corrupt {
+        let readings = readings.ok_or_else(|| JournalError::Corrupt {
             path: s.path.clone(),
             seq,
         })?;

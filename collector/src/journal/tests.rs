@@ -19,6 +19,13 @@ fn settings(dir: &Path, max_bytes: u64, when_full: WhenFull) -> JournalSettings 
     }
 }
 
+/// The bytes of an entry of `readings`.
+fn entry_bytes(readings: &[Reading]) -> u64 {
+    let mut data = Vec::new();
+    reading::encode_all(readings, &mut data);
+    data.len() as u64
+}
+
 fn values(rs: &[Reading]) -> Vec<usize> {
     rs.iter()
         .map(|r| r.field("v").and_then(FieldValue::as_f64).unwrap_or(-1.0) as usize)
@@ -146,8 +153,10 @@ fn removing_the_sink_that_was_behind_frees_its_entries_at_once() {
 fn drop_oldest_counts_what_each_sink_lost() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
+    // Room for about eleven entries of ten readings.
+    let max_bytes = entry_bytes(&(100..110).map(reading).collect::<Vec<_>>()) * 11;
     let (journal, mut writer) = Journal::open(
-        &settings(dir.path(), 4096, WhenFull::DropOldest),
+        &settings(dir.path(), max_bytes, WhenFull::DropOldest),
         metrics.clone(),
     )
     .unwrap();
@@ -162,7 +171,7 @@ fn drop_oldest_counts_what_each_sink_lost() {
         let got = fast.read(100).unwrap();
         assert_eq!(got.len(), 10);
         fast.commit(fast.read_position()).unwrap();
-        assert!(journal.bytes() <= 4096);
+        assert!(journal.bytes() <= max_bytes);
     }
     let kept = slow.read(10_000).unwrap();
     let dropped = metrics.sum("readings_dropped_total", &[("sink", "slow")]);
@@ -187,8 +196,10 @@ fn drop_oldest_counts_what_each_sink_lost() {
 fn drop_oldest_does_not_count_what_a_reader_already_holds() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
+    // Room for about eleven entries of ten readings.
+    let max_bytes = entry_bytes(&(100..110).map(reading).collect::<Vec<_>>()) * 11;
     let (journal, mut writer) = Journal::open(
-        &settings(dir.path(), 4096, WhenFull::DropOldest),
+        &settings(dir.path(), max_bytes, WhenFull::DropOldest),
         metrics.clone(),
     )
     .unwrap();
@@ -223,13 +234,17 @@ fn drop_oldest_does_not_count_what_a_reader_already_holds() {
 #[test]
 fn block_waits_for_a_sink_to_free_space() {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, mut writer) =
-        Journal::open(&settings(dir.path(), 2048, WhenFull::Block), Metrics::new()).unwrap();
-    journal.register_sinks(&["s"]).unwrap();
     let big: Vec<Reading> = (0..50).map(reading).collect();
+    let max_bytes = entry_bytes(&big) * 3 / 2;
+    let (journal, mut writer) = Journal::open(
+        &settings(dir.path(), max_bytes, WhenFull::Block),
+        Metrics::new(),
+    )
+    .unwrap();
+    journal.register_sinks(&["s"]).unwrap();
     writer.append(&big).unwrap();
     let before = journal.bytes();
-    assert!(before + before > 2048, "a second batch does not fit");
+    assert!(before + before > max_bytes, "a second batch does not fit");
     let mut reader = journal.reader("s").unwrap();
     let handle = std::thread::spawn(move || {
         writer.append(&big).unwrap(); // blocks until the reader commits
@@ -342,11 +357,7 @@ fn lag_counts_what_each_sink_has_not_written_across_reopens_and_drops() {
 #[test]
 fn lag_drops_with_the_readings_that_drop_oldest_deletes() {
     let dir = tempfile::tempdir().unwrap();
-    let one = {
-        let mut v = Vec::new();
-        reading::encode_all(&[reading(0)], &mut v);
-        v.len() as u64
-    };
+    let one = entry_bytes(&[reading(0)]);
     // Room for three one-reading entries.
     let s = settings(dir.path(), one * 3, WhenFull::DropOldest);
     let metrics = Metrics::new();
@@ -363,4 +374,112 @@ fn lag_drops_with_the_readings_that_drop_oldest_deletes() {
         .map(|(_, v)| v);
     assert_eq!(lag, Some(3));
     assert_eq!(metrics.sum("readings_dropped_total", &[("sink", "a")]), 2);
+}
+
+/// A journal left by a build from before entries recorded their encoding: version 0, no
+/// `encoding` column, every entry in the plain encoding.
+fn old_journal(path: &Path, entries: &[&[Reading]], cursor: Position) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE entries (seq INTEGER PRIMARY KEY, readings INTEGER NOT NULL, data BLOB NOT NULL);
+         CREATE TABLE cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL, idx INTEGER NOT NULL);",
+    )
+    .unwrap();
+    for (i, readings) in entries.iter().enumerate() {
+        let mut data = Vec::new();
+        reading::encode_all_as(Encoding::Plain, *readings, &mut data);
+        conn.execute(
+            "INSERT INTO entries (seq, readings, data) VALUES (?1, ?2, ?3)",
+            params![i as i64 + 1, readings.len() as i64, data],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO cursors (sink, seq, idx) VALUES ('a', ?1, ?2)",
+        params![cursor.seq, cursor.idx],
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_older_journal_is_upgraded_and_its_entries_are_read_from_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let first: Vec<Reading> = (0..4).map(reading).collect();
+    let second: Vec<Reading> = (4..6).map(reading).collect();
+    old_journal(&s.path, &[&first, &second], Position { seq: 1, idx: 2 });
+    for reopen in 0..2 {
+        let metrics = Metrics::new();
+        let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
+        journal.register_sinks(&["a"]).unwrap();
+        let mut a = journal.reader("a").unwrap();
+        if reopen == 0 {
+            assert_eq!(values(&a.read(100).unwrap()), vec![2, 3, 4, 5]);
+            // New entries, in the current encoding, after the old ones.
+            writer
+                .append(&(6..9).map(reading).collect::<Vec<_>>())
+                .unwrap();
+            assert_eq!(values(&a.read(100).unwrap()), vec![6, 7, 8]);
+            a.commit(Position { seq: 2, idx: 1 }).unwrap();
+        } else {
+            // The upgraded journal opens as it is, old entry and new.
+            assert_eq!(values(&a.read(100).unwrap()), vec![5, 6, 7, 8]);
+        }
+    }
+    let conn = Connection::open(&s.path).unwrap();
+    let encodings: Vec<i64> = conn
+        .prepare("SELECT encoding FROM entries ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        encodings,
+        vec![Encoding::Plain.as_i64(), Encoding::CURRENT.as_i64()]
+    );
+}
+
+#[test]
+fn a_journal_of_a_newer_schema_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    drop(Journal::open(&s, Metrics::new()).unwrap());
+    let conn = Connection::open(&s.path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    let err = Journal::open(&s, Metrics::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JournalError::UnsupportedVersion {
+                found: 99,
+                supported: SCHEMA_VERSION,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+}
+
+#[test]
+fn an_entry_in_an_unknown_encoding_is_reported_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+    journal.register_sinks(&["a"]).unwrap();
+    writer.append(&[reading(0)]).unwrap();
+    Connection::open(&s.path)
+        .unwrap()
+        .execute("UPDATE entries SET encoding = 7", [])
+        .unwrap();
+    let err = journal.reader("a").unwrap().read(10).unwrap_err();
+    assert!(
+        matches!(err, JournalError::Corrupt { seq: 1, .. }),
+        "{err:?}"
+    );
 }

@@ -2190,7 +2190,7 @@ mod tests {
             let points = store.query(&one).unwrap().len();
             println!(
                 "{devices} devices: latest of {latest} series in {latest_took:?}, \
-                 {points} points of one series in {:?} ({} rows in recent)",
+                 {points} points of one series in {:?} ({} points in recent)",
                 started.elapsed(),
                 store.recent_points,
             );

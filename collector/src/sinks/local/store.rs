@@ -906,38 +906,46 @@ fn write_chunks<'v>(
 /// Moves every point of `recent` into chunks (without emptying `recent`); returns how many
 /// points `recent` held and how many series they belong to.
 fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
-    let mut points: Vec<(i64, i64, FieldValue)> = Vec::new();
-    for_each_recent(tx, |p| {
-        points.push(p);
+    // By series, each in write order: no sort of the whole (and no scratch buffer as large).
+    let mut by_series: HashMap<i64, Vec<(i64, FieldValue)>> = HashMap::new();
+    let mut moved = 0u64;
+    for_each_recent(tx, |(id, ts, value)| {
+        by_series.entry(id).or_default().push((ts, value));
+        moved += 1;
         Ok(())
     })?;
-    let moved = points.len() as u64;
-    // Stable: of the writes of one point, the last one stays last, and wins.
-    points.sort_by_key(|&(id, ts, _)| (id, ts));
-    let mut unique: Vec<(i64, i64, FieldValue)> = Vec::with_capacity(points.len());
-    for p in points {
-        match unique.last_mut() {
-            Some(last) if (last.0, last.1) == (p.0, p.1) => *last = p,
-            _ => unique.push(p),
-        }
+    let mut ids: Vec<i64> = by_series.keys().copied().collect();
+    ids.sort_unstable();
+    for id in &ids {
+        let Some(mut points) = by_series.remove(id) else {
+            continue;
+        };
+        // Stable: of the writes of one point, the last one stays last, and wins (`dedup_by`
+        // keeps the first of equal neighbours: give it the later value).
+        points.sort_by_key(|&(ts, _)| ts);
+        points.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        merge_into_chunks(tx, *id, &points)?;
     }
-    let mut series = 0;
-    for group in unique.chunk_by(|a, b| a.0 == b.0) {
-        merge_into_chunks(tx, group)?;
-        series += 1;
-    }
-    Ok((moved, series))
+    Ok((moved, ids.len()))
 }
 
-/// Merges points of one series (`(series id, ts, value)`, in time order, timestamps unique)
-/// into its chunks: the chunks they overlap, and its last chunk before them when that one is
+/// Merges points of series `id` (in time order, timestamps unique) into its chunks: the chunks they overlap, and its last chunk before them when that one is
 /// not full, are decoded, merged with them (they win for a timestamp in both) and written
 /// again; the others are not touched.
-fn merge_into_chunks(tx: &Connection, new: &[(i64, i64, FieldValue)]) -> Result<(), StoreError> {
-    let (Some(first), Some(last)) = (new.first(), new.last()) else {
+fn merge_into_chunks(
+    tx: &Connection,
+    id: i64,
+    new: &[(i64, FieldValue)],
+) -> Result<(), StoreError> {
+    let (Some(&(lo, _)), Some(&(hi, _))) = (new.first(), new.last()) else {
         return Ok(());
     };
-    let (id, lo, hi) = (first.0, first.1, last.1);
     let mut replaced = Vec::new();
     let mut old: Vec<(i64, FieldValue)> = Vec::new();
     let mut take = |chunk: i64, points: i64, data: &[u8]| -> Result<(), StoreError> {
@@ -972,7 +980,7 @@ fn merge_into_chunks(tx: &Connection, new: &[(i64, i64, FieldValue)]) -> Result<
     }
     let mut old = old.iter().peekable();
     let mut merged = Vec::with_capacity(new.len() + old.len());
-    for (_, ts, value) in new {
+    for (ts, value) in new {
         while let Some((t, v)) = old.next_if(|(t, _)| t < ts) {
             merged.push((*t, v));
         }

@@ -32,7 +32,8 @@ start_mosquitto() {
 # start_collector CONFIG [log line to wait for] [log file]: sets $collector (its pid).
 start_collector() {
   local log=${3:-$work/collector.log}
-  NO_COLOR=1 "$bin/telemetry-collector" run -c "$1" 2>"$log" &
+  # MALLOC_ARENA_MAX=2 as the systemd unit sets it.
+  NO_COLOR=1 MALLOC_ARENA_MAX=2 "$bin/telemetry-collector" run -c "$1" 2>"$log" &
   collector=$!
   pids+=($collector)
   for _ in $(seq 1 100); do grep -qs "${2:-subscribed}" "$log" && break; sleep 0.1; done

@@ -51,6 +51,41 @@ impl Encoding {
     }
 }
 
+impl FieldValue {
+    /// Appends the value's encoding to `buf`: its kind byte, then the value (floats as their
+    /// 8 bytes, so NaN payloads and -0.0 survive; integers as varints; strings
+    /// length-prefixed). The journal and the local store share it.
+    pub(crate) fn encode(&self, buf: &mut Vec<u8>) {
+        buf.push(self.kind() as u8);
+        match self {
+            FieldValue::Float(v) => buf.extend_from_slice(&v.to_le_bytes()),
+            FieldValue::Integer(v) => put_varint(buf, zigzag(*v)),
+            FieldValue::Unsigned(v) => put_varint(buf, *v),
+            FieldValue::Boolean(v) => buf.push(u8::from(*v)),
+            FieldValue::String(v) => put_str(buf, v),
+        }
+    }
+
+    /// Decodes a value written by [`FieldValue::encode`] from the front of `buf` and advances
+    /// it.
+    #[inline]
+    pub(crate) fn decode(buf: &mut &[u8]) -> Result<FieldValue, DecodeError> {
+        let kind = FieldKind::from_u8(get_u8(buf)?).ok_or(DecodeError)?;
+        Ok(match kind {
+            FieldKind::Float => {
+                let bytes = take(buf, 8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(bytes);
+                FieldValue::Float(f64::from_le_bytes(a))
+            }
+            FieldKind::Integer => FieldValue::Integer(unzigzag(get_varint(buf)?)),
+            FieldKind::Unsigned => FieldValue::Unsigned(get_varint(buf)?),
+            FieldKind::Boolean => FieldValue::Boolean(get_u8(buf)? != 0),
+            FieldKind::String => FieldValue::String(get_str(buf)?),
+        })
+    }
+}
+
 /// The bytes are not a reading's encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt reading encoding")]
@@ -123,14 +158,7 @@ fn encode(r: &Reading, encoding: Encoding, before: Option<&Reading>, buf: &mut V
             name,
             before.and_then(|b| b.fields.get(i)).map(|(n, _)| n),
         );
-        buf.push(value.kind() as u8);
-        match value {
-            FieldValue::Float(v) => buf.extend_from_slice(&v.to_le_bytes()),
-            FieldValue::Integer(v) => put_varint(buf, zigzag(*v)),
-            FieldValue::Unsigned(v) => put_varint(buf, *v),
-            FieldValue::Boolean(v) => buf.push(u8::from(*v)),
-            FieldValue::String(v) => put_str(buf, v),
-        }
+        value.encode(buf);
     }
     let timestamp = match before {
         Some(b) if delta => r.timestamp.wrapping_sub(b.timestamp),
@@ -169,20 +197,7 @@ fn decode(
     let mut fields = Vec::with_capacity(nfields);
     for i in 0..nfields {
         let name = get_name(buf, before.and_then(|b| b.fields.get(i)).map(|(n, _)| n))?;
-        let kind = FieldKind::from_u8(get_u8(buf)?).ok_or(DecodeError)?;
-        let value = match kind {
-            FieldKind::Float => {
-                let bytes = take(buf, 8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(bytes);
-                FieldValue::Float(f64::from_le_bytes(a))
-            }
-            FieldKind::Integer => FieldValue::Integer(unzigzag(get_varint(buf)?)),
-            FieldKind::Unsigned => FieldValue::Unsigned(get_varint(buf)?),
-            FieldKind::Boolean => FieldValue::Boolean(get_u8(buf)? != 0),
-            FieldKind::String => FieldValue::String(get_str(buf)?),
-        };
-        fields.push((name, value));
+        fields.push((name, FieldValue::decode(buf)?));
     }
     let timestamp = unzigzag(get_varint(buf)?);
     let timestamp = match before {
@@ -197,15 +212,15 @@ fn decode(
     })
 }
 
-fn zigzag(v: i64) -> u64 {
+pub(crate) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -229,7 +244,7 @@ fn get_u8(buf: &mut &[u8]) -> Result<u8, DecodeError> {
 }
 
 #[inline]
-fn get_varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
+pub(crate) fn get_varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = get_u8(buf)?;

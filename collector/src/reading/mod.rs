@@ -13,6 +13,7 @@ pub use compact_str::CompactString;
 mod encoding;
 
 pub use encoding::{decode_all, encode_all, encode_all_as, DecodeError, Encoding};
+pub(crate) use encoding::{get_varint, put_varint, unzigzag, zigzag};
 
 /// The tag that names the device a reading came from. Every stored reading has it.
 pub const DEVICE_TAG: &str = "device";

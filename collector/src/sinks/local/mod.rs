@@ -233,7 +233,7 @@ mod tests {
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON recent WHEN NEW.ts = 666
+                "CREATE TRIGGER refuse BEFORE INSERT ON recent WHEN NEW.points = 2
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();

@@ -8,18 +8,25 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use std::ops::ControlFlow;
+
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+mod codec;
 mod downsample;
+mod migrate;
+
+use codec::{BatchReader, Chunk, ChunkReader, ChunkWriter, CHUNK_BYTES, CHUNK_POINTS};
 
 pub use downsample::{Bucket, SeriesBuckets};
 
 use super::error_chain;
-use crate::reading::{CompactString, FieldKind, FieldValue, Reading, DEVICE_TAG};
+use crate::reading::{CompactString, FieldValue, Reading, DEVICE_TAG};
 
-/// The schema version this build reads and writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build reads and writes, kept in `PRAGMA user_version`. Version 1
+/// (one row per point) is upgraded when a writer opens it.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Marks the file as ours in `PRAGMA application_id` ("TCLS").
 const APPLICATION_ID: i64 = 0x5443_4C53;
@@ -27,19 +34,28 @@ const APPLICATION_ID: i64 = 0x5443_4C53;
 /// How long a statement waits for a lock held by another connection before failing busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Retention deletes at most this many points per transaction, so it never holds the write
-/// lock (or grows the WAL) for long.
-const DELETE_CHUNK: usize = 10_000;
+/// Retention deletes or rewrites at most this many chunks per transaction (a few MB), so it
+/// never holds the write lock (or grows the WAL) for long. Tests take several transactions
+/// with a few thousand points.
+const DELETE_CHUNKS: usize = if cfg!(test) { 3 } else { 1_000 };
 
-/// `recent` is moved into `points` once it holds this many rows (about 3 MB). Larger means
-/// fewer page writes per point, and more for each query to read.
-const COMPACT_ROWS: u64 = 100_000;
+/// `recent` is moved into chunks once it holds this many points (about 2 MB). Larger means
+/// fewer chunk rewrites per point, and more for each query to read.
+const COMPACT_POINTS: u64 = 100_000;
+
+/// A compaction fills up a series' last chunk only when it holds at most this many times the
+/// points it adds, so it rewrites at most this many old points per new one, however many
+/// series share `recent` (with 30,000 series, each gets about 3 points per compaction:
+/// filling 512-point chunks would rewrite 80 old points per new one). Chunks then grow to
+/// about 5 times what a compaction brings a series, up to 512.
+const FILL_FACTOR: usize = 4;
 
 /// The series id cache is emptied when it holds more than this many series (a tag with
 /// unbounded values must not grow memory without bound).
 const CACHE_MAX_SERIES: usize = 100_000;
 
-const SCHEMA: &str = "
+/// The table of series, the same in versions 1 and 2.
+const SERIES_TABLE: &str = "
 CREATE TABLE series (
     id          INTEGER PRIMARY KEY,
     measurement TEXT NOT NULL,
@@ -49,18 +65,23 @@ CREATE TABLE series (
     UNIQUE (measurement, tags, field)
 ) STRICT;
 CREATE INDEX series_by_device ON series (device);
-CREATE TABLE points (
+";
+
+/// The tables of points, version 2.
+const POINT_TABLES: &str = "
+CREATE TABLE chunks (
+    id        INTEGER PRIMARY KEY,
     series_id INTEGER NOT NULL,
-    ts        INTEGER NOT NULL,
-    kind      INTEGER NOT NULL,
-    value     ANY,
-    PRIMARY KEY (series_id, ts)
-) STRICT, WITHOUT ROWID;
+    first_ts  INTEGER NOT NULL,
+    last_ts   INTEGER NOT NULL,
+    points    INTEGER NOT NULL,
+    data      BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, last_ts);
 CREATE TABLE recent (
-    series_id INTEGER NOT NULL,
-    ts        INTEGER NOT NULL,
-    kind      INTEGER NOT NULL,
-    value     ANY
+    id     INTEGER PRIMARY KEY,
+    points INTEGER NOT NULL,
+    data   BLOB NOT NULL
 ) STRICT;
 ";
 
@@ -68,29 +89,17 @@ const SELECT_SERIES_ID: &str =
     "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2 AND field = ?3";
 const INSERT_SERIES: &str =
     "INSERT INTO series (measurement, tags, field, device) VALUES (?1, ?2, ?3, ?4)";
-const INSERT_RECENT: &str =
-    "INSERT INTO recent (series_id, ts, kind, value) VALUES (?1, ?2, ?3, ?4)";
-/// Later rows of `recent` are applied later, so the last write of a point wins.
-const COMPACT: &str = "INSERT INTO points (series_id, ts, kind, value)
-     SELECT series_id, ts, kind, value FROM recent WHERE true ORDER BY series_id, ts, rowid
-     ON CONFLICT (series_id, ts) DO UPDATE SET kind = excluded.kind, value = excluded.value";
-const SELECT_RECENT: &str = "SELECT series_id, ts, kind, value FROM recent
-     WHERE ts >= ?1 AND ts <= ?2 ORDER BY rowid";
-/// Queries of at most this many series read `recent` with [`SELECT_RECENT_OF_SERIES`].
-const FEW_SERIES: usize = 16;
-/// [`SELECT_RECENT`] for the series `?3` to `?18` (repeat one to fill them all).
-static SELECT_RECENT_OF_SERIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let marks: Vec<String> = (0..FEW_SERIES).map(|i| format!("?{}", i + 3)).collect();
-    format!(
-        "SELECT series_id, ts, kind, value FROM recent
-         WHERE ts >= ?1 AND ts <= ?2 AND series_id IN ({}) ORDER BY rowid",
-        marks.join(", ")
-    )
-});
-const SELECT_POINTS: &str = "SELECT ts, kind, value FROM points
-     WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts LIMIT ?4";
-const SELECT_LATEST: &str = "SELECT ts, kind, value FROM points
-     WHERE series_id = ?1 AND ts >= ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT 1";
+const INSERT_RECENT: &str = "INSERT INTO recent (points, data) VALUES (?1, ?2)";
+/// In the order written: a later batch overrides an earlier one.
+const SELECT_RECENT: &str = "SELECT data FROM recent ORDER BY id";
+const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (series_id, first_ts, last_ts, points, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// A series' chunks from the one that holds `?2` (or the first after it) on, in time order.
+const SELECT_CHUNKS_FROM: &str = "SELECT id, first_ts, points, data FROM chunks
+     WHERE series_id = ?1 AND last_ts >= ?2 ORDER BY last_ts";
+/// A series' last chunk that ends before `?2`.
+const SELECT_CHUNK_BEFORE: &str = "SELECT id, first_ts, points, data FROM chunks
+     WHERE series_id = ?1 AND last_ts < ?2 ORDER BY last_ts DESC LIMIT 1";
 
 /// Everything that can go wrong with the local store.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +147,21 @@ pub enum StoreError {
         /// The version this build reads and writes.
         supported: i64,
     },
+    /// The file is a local store of an older schema version, which a reader cannot use:
+    /// opening it for writing (starting the collector) upgrades it.
+    #[error(
+        "local store {} has schema version {found}: start the collector once to upgrade it to \
+         version {supported}",
+        path.display()
+    )]
+    Outdated {
+        /// The store's path.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The version this build reads and writes.
+        supported: i64,
+    },
     /// A statement failed (busy, I/O error, disk full, ...).
     #[error("sqlite error")]
     Sqlite(#[from] rusqlite::Error),
@@ -168,6 +192,7 @@ impl StoreError {
             StoreError::NotFound { .. }
             | StoreError::NotAStore { .. }
             | StoreError::UnsupportedVersion { .. }
+            | StoreError::Outdated { .. }
             | StoreError::EncodeTags(_)
             | StoreError::Corrupt(_) => false,
         }
@@ -229,7 +254,7 @@ pub struct DeviceSummary {
 /// The API is synchronous: async code runs it on a blocking thread, as
 /// [`LocalSink`](super::LocalSink) does.
 ///
-/// # Schema (version 1, in `PRAGMA user_version`)
+/// # Schema (version 2, in `PRAGMA user_version`)
 ///
 /// ```sql
 /// CREATE TABLE series (
@@ -241,40 +266,46 @@ pub struct DeviceSummary {
 ///     UNIQUE (measurement, tags, field)
 /// ) STRICT;
 /// CREATE INDEX series_by_device ON series (device);
-/// CREATE TABLE points (
+/// CREATE TABLE chunks (            -- a series' points, up to 512 per row, in time order
+///     id        INTEGER PRIMARY KEY,
 ///     series_id INTEGER NOT NULL,
-///     ts        INTEGER NOT NULL,  -- nanoseconds since the Unix epoch
-///     kind      INTEGER NOT NULL,  -- FieldKind as u8
-///     value     ANY,               -- REAL, INTEGER or TEXT, see below
-///     PRIMARY KEY (series_id, ts)
-/// ) STRICT, WITHOUT ROWID;
-/// CREATE TABLE recent (            -- the newest points, in the order they were written
-///     series_id INTEGER NOT NULL,
-///     ts        INTEGER NOT NULL,
-///     kind      INTEGER NOT NULL,
-///     value     ANY
+///     first_ts  INTEGER NOT NULL,  -- nanoseconds since the Unix epoch
+///     last_ts   INTEGER NOT NULL,
+///     points    INTEGER NOT NULL,
+///     data      BLOB NOT NULL      -- see below
+/// ) STRICT;
+/// CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, last_ts);
+/// CREATE TABLE recent (            -- the newest points: one row per insert, in write order
+///     id     INTEGER PRIMARY KEY,
+///     points INTEGER NOT NULL,
+///     data   BLOB NOT NULL         -- (series id, timestamp, value) of each point
 /// ) STRICT;
 /// ```
 ///
 /// A series is one (measurement, tag set, field): the few, long-lived rows that name what is
-/// measured. Points are the many small rows, clustered by `(series_id, ts)` in a `WITHOUT
-/// ROWID` table, so a time range of one series is one contiguous range of the primary key and
-/// no second index exists to keep up to date.
+/// measured. Its points live in chunks: rows of up to 512 points (16 KB) in time order,
+/// that do not overlap, found by `(series_id, last_ts)`, so a time range of one series is
+/// one range of that index. A chunk encodes its timestamps as delta-of-deltas (a point that
+/// comes at the usual interval costs one byte of time) and each value with its type: 10
+/// bytes for a float point, where a row per point cost about 30, and one B-tree entry per
+/// 512 points instead of one per point.
 ///
 /// Why `recent`: SQLite writes whole pages, to the WAL at each commit and again to the file
-/// at each checkpoint. A batch that adds one point to each of 4,000 series would modify about
-/// 4,000 leaf pages of `points` (16 MB written for 100 KB of data), which caps the rate and
-/// wears out the SD card of a gateway. So a batch is appended to `recent`, a plain rowid
-/// table that grows at its end (a commit writes about as many pages as its rows fill), and
-/// once it holds 100,000 rows one transaction moves them into `points` sorted by
-/// series, writing each series' tail page once for many points. Queries read both tables:
-/// a point in `recent` overrides the same point in `points`, and within `recent` the later
-/// row wins. `recent` has no index; it is small, and a query reads it whole.
+/// at each checkpoint. A batch that adds one point to each of 4,000 series would rewrite
+/// 4,000 chunks. So an insert appends one row to `recent`, holding the whole batch (a commit
+/// writes about as many pages as the batch fills), and once `recent` holds 100,000 points one
+/// transaction moves them into chunks, sorted by series: each series' last chunk is rewritten
+/// once for many points (or a new one started when it is full). Queries read both: a point
+/// in `recent` overrides the same point in a chunk, and within `recent` the later write wins.
+/// `recent` has no index; it is small, and a query reads it whole.
 ///
-/// Values keep their type exactly: `kind` says how to read `value` back. Floats are `REAL`,
-/// integers `INTEGER`, unsigned integers `INTEGER` holding the same 64 bits (so values above
-/// `i64::MAX` survive), booleans `INTEGER` 0/1, strings `TEXT`. `value` is `ANY` in a `STRICT`
-/// table, so SQLite never converts between them.
+/// Values keep their type exactly, as the journal encodes them: a kind byte, then floats as
+/// their 8 bytes (NaN payloads and -0.0 included), integers and unsigned integers as
+/// varints, booleans as a byte, strings length-prefixed.
+///
+/// Version 1 stored one row per point (`points`, and `recent` one row per point too); a
+/// writer that opens such a file upgrades it in one transaction (the WAL grows to about the
+/// size of the data meanwhile), a reader refuses it with [`StoreError::Outdated`].
 ///
 /// # Identity, type changes, non-finite floats
 ///
@@ -287,8 +318,7 @@ pub struct DeviceSummary {
 /// the reading, and splitting the series by kind would break a chart in two.
 ///
 /// NaN and ±infinity are stored, unlike in InfluxDB, which cannot represent them: the local
-/// store keeps what the device said. Infinities read back exactly; SQLite stores NaN as `NULL`,
-/// which reads back as a float NaN (its sign and payload bits are not kept).
+/// store keeps what the device said, bit for bit.
 ///
 /// # One writer
 ///
@@ -301,10 +331,10 @@ pub struct LocalStore {
     conn: Connection,
     path: PathBuf,
     cache: SeriesCache,
-    /// Rows in `recent` (exact for the writer; unused by readers).
-    recent_rows: u64,
-    /// Compact when `recent` holds this many rows: [`COMPACT_ROWS`], less in tests.
-    compact_rows: u64,
+    /// Points in `recent` (exact for the writer; unused by readers).
+    recent_points: u64,
+    /// Compact when `recent` holds this many points: [`COMPACT_POINTS`], less in tests.
+    compact_points: u64,
 }
 
 impl LocalStore {
@@ -336,7 +366,7 @@ impl LocalStore {
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // Check what the file is before changing anything in it.
-        let empty = check_schema(&conn, path)?;
+        let schema = check_schema(&conn, path)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
             .map_err(open_err)?;
@@ -349,15 +379,20 @@ impl LocalStore {
             conn,
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
-            recent_rows: 0,
-            compact_rows: COMPACT_ROWS,
+            recent_points: 0,
+            compact_points: COMPACT_POINTS,
         };
-        if empty {
-            store.create_schema()?;
+        match schema {
+            Schema::Empty => store.create_schema()?,
+            Schema::Current => {}
+            Schema::Version1 => migrate::upgrade_from_v1(&mut store.conn, path)?,
         }
-        store.recent_rows = store
-            .conn
-            .query_row("SELECT COUNT(*) FROM recent", [], |row| row.get(0))?;
+        store.recent_points =
+            store
+                .conn
+                .query_row("SELECT COALESCE(SUM(points), 0) FROM recent", [], |row| {
+                    row.get(0)
+                })?;
         Ok(store)
     }
 
@@ -367,7 +402,8 @@ impl LocalStore {
     /// # Errors
     /// [`StoreError::NotFound`] when no file exists at `path`, [`StoreError::Open`] when it
     /// cannot be opened, [`StoreError::NotAStore`] or [`StoreError::UnsupportedVersion`] when
-    /// it is not a local store this build can read.
+    /// it is not a local store this build can read, [`StoreError::Outdated`] when it must be
+    /// upgraded first.
     pub fn open_read_only(path: &Path) -> Result<LocalStore, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
@@ -382,17 +418,27 @@ impl LocalStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        if check_schema(&conn, path)? {
-            return Err(StoreError::NotAStore {
-                path: path.to_path_buf(),
-            });
+        match check_schema(&conn, path)? {
+            Schema::Current => {}
+            Schema::Empty => {
+                return Err(StoreError::NotAStore {
+                    path: path.to_path_buf(),
+                })
+            }
+            Schema::Version1 => {
+                return Err(StoreError::Outdated {
+                    path: path.to_path_buf(),
+                    found: 1,
+                    supported: SCHEMA_VERSION,
+                })
+            }
         }
         Ok(LocalStore {
             conn,
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
-            recent_rows: 0,
-            compact_rows: COMPACT_ROWS,
+            recent_points: 0,
+            compact_points: COMPACT_POINTS,
         })
     }
 
@@ -408,7 +454,8 @@ impl LocalStore {
         // Another process may have created it since we looked.
         let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version == 0 {
-            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(SERIES_TABLE)?;
+            tx.execute_batch(POINT_TABLES)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -435,9 +482,9 @@ impl LocalStore {
             self.cache.clear();
         }
         self.cache.in_doubt = true;
-        self.recent_rows += insert_all(&mut self.conn, &mut self.cache, readings)?;
+        self.recent_points += insert_all(&mut self.conn, &mut self.cache, readings)?;
         self.cache.in_doubt = false;
-        if self.recent_rows >= self.compact_rows {
+        if self.recent_points >= self.compact_points {
             if let Err(err) = self.compact() {
                 tracing::warn!(path = %self.path.display(), error = %error_chain(&err), "local store compaction failed; will retry");
             }
@@ -446,8 +493,9 @@ impl LocalStore {
     }
 
     /// Moves the points written since the last compaction into their series (see the type
-    /// documentation), in one transaction; returns how many rows it moved. [`insert`] calls
-    /// it when due; calling it at other times changes no query's result.
+    /// documentation), in one transaction; returns how many points `recent` held (a point
+    /// written twice counts twice). [`insert`] calls it when due; calling it at other times
+    /// changes no query's result.
     ///
     /// [`insert`]: LocalStore::insert
     ///
@@ -458,16 +506,17 @@ impl LocalStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let moved = tx.execute(COMPACT, [])?;
+        let (moved, series) = compact_recent(&tx)?;
         tx.execute("DELETE FROM recent", [])?;
         tx.commit()?;
-        self.recent_rows = 0;
+        self.recent_points = 0;
         tracing::debug!(
             moved,
+            series,
             elapsed_ms = started.elapsed().as_millis(),
             "local store compacted"
         );
-        Ok(moved as u64)
+        Ok(moved)
     }
 
     /// The points that match `q`, ordered by measurement, tags, field and time; at most
@@ -481,31 +530,29 @@ impl LocalStore {
         let Some(mut snap) = self.snapshot(q)? else {
             return Ok(out);
         };
-        let mut stmt = snap.tx.prepare_cached(SELECT_POINTS)?;
+        let limit = q.limit.unwrap_or(usize::MAX);
         for s in std::mem::take(&mut snap.series) {
-            let remaining = q
-                .limit
-                .map_or(usize::MAX, |limit| limit.saturating_sub(out.len()));
+            let remaining = limit.saturating_sub(out.len());
             if remaining == 0 {
                 break;
             }
-            // No more than `remaining` stored points can be among the first `remaining`.
-            let sql_limit = i64::try_from(remaining).unwrap_or(-1);
-            let mut stored = Vec::new();
-            let mut rows = stmt.query(params![s.id, snap.lo, snap.hi, sql_limit])?;
-            while let Some(row) = rows.next()? {
-                stored.push((row.get(0)?, decode_value(row.get(1)?, row.get_ref(2)?)?));
-            }
             let newer = snap.recent.remove(&s.id).unwrap_or_default();
-            for (timestamp, value) in merge_newer(stored, newer).into_iter().take(remaining) {
-                out.push(Point {
-                    measurement: s.measurement.clone(),
-                    tags: s.tags.clone(),
-                    field: s.field.clone(),
-                    timestamp,
-                    value,
-                });
-            }
+            let mut points = Vec::new();
+            visit_points(&snap.tx, s.id, snap.lo, snap.hi, newer, |ts, value| {
+                points.push((ts, value));
+                if points.len() < remaining {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            })?;
+            out.extend(points.into_iter().map(|(timestamp, value)| Point {
+                measurement: s.measurement.clone(),
+                tags: s.tags.clone(),
+                field: s.field.clone(),
+                timestamp,
+                value,
+            }));
         }
         Ok(out)
     }
@@ -521,7 +568,6 @@ impl LocalStore {
         let Some(mut snap) = self.snapshot(q)? else {
             return Ok(out);
         };
-        let mut stmt = snap.tx.prepare_cached(SELECT_LATEST)?;
         for s in std::mem::take(&mut snap.series) {
             if q.limit.is_some_and(|limit| out.len() >= limit) {
                 break;
@@ -530,19 +576,7 @@ impl LocalStore {
                 .recent
                 .remove(&s.id)
                 .and_then(|mut points| points.pop_last());
-            let stored = stmt
-                .query_row(params![s.id, snap.lo, snap.hi], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, i64>(1)?,
-                        row.get::<_, Value>(2)?,
-                    ))
-                })
-                .optional()?;
-            let stored = match stored {
-                Some((ts, kind, value)) => Some((ts, decode_value(kind, ValueRef::from(&value))?)),
-                None => None,
-            };
+            let stored = latest_stored(&snap.tx, s.id, snap.lo, snap.hi)?;
             let latest = match (stored, newer) {
                 (Some(stored), Some(newer)) => {
                     Some(if newer.0 >= stored.0 { newer } else { stored })
@@ -571,7 +605,12 @@ impl LocalStore {
         };
         let tx = self.conn.unchecked_transaction()?;
         let series = matching_series(&tx, q)?;
-        let recent = recent_points(&tx, &series, lo, hi)?;
+        let ids: HashSet<i64> = series.iter().map(|s| s.id).collect();
+        let recent = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            recent_points(&tx, Some(&ids), lo, hi)?
+        };
         Ok(Some(Snapshot {
             tx,
             series,
@@ -582,57 +621,101 @@ impl LocalStore {
     }
 
     /// Per device: how many series and points the store holds, and their time span; ordered
-    /// by device, series without a device tag first. It reads every point (a full scan).
+    /// by device, series without a device tag first. It reads the chunks' counts and
+    /// `recent`, not every point.
     ///
     /// # Errors
-    /// [`StoreError::Sqlite`] when reading fails.
+    /// [`StoreError::Sqlite`] when reading fails, [`StoreError::Corrupt`] for a blob this
+    /// build cannot decode.
     pub fn summary(&self) -> Result<Vec<DeviceSummary>, StoreError> {
-        // Per series first (`points` is in series order: no sort), then per device. A point
-        // of `recent` counts when `points` does not hold it already, and once.
-        let mut stmt = self.conn.prepare_cached(
-            "WITH per_series AS (
-                 SELECT series_id, COUNT(*) AS n, MIN(ts) AS first, MAX(ts) AS last
-                 FROM points GROUP BY series_id
-                 UNION ALL
-                 SELECT series_id, COUNT(*), MIN(ts), MAX(ts)
-                 FROM (SELECT DISTINCT series_id, ts FROM recent r WHERE NOT EXISTS
-                       (SELECT 1 FROM points p WHERE p.series_id = r.series_id AND p.ts = r.ts))
-                 GROUP BY series_id
-             )
-             SELECT s.device, COUNT(DISTINCT s.id), SUM(ps.n), MIN(ps.first), MAX(ps.last)
-             FROM per_series ps JOIN series s ON s.id = ps.series_id
-             GROUP BY s.device ORDER BY s.device",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(DeviceSummary {
-                device: row.get(0)?,
-                series: row.get(1)?,
-                points: row.get(2)?,
-                first_ns: row.get(3)?,
-                last_ns: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let tx = self.conn.unchecked_transaction()?;
+        // Per series: (points, first, last).
+        let mut per_series: HashMap<i64, (u64, i64, i64)> = HashMap::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT series_id, SUM(points), MIN(first_ts), MAX(last_ts)
+                 FROM chunks GROUP BY series_id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                per_series.insert(row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?));
+            }
+        }
+        // A point of `recent` counts when no chunk holds it already, and once.
+        for (id, newer) in recent_points(&tx, None, i64::MIN, i64::MAX)? {
+            let (Some((&lo, _)), Some((&hi, _))) =
+                (newer.first_key_value(), newer.last_key_value())
+            else {
+                continue;
+            };
+            let mut stored = 0;
+            visit_points(&tx, id, lo, hi, BTreeMap::new(), |ts, _| {
+                stored += u64::from(newer.contains_key(&ts));
+                ControlFlow::Continue(())
+            })?;
+            let entry = per_series.entry(id).or_insert((0, lo, hi));
+            entry.0 += newer.len() as u64 - stored;
+            entry.1 = entry.1.min(lo);
+            entry.2 = entry.2.max(hi);
+        }
+        let mut devices: BTreeMap<Option<String>, DeviceSummary> = BTreeMap::new();
+        let mut stmt = tx.prepare_cached("SELECT id, device FROM series")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let Some(&(points, first, last)) = per_series.get(&row.get::<_, i64>(0)?) else {
+                continue;
+            };
+            let device: Option<String> = row.get(1)?;
+            let d = devices
+                .entry(device.clone())
+                .or_insert_with(|| DeviceSummary {
+                    device,
+                    series: 0,
+                    points: 0,
+                    first_ns: first,
+                    last_ns: last,
+                });
+            d.series += 1;
+            d.points += points;
+            d.first_ns = d.first_ns.min(first);
+            d.last_ns = d.last_ns.max(last);
+        }
+        Ok(devices.into_values().collect())
     }
 
     /// Deletes every point older than `ts_ns` (nanoseconds since the Unix epoch), then the
-    /// series left without points; returns how many points were deleted. It works in
-    /// transactions of at most a few thousand points, so readers and the WAL checkpoint get
-    /// their turn in between; a failure leaves the chunks already committed deleted.
+    /// series left without points; returns how many points were deleted. It compacts
+    /// `recent` first, then works in transactions of at most a thousand chunks, so readers
+    /// and the WAL checkpoint get their turn in between; a failure leaves the chunks already
+    /// committed deleted.
     ///
     /// # Errors
-    /// [`StoreError::Sqlite`] when a statement fails.
+    /// [`StoreError::Sqlite`] when a statement fails, [`StoreError::Corrupt`] for a chunk
+    /// this build cannot decode.
     pub fn delete_older_than(&mut self, ts_ns: i64) -> Result<u64, StoreError> {
-        let result = delete_older_than(&mut self.conn, ts_ns, &mut self.recent_rows);
+        if self.recent_points > 0 {
+            self.compact()?;
+        }
+        let result = delete_older_than(&mut self.conn, ts_ns);
         // Deleted series ids may be reused by SQLite: forget them all.
         self.cache.clear();
         result
     }
 }
 
-/// Reads the schema version of an open file. Returns whether the file is empty (no schema
-/// yet), or an error when it is not a local store this build can use.
-fn check_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
+/// What [`check_schema`] found.
+enum Schema {
+    /// No schema yet: a new file.
+    Empty,
+    /// [`SCHEMA_VERSION`].
+    Current,
+    /// Version 1, which a writer upgrades.
+    Version1,
+}
+
+/// Reads the schema version of an open file, or returns an error when it is not a local
+/// store this build can use.
+fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, StoreError> {
     let not_a_store = || StoreError::NotAStore {
         path: path.to_path_buf(),
     };
@@ -656,7 +739,7 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
                 source,
             })?;
         return if tables == 0 {
-            Ok(true)
+            Ok(Schema::Empty)
         } else {
             Err(not_a_store())
         };
@@ -664,16 +747,18 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     if application_id != APPLICATION_ID {
         return Err(not_a_store());
     }
-    if version != SCHEMA_VERSION {
-        return Err(StoreError::UnsupportedVersion {
+    match version {
+        SCHEMA_VERSION => Ok(Schema::Current),
+        1 => Ok(Schema::Version1),
+        found => Err(StoreError::UnsupportedVersion {
             path: path.to_path_buf(),
-            found: version,
+            found,
             supported: SCHEMA_VERSION,
-        });
+        }),
     }
-    Ok(false)
 }
 
+/// Appends `readings` to `recent` as one row; returns how many points it holds.
 fn insert_all(
     conn: &mut Connection,
     cache: &mut SeriesCache,
@@ -681,37 +766,34 @@ fn insert_all(
 ) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut new_series = 0;
-    let mut rows = 0;
-    {
-        let mut append = tx.prepare_cached(INSERT_RECENT)?;
-        for r in readings {
-            if r.fields.is_empty() {
-                continue;
-            }
-            let group = cache.group(r)?;
-            for (name, value) in &r.fields {
-                let id = match group.fields.get(name.as_str()) {
-                    Some(&id) => id,
-                    None => {
-                        let id = series_id(&tx, group, name)?;
-                        group.fields.insert(name.clone(), id);
-                        new_series += 1;
-                        id
-                    }
-                };
-                append.execute(params![
-                    id,
-                    r.timestamp,
-                    value.kind() as u8,
-                    bind_value(value)
-                ])?;
-                rows += 1;
-            }
+    let mut points = 0u64;
+    let mut data = Vec::with_capacity(readings.len() * 32);
+    for r in readings {
+        if r.fields.is_empty() {
+            continue;
         }
+        let group = cache.group(r)?;
+        for (name, value) in &r.fields {
+            let id = match group.fields.get(name.as_str()) {
+                Some(&id) => id,
+                None => {
+                    let id = series_id(&tx, group, name)?;
+                    group.fields.insert(name.clone(), id);
+                    new_series += 1;
+                    id
+                }
+            };
+            codec::put_batch_point(&mut data, id, r.timestamp, value);
+            points += 1;
+        }
+    }
+    if points > 0 {
+        tx.prepare_cached(INSERT_RECENT)?
+            .execute(params![points, data])?;
     }
     tx.commit()?;
     cache.series += new_series;
-    Ok(rows)
+    Ok(points)
 }
 
 /// The id of series (group, field), created when it does not exist.
@@ -736,66 +818,294 @@ fn series_id(conn: &Connection, group: &CachedGroup, field: &str) -> Result<i64,
     Ok(conn.last_insert_rowid())
 }
 
-fn delete_older_than(
-    conn: &mut Connection,
-    ts_ns: i64,
-    recent_rows: &mut u64,
-) -> Result<u64, StoreError> {
-    // `recent` is small: one transaction. Count the points only it holds, once each.
-    let mut deleted = {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let only_recent: u64 = tx.query_row(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT series_id, ts FROM recent r
-             WHERE ts < ?1 AND NOT EXISTS
-                 (SELECT 1 FROM points p WHERE p.series_id = r.series_id AND p.ts = r.ts))",
-            [ts_ns],
-            |row| row.get(0),
-        )?;
-        let rows = tx.execute("DELETE FROM recent WHERE ts < ?1", [ts_ns])?;
-        tx.commit()?;
-        *recent_rows = recent_rows.saturating_sub(rows as u64);
-        only_recent
-    };
+/// See [`LocalStore::delete_older_than`]; `recent` is empty.
+fn delete_older_than(conn: &mut Connection, ts_ns: i64) -> Result<u64, StoreError> {
     let ids: Vec<i64> = {
         let mut stmt = conn.prepare_cached("SELECT id FROM series ORDER BY id")?;
         let rows = stmt.query_map([], |row| row.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
+    let mut deleted = 0u64;
     let mut in_tx = 0usize;
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for id in ids {
+        // The chunks that end before the cutoff go whole.
         loop {
-            // The timestamp of the first old point past this transaction's budget, if any:
-            // deleting below it deletes exactly the budget (timestamps are unique per series).
-            let boundary: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT ts FROM points WHERE series_id = ?1 AND ts < ?2
-                     ORDER BY ts LIMIT 1 OFFSET ?3",
-                )?
-                .query_row(params![id, ts_ns, DELETE_CHUNK - in_tx], |row| row.get(0))
-                .optional()?;
-            let n = tx
-                .prepare_cached("DELETE FROM points WHERE series_id = ?1 AND ts < ?2")?
-                .execute(params![id, boundary.unwrap_or(ts_ns)])?;
-            deleted += n as u64;
-            in_tx += n;
-            if in_tx >= DELETE_CHUNK {
+            let budget = DELETE_CHUNKS - in_tx;
+            let old: Vec<(i64, u64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, points FROM chunks WHERE series_id = ?1 AND last_ts < ?2
+                     ORDER BY last_ts LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![id, ts_ns, budget], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+            for (chunk, points) in &old {
+                delete.execute([chunk])?;
+                deleted += points;
+            }
+            drop(delete);
+            in_tx += old.len();
+            if in_tx >= DELETE_CHUNKS {
                 tx.commit()?;
                 tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 in_tx = 0;
             }
-            if boundary.is_none() {
+            if old.len() < budget {
                 break;
             }
         }
+        // The chunk across the cutoff keeps its newer points.
+        let across = tx
+            .prepare_cached(SELECT_CHUNKS_FROM)?
+            .query_row(params![id, ts_ns], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .optional()?;
+        if let Some((chunk, _, points, data)) = across.filter(|c| c.1 < ts_ns) {
+            let kept = ChunkReader::new(&data, points)
+                .filter(|p| p.as_ref().map_or(true, |(ts, _)| *ts >= ts_ns))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?
+                .execute([chunk])?;
+            write_chunks(&tx, id, kept.iter().map(|(ts, v)| (*ts, v)))?;
+            deleted += u64::try_from(points)
+                .unwrap_or(0)
+                .saturating_sub(kept.len() as u64);
+            in_tx += 1;
+        }
     }
     tx.execute(
-        "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM points WHERE series_id = series.id)
-         AND id NOT IN (SELECT series_id FROM recent)",
+        "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE series_id = series.id)",
         [],
     )?;
     tx.commit()?;
     Ok(deleted)
+}
+
+/// Writes points of series `id` (in time order, none in an existing chunk's span) as chunks.
+fn write_chunks<'v>(
+    tx: &Connection,
+    id: i64,
+    points: impl IntoIterator<Item = (i64, &'v FieldValue)>,
+) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached(INSERT_CHUNK)?;
+    let mut write = |c: Chunk| insert.execute(params![id, c.first_ts, c.last_ts, c.points, c.data]);
+    let mut w = ChunkWriter::default();
+    for (ts, value) in points {
+        if let Some(c) = w.push(ts, value) {
+            write(c)?;
+        }
+    }
+    if let Some(c) = w.finish() {
+        write(c)?;
+    }
+    Ok(())
+}
+
+/// Moves every point of `recent` into chunks (without emptying `recent`); returns how many
+/// points `recent` held and how many series they belong to.
+fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
+    // By series, each in write order: no sort of the whole (and no scratch buffer as large).
+    let mut by_series: HashMap<i64, Vec<(i64, FieldValue)>> = HashMap::new();
+    let mut moved = 0u64;
+    for_each_recent(tx, |(id, ts, value)| {
+        by_series.entry(id).or_default().push((ts, value));
+        moved += 1;
+        Ok(())
+    })?;
+    let mut ids: Vec<i64> = by_series.keys().copied().collect();
+    ids.sort_unstable();
+    for id in &ids {
+        let Some(mut points) = by_series.remove(id) else {
+            continue;
+        };
+        // Stable: of the writes of one point, the last one stays last, and wins (`dedup_by`
+        // keeps the first of equal neighbours: give it the later value).
+        points.sort_by_key(|&(ts, _)| ts);
+        points.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        merge_into_chunks(tx, *id, &points)?;
+    }
+    Ok((moved, ids.len()))
+}
+
+/// Merges points of series `id` (in time order, timestamps unique) into its chunks: the
+/// chunks they overlap, and its last chunk before them when that one is not full and holds
+/// at most [`FILL_FACTOR`] times as many points, are decoded, merged with them (they win for
+/// a timestamp in both) and written again; the others are not touched.
+fn merge_into_chunks(
+    tx: &Connection,
+    id: i64,
+    new: &[(i64, FieldValue)],
+) -> Result<(), StoreError> {
+    let (Some(&(lo, _)), Some(&(hi, _))) = (new.first(), new.last()) else {
+        return Ok(());
+    };
+    let mut replaced = Vec::new();
+    let mut old: Vec<(i64, FieldValue)> = Vec::new();
+    let mut take = |chunk: i64, points: i64, data: &[u8]| -> Result<(), StoreError> {
+        replaced.push(chunk);
+        for p in ChunkReader::new(data, points) {
+            old.push(p?);
+        }
+        Ok(())
+    };
+    {
+        let mut before = tx.prepare_cached(SELECT_CHUNK_BEFORE)?;
+        let mut rows = before.query(params![id, lo])?;
+        if let Some(row) = rows.next()? {
+            let points: i64 = row.get(2)?;
+            let data = blob(row, 3)?;
+            let small = usize::try_from(points)
+                .is_ok_and(|n| n < CHUNK_POINTS && n <= FILL_FACTOR * new.len());
+            if small && data.len() < CHUNK_BYTES {
+                take(row.get(0)?, points, data)?;
+            }
+        }
+        let mut overlapping = tx.prepare_cached(SELECT_CHUNKS_FROM)?;
+        let mut rows = overlapping.query(params![id, lo])?;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(1)? > hi {
+                break;
+            }
+            take(row.get(0)?, row.get(2)?, blob(row, 3)?)?;
+        }
+    }
+    let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+    for chunk in replaced {
+        delete.execute([chunk])?;
+    }
+    let mut old = old.iter().peekable();
+    let mut merged = Vec::with_capacity(new.len() + old.len());
+    for (ts, value) in new {
+        while let Some((t, v)) = old.next_if(|(t, _)| t < ts) {
+            merged.push((*t, v));
+        }
+        old.next_if(|(t, _)| t == ts);
+        merged.push((*ts, value));
+    }
+    merged.extend(old.map(|(t, v)| (*t, v)));
+    write_chunks(tx, id, merged)
+}
+
+/// Calls `f` with every point of `recent`, in the order written.
+fn for_each_recent(
+    conn: &Connection,
+    mut f: impl FnMut((i64, i64, FieldValue)) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(SELECT_RECENT)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        for point in BatchReader::new(blob(row, 0)?) {
+            f(point?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Column `i` of `row`, which must be a blob.
+fn blob<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
+    match row.get_ref(i)? {
+        ValueRef::Blob(data) => Ok(data),
+        other => Err(StoreError::Corrupt(format!(
+            "a blob column holds {}",
+            other.data_type()
+        ))),
+    }
+}
+
+/// Calls `f` with the points of series `id` within `[lo, hi]`, in time order, until it
+/// breaks: those of its chunks merged with `newer` (points of `recent` in the same range,
+/// which win for a timestamp in both).
+fn visit_points(
+    conn: &Connection,
+    id: i64,
+    lo: i64,
+    hi: i64,
+    newer: BTreeMap<i64, FieldValue>,
+    mut f: impl FnMut(i64, FieldValue) -> ControlFlow<()>,
+) -> Result<(), StoreError> {
+    let mut newer = newer.into_iter().peekable();
+    let mut stmt = conn.prepare_cached(SELECT_CHUNKS_FROM)?;
+    let mut rows = stmt.query(params![id, lo])?;
+    'chunks: while let Some(row) = rows.next()? {
+        if row.get::<_, i64>(1)? > hi {
+            break;
+        }
+        for point in ChunkReader::new(blob(row, 3)?, row.get(2)?) {
+            let (ts, value) = point?;
+            if ts < lo {
+                continue;
+            }
+            if ts > hi {
+                break 'chunks;
+            }
+            while let Some((t, v)) = newer.next_if(|(t, _)| *t < ts) {
+                if f(t, v).is_break() {
+                    return Ok(());
+                }
+            }
+            let (t, v) = newer.next_if(|(t, _)| *t == ts).unwrap_or((ts, value));
+            if f(t, v).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    for (t, v) in newer {
+        if f(t, v).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The latest point of series `id` within `[lo, hi]` that its chunks hold.
+fn latest_stored(
+    conn: &Connection,
+    id: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<Option<(i64, FieldValue)>, StoreError> {
+    let last_in = |points: i64, data: &[u8]| -> Result<Option<(i64, FieldValue)>, StoreError> {
+        let mut latest = None;
+        for point in ChunkReader::new(data, points) {
+            let point = point?;
+            if point.0 > hi {
+                break;
+            }
+            latest = Some(point);
+        }
+        Ok(latest.filter(|(ts, _)| *ts >= lo))
+    };
+    // The chunk that holds `hi`, when one does: the latest point is in it.
+    let mut stmt = conn.prepare_cached(SELECT_CHUNKS_FROM)?;
+    let mut rows = stmt.query(params![id, hi])?;
+    if let Some(row) = rows.next()? {
+        if row.get::<_, i64>(1)? <= hi {
+            return last_in(row.get(2)?, blob(row, 3)?);
+        }
+    }
+    // Else the last point of the chunk before `hi`.
+    let mut stmt = conn.prepare_cached(SELECT_CHUNK_BEFORE)?;
+    let mut rows = stmt.query(params![id, hi])?;
+    match rows.next()? {
+        Some(row) => last_in(row.get(2)?, blob(row, 3)?),
+        None => Ok(None),
+    }
 }
 
 /// See [`LocalStore::snapshot`].
@@ -857,60 +1167,22 @@ fn matching_series(conn: &Connection, q: &Query) -> Result<Vec<SeriesRow>, Store
     Ok(out)
 }
 
-/// The points of `recent` in [lo, hi] of the series in `series`, by series and timestamp;
-/// the last row written for a point wins.
+/// The points of `recent` in [lo, hi] (of the series in `ids`, or of all), by series and
+/// timestamp; the last write of a point wins.
 fn recent_points(
     conn: &Connection,
-    series: &[SeriesRow],
+    ids: Option<&HashSet<i64>>,
     lo: i64,
     hi: i64,
 ) -> Result<HashMap<i64, BTreeMap<i64, FieldValue>>, StoreError> {
     let mut out: HashMap<i64, BTreeMap<i64, FieldValue>> = HashMap::new();
-    if series.is_empty() {
-        return Ok(out);
-    }
-    let ids: HashSet<i64> = series.iter().map(|s| s.id).collect();
-    // `recent` has no index, so this is a scan either way; with few series SQLite picks
-    // their rows out itself, and no other row crosses into Rust.
-    let (mut stmt, args) = if series.len() <= FEW_SERIES {
-        let mut args = vec![lo, hi];
-        args.extend((0..FEW_SERIES).map(|i| series.get(i).unwrap_or(&series[0]).id));
-        (conn.prepare_cached(&SELECT_RECENT_OF_SERIES)?, args)
-    } else {
-        (conn.prepare_cached(SELECT_RECENT)?, vec![lo, hi])
-    };
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        if ids.contains(&id) {
-            let value = decode_value(row.get(2)?, row.get_ref(3)?)?;
-            out.entry(id).or_default().insert(row.get(1)?, value);
+    for_each_recent(conn, |(id, ts, value)| {
+        if (lo..=hi).contains(&ts) && ids.is_none_or(|ids| ids.contains(&id)) {
+            out.entry(id).or_default().insert(ts, value);
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
-}
-
-/// Merges a series' points from `points` and from `recent` (both in time order); `recent`
-/// wins for a timestamp in both.
-fn merge_newer(
-    stored: Vec<(i64, FieldValue)>,
-    newer: BTreeMap<i64, FieldValue>,
-) -> Vec<(i64, FieldValue)> {
-    if newer.is_empty() {
-        return stored;
-    }
-    let mut out = Vec::with_capacity(stored.len() + newer.len());
-    let mut newer = newer.into_iter().peekable();
-    for (ts, value) in stored {
-        while let Some(n) = newer.next_if(|(nts, _)| *nts <= ts) {
-            out.push(n);
-        }
-        if out.last().is_none_or(|(last, _)| *last != ts) {
-            out.push((ts, value));
-        }
-    }
-    out.extend(newer);
-    out
 }
 
 /// `q`'s half-open time range as the closed range the statements use; `None` when empty.
@@ -921,43 +1193,6 @@ fn ts_bounds(q: &Query) -> Option<(i64, i64)> {
         None => i64::MAX,
     };
     (lo <= hi).then_some((lo, hi))
-}
-
-fn bind_value(value: &FieldValue) -> ToSqlOutput<'_> {
-    ToSqlOutput::Borrowed(match value {
-        // SQLite stores NaN as NULL; decode_value reads it back as NaN.
-        FieldValue::Float(v) => ValueRef::Real(*v),
-        FieldValue::Integer(v) => ValueRef::Integer(*v),
-        FieldValue::Unsigned(v) => ValueRef::Integer(v.cast_signed()),
-        FieldValue::Boolean(v) => ValueRef::Integer(i64::from(*v)),
-        FieldValue::String(v) => ValueRef::Text(v.as_bytes()),
-    })
-}
-
-fn decode_value(kind: i64, value: ValueRef<'_>) -> Result<FieldValue, StoreError> {
-    let kind = u8::try_from(kind)
-        .ok()
-        .and_then(FieldKind::from_u8)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown value kind {kind}")))?;
-    Ok(match (kind, value) {
-        (FieldKind::Float, ValueRef::Real(v)) => FieldValue::Float(v),
-        (FieldKind::Float, ValueRef::Null) => FieldValue::Float(f64::NAN),
-        (FieldKind::Integer, ValueRef::Integer(v)) => FieldValue::Integer(v),
-        (FieldKind::Unsigned, ValueRef::Integer(v)) => FieldValue::Unsigned(v.cast_unsigned()),
-        (FieldKind::Boolean, ValueRef::Integer(v)) => FieldValue::Boolean(v != 0),
-        (FieldKind::String, ValueRef::Text(v)) => FieldValue::String(
-            std::str::from_utf8(v)
-                .map_err(|_| StoreError::Corrupt("string value is not UTF-8".into()))?
-                .into(),
-        ),
-        (kind, value) => {
-            return Err(StoreError::Corrupt(format!(
-                "{} value stored as {}",
-                kind.name(),
-                value.data_type()
-            )))
-        }
-    })
 }
 
 /// The canonical form of a tag set (a JSON object, keys sorted, the last value of a repeated
@@ -1533,7 +1768,7 @@ mod tests {
         let (_dir, mut store) = temp_store();
         // Enough points in one series to take several chunks, and series that are wholly old,
         // wholly new, or empty after deletion.
-        let n = 2 * DELETE_CHUNK as i64 + 345;
+        let n = (2 * DELETE_CHUNKS * CHUNK_POINTS) as i64 + 345;
         let mut batch: Vec<Reading> = (0..n)
             .map(|i| reading("m", "busy", i, &[("v", FieldValue::Integer(i))]))
             .collect();
@@ -1543,15 +1778,16 @@ mod tests {
         }
         store.insert(&batch).unwrap();
         store.compact().unwrap();
-        // Some old points only in `recent`, some in both tables (rewritten), some only in
-        // `points`: each counts once.
+        // Some old points only in `recent`, some in both (rewritten), some only in chunks:
+        // each counts once.
         let rewrites: Vec<Reading> = (0..5)
             .map(|i| reading("m", "busy", i * 3, &[("v", FieldValue::Integer(-i))]))
             .chain((0..3).map(|i| reading("m", "late", i, &[("v", FieldValue::Integer(i))])))
             .collect();
         store.insert(&rewrites).unwrap();
         store.insert(&rewrites[..2]).unwrap();
-        let cutoff = DELETE_CHUNK as i64 + 17;
+        // Across a chunk.
+        let cutoff = (DELETE_CHUNKS * CHUNK_POINTS) as i64 + 17;
         let before = all(&store);
         assert_eq!(
             store.delete_older_than(cutoff).unwrap(),
@@ -1648,7 +1884,7 @@ mod tests {
     #[test]
     fn inserts_compact_on_their_own() {
         let (_dir, mut store) = temp_store();
-        store.compact_rows = 10;
+        store.compact_points = 10;
         let batch: Vec<Reading> = (0..4)
             .map(|i| {
                 reading(
@@ -1660,9 +1896,9 @@ mod tests {
             })
             .collect();
         store.insert(&batch).unwrap();
-        assert_eq!(store.recent_rows, 8);
+        assert_eq!(store.recent_points, 8);
         store.insert(&batch[..1]).unwrap();
-        assert_eq!(store.recent_rows, 0);
+        assert_eq!(store.recent_points, 0);
         let in_recent: i64 = store
             .conn
             .query_row("SELECT COUNT(*) FROM recent", [], |row| row.get(0))
@@ -1673,7 +1909,7 @@ mod tests {
         store.insert(&batch[..2]).unwrap();
         let path = store.path().to_path_buf();
         drop(store);
-        assert_eq!(LocalStore::open(&path).unwrap().recent_rows, 4);
+        assert_eq!(LocalStore::open(&path).unwrap().recent_points, 4);
     }
 
     #[test]
@@ -1682,7 +1918,7 @@ mod tests {
         let other = Connection::open(store.path()).unwrap();
         other
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON recent WHEN NEW.ts = 666
+                "CREATE TRIGGER refuse BEFORE INSERT ON recent WHEN NEW.points = 2
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();
@@ -1783,18 +2019,133 @@ mod tests {
         drop(store);
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 2)
+            .pragma_update(None, "user_version", 3)
             .unwrap();
         for result in [LocalStore::open(&path), LocalStore::open_read_only(&path)] {
             let err = result.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "local store {} has schema version 2, this build knows version 1",
+                    "local store {} has schema version 3, this build knows version 2",
                     path.display()
                 )
             );
         }
+    }
+
+    /// Makes a store of schema version 1 holding `points` and `recent` rows, as that build
+    /// wrote them.
+    fn version_1_store(
+        path: &Path,
+        points: &[(i64, i64, FieldValue)],
+        recent: &[(i64, i64, FieldValue)],
+    ) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SERIES_TABLE).unwrap();
+        conn.execute_batch(migrate::V1_POINT_TABLES).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for (i, device) in ["a", "b"].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO series (id, measurement, tags, field, device) VALUES (?1, 'm', ?2, 'v', ?3)",
+                params![i as i64 + 1, format!(r#"{{"device":"{device}"}}"#), device],
+            )
+            .unwrap();
+        }
+        for (table, rows) in [("points", points), ("recent", recent)] {
+            for (series, ts, value) in rows {
+                let (kind, value): (u8, rusqlite::types::Value) = match value {
+                    FieldValue::Float(v) if v.is_nan() => (0, rusqlite::types::Value::Null),
+                    FieldValue::Float(v) => (0, (*v).into()),
+                    FieldValue::Integer(v) => (1, (*v).into()),
+                    FieldValue::Unsigned(v) => (2, v.cast_signed().into()),
+                    FieldValue::Boolean(v) => (3, i64::from(*v).into()),
+                    FieldValue::String(v) => (4, v.to_string().into()),
+                };
+                conn.execute(
+                    &format!(
+                        "INSERT INTO {table} (series_id, ts, kind, value) VALUES (?1, ?2, ?3, ?4)"
+                    ),
+                    params![series, ts, kind, value],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_writer_upgrades_a_version_1_store_and_every_point_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        // Series 1 spans several chunks; series 2 holds every type. `recent` rewrites one
+        // stored point twice (the later row wins) and adds one.
+        let mut stored: Vec<(i64, i64, FieldValue)> = (0..1200)
+            .map(|i| (1, T0 + i * SEC, FieldValue::Float(i as f64 / 8.0)))
+            .collect();
+        let values = [
+            FieldValue::Float(f64::NAN),
+            FieldValue::Float(-0.0),
+            FieldValue::Integer(i64::MIN),
+            FieldValue::Unsigned(u64::MAX),
+            FieldValue::Boolean(true),
+            FieldValue::String("naïve \"x\"".into()),
+        ];
+        stored.extend(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (2, T0 + i as i64, v.clone())),
+        );
+        let recent = vec![
+            (1, T0 + 5 * SEC, FieldValue::Integer(1)),
+            (1, T0 + 5 * SEC, FieldValue::Integer(2)),
+            (2, T0 + 100, FieldValue::Boolean(false)),
+        ];
+        version_1_store(&path, &stored, &recent);
+
+        let err = LocalStore::open_read_only(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "local store {} has schema version 1: start the collector once to upgrade it to version 2",
+                path.display()
+            )
+        );
+        drop(LocalStore::open(&path).unwrap());
+        let store = LocalStore::open_read_only(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        let chunks: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(chunks, 3 + 1);
+
+        let mut want: BTreeMap<(i64, i64), FieldValue> = BTreeMap::new();
+        for (series, ts, value) in stored.into_iter().chain(recent) {
+            want.insert((series, ts), value);
+        }
+        let want: Vec<Point> = want
+            .into_iter()
+            .map(|((series, timestamp), value)| {
+                let device = if series == 1 { "a" } else { "b" };
+                Point {
+                    measurement: "m".into(),
+                    tags: vec![(DEVICE_TAG.into(), device.into())],
+                    field: "v".into(),
+                    timestamp,
+                    value,
+                }
+            })
+            .collect();
+        assert_same_points(&all(&store), &want);
+        // Opening it again changes nothing.
+        drop(LocalStore::open(&path).unwrap());
+        assert_same_points(&all(&store), &want);
     }
 
     #[test]
@@ -1815,11 +2166,11 @@ mod tests {
 
     /// Not a test of speed (nothing is asserted): a measurement, run with
     /// `cargo test --release -p telemetry-collector --lib insert_rate -- --ignored --nocapture`.
-    /// 210,000 readings of 4 fields, in batches of 1,000, from 100 and then 1,000 devices.
+    /// 210,000 readings of 4 fields, in batches of 1,000, from 100, 1,000 and 10,000 devices.
     #[test]
     #[ignore = "a measurement, not a test"]
     fn insert_rate() {
-        for devices in [100, 1000] {
+        for devices in [100, 1000, 10_000] {
             let (_dir, mut store) = temp_store();
             let batches = 210;
             let per_batch = 1000;
@@ -1864,9 +2215,9 @@ mod tests {
             let points = store.query(&one).unwrap().len();
             println!(
                 "{devices} devices: latest of {latest} series in {latest_took:?}, \
-                 {points} points of one series in {:?} ({} rows in recent)",
+                 {points} points of one series in {:?} ({} points in recent)",
                 started.elapsed(),
-                store.recent_rows,
+                store.recent_points,
             );
             store.compact().unwrap();
             store

@@ -1,9 +1,9 @@
 //! Downsampling: the minimum, maximum and mean of each series per time step, computed while
-//! the points stream out of SQLite (a day of 1 Hz data is never held in memory).
+//! the points stream out of the chunks (a day of 1 Hz data is never held in memory).
 
-use rusqlite::params;
+use std::ops::ControlFlow;
 
-use super::{decode_value, matching_series, LocalStore, Query, StoreError, SELECT_POINTS};
+use super::{matching_series, visit_points, LocalStore, Query, StoreError};
 use crate::reading::FieldValue;
 
 /// The numeric points of one series within one step.
@@ -68,33 +68,16 @@ impl LocalStore {
         let Some(mut snap) = self.snapshot(q)? else {
             return Ok(out);
         };
-        let mut stmt = snap.tx.prepare_cached(SELECT_POINTS)?;
         for s in std::mem::take(&mut snap.series) {
             if q.limit.is_some_and(|limit| out.len() >= limit) {
                 break;
             }
             let mut acc = Accumulator::new(step);
-            // A point of `recent` replaces the stored point with the same timestamp.
-            let mut newer = snap
-                .recent
-                .remove(&s.id)
-                .unwrap_or_default()
-                .into_iter()
-                .peekable();
-            let mut rows = stmt.query(params![s.id, snap.lo, snap.hi, -1])?;
-            while let Some(row) = rows.next()? {
-                let ts: i64 = row.get(0)?;
-                while let Some((t, v)) = newer.next_if(|(t, _)| *t < ts) {
-                    acc.add(t, &v);
-                }
-                match newer.next_if(|(t, _)| *t == ts) {
-                    Some((t, v)) => acc.add(t, &v),
-                    None => acc.add(ts, &decode_value(row.get(1)?, row.get_ref(2)?)?),
-                }
-            }
-            for (t, v) in newer {
-                acc.add(t, &v);
-            }
+            let newer = snap.recent.remove(&s.id).unwrap_or_default();
+            visit_points(&snap.tx, s.id, snap.lo, snap.hi, newer, |ts, value| {
+                acc.add(ts, &value);
+                ControlFlow::Continue(())
+            })?;
             let buckets = acc.finish();
             if !buckets.is_empty() {
                 out.push(SeriesBuckets {

@@ -391,9 +391,10 @@ async fn overload_with_drop_oldest_keeps_the_journal_bounded_and_counts_what_the
     ) + &v2_sink("vm", &vm.url(), &token);
     let collector = InProcess::start(&toml).await;
 
-    // About 110 bytes per reading in the journal: 12000 readings are well over 1 MiB.
-    // Timestamps stay in the past (VictoriaMetrics' export leaves out the last 30 s).
-    let messages = fleet(200, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(60);
+    // About 60 bytes per reading in the journal (delta-encoded): 30000 readings are well
+    // over 1 MiB. Timestamps stay in the past (VictoriaMetrics' export leaves out the last
+    // 30 s).
+    let messages = fleet(200, PayloadFormat::Json, "sensors", FaultConfig::default()).messages(150);
     publish_all(broker.port, "sim-overload", &messages).await;
     let want = expected_rows(&messages, true);
     let n = messages.len() as u64;

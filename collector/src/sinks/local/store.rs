@@ -92,6 +92,11 @@ const INSERT_SERIES: &str =
 const INSERT_RECENT: &str = "INSERT INTO recent (points, data) VALUES (?1, ?2)";
 /// In the order written: a later batch overrides an earlier one.
 const SELECT_RECENT: &str = "SELECT data FROM recent ORDER BY id";
+const UPDATE_CHUNK: &str = "UPDATE chunks SET first_ts = ?2, last_ts = ?3, points = ?4, data = ?5
+     WHERE id = ?1";
+/// A series' chunks from its newest back.
+const SELECT_CHUNKS_BACK: &str = "SELECT id, first_ts, last_ts, points, data FROM chunks
+     WHERE series_id = ?1 ORDER BY last_ts DESC";
 const INSERT_CHUNK: &str =
     "INSERT INTO chunks (series_id, first_ts, last_ts, points, data) VALUES (?1, ?2, ?3, ?4, ?5)";
 /// A series' chunks from the one that holds `?2` (or the first after it) on, in time order.
@@ -874,9 +879,7 @@ fn delete_older_than(conn: &mut Connection, ts_ns: i64) -> Result<u64, StoreErro
             let kept = ChunkReader::new(&data, points)
                 .filter(|p| p.as_ref().map_or(true, |(ts, _)| *ts >= ts_ns))
                 .collect::<Result<Vec<_>, _>>()?;
-            tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?
-                .execute([chunk])?;
-            write_chunks(&tx, id, kept.iter().map(|(ts, v)| (*ts, v)))?;
+            write_chunks(&tx, id, Some(chunk), kept.iter().map(|(ts, v)| (*ts, v)))?;
             deleted += u64::try_from(points)
                 .unwrap_or(0)
                 .saturating_sub(kept.len() as u64);
@@ -891,14 +894,21 @@ fn delete_older_than(conn: &mut Connection, ts_ns: i64) -> Result<u64, StoreErro
     Ok(deleted)
 }
 
-/// Writes points of series `id` (in time order, none in an existing chunk's span) as chunks.
+/// Writes points of series `id` (in time order, none in the span of a chunk other than
+/// `reuse`) as chunks; the first one replaces row `reuse` when given (which is deleted when
+/// there are no points).
 fn write_chunks<'v>(
     tx: &Connection,
     id: i64,
+    mut reuse: Option<i64>,
     points: impl IntoIterator<Item = (i64, &'v FieldValue)>,
 ) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_CHUNK)?;
-    let mut write = |c: Chunk| insert.execute(params![id, c.first_ts, c.last_ts, c.points, c.data]);
+    let mut update = tx.prepare_cached(UPDATE_CHUNK)?;
+    let mut write = |c: Chunk| match reuse.take() {
+        Some(row) => update.execute(params![row, c.first_ts, c.last_ts, c.points, c.data]),
+        None => insert.execute(params![id, c.first_ts, c.last_ts, c.points, c.data]),
+    };
     let mut w = ChunkWriter::default();
     for (ts, value) in points {
         if let Some(c) = w.push(ts, value) {
@@ -907,6 +917,10 @@ fn write_chunks<'v>(
     }
     if let Some(c) = w.finish() {
         write(c)?;
+    }
+    if let Some(row) = reuse {
+        tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?
+            .execute([row])?;
     }
     Ok(())
 }
@@ -955,38 +969,39 @@ fn merge_into_chunks(
     let (Some(&(lo, _)), Some(&(hi, _))) = (new.first(), new.last()) else {
         return Ok(());
     };
+    // The series' chunks from its newest back: those after the new points are passed, those
+    // they overlap are taken, and the first one before them ends the scan (taken when small).
+    // Appending, the usual case, reads one row.
     let mut replaced = Vec::new();
-    let mut old: Vec<(i64, FieldValue)> = Vec::new();
-    let mut take = |chunk: i64, points: i64, data: &[u8]| -> Result<(), StoreError> {
-        replaced.push(chunk);
-        for p in ChunkReader::new(data, points) {
-            old.push(p?);
-        }
-        Ok(())
-    };
+    let mut taken: Vec<Vec<(i64, FieldValue)>> = Vec::new();
     {
-        let mut before = tx.prepare_cached(SELECT_CHUNK_BEFORE)?;
-        let mut rows = before.query(params![id, lo])?;
-        if let Some(row) = rows.next()? {
-            let points: i64 = row.get(2)?;
-            let data = blob(row, 3)?;
-            let small = usize::try_from(points)
-                .is_ok_and(|n| n < CHUNK_POINTS && n <= FILL_FACTOR * new.len());
-            if small && data.len() < CHUNK_BYTES {
-                take(row.get(0)?, points, data)?;
-            }
-        }
-        let mut overlapping = tx.prepare_cached(SELECT_CHUNKS_FROM)?;
-        let mut rows = overlapping.query(params![id, lo])?;
+        let mut stmt = tx.prepare_cached(SELECT_CHUNKS_BACK)?;
+        let mut rows = stmt.query([id])?;
         while let Some(row) = rows.next()? {
-            if row.get::<_, i64>(1)? > hi {
+            let (first_ts, last_ts): (i64, i64) = (row.get(1)?, row.get(2)?);
+            if first_ts > hi {
+                continue;
+            }
+            let points: i64 = row.get(3)?;
+            let data = blob(row, 4)?;
+            let overlaps = last_ts >= lo;
+            let small = usize::try_from(points)
+                .is_ok_and(|n| n < CHUNK_POINTS && n <= FILL_FACTOR * new.len())
+                && data.len() < CHUNK_BYTES;
+            if overlaps || small {
+                replaced.push(row.get::<_, i64>(0)?);
+                taken.push(ChunkReader::new(data, points).collect::<Result<_, _>>()?);
+            }
+            if !overlaps {
                 break;
             }
-            take(row.get(0)?, row.get(2)?, blob(row, 3)?)?;
         }
     }
+    // In time order; the first replaced row is rewritten in place, the others deleted.
+    replaced.reverse();
+    let old: Vec<(i64, FieldValue)> = taken.into_iter().rev().flatten().collect();
     let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
-    for chunk in replaced {
+    for chunk in replaced.iter().skip(1) {
         delete.execute([chunk])?;
     }
     let mut old = old.iter().peekable();
@@ -999,7 +1014,7 @@ fn merge_into_chunks(
         merged.push((*ts, value));
     }
     merged.extend(old.map(|(t, v)| (*t, v)));
-    write_chunks(tx, id, merged)
+    write_chunks(tx, id, replaced.first().copied(), merged)
 }
 
 /// Calls `f` with every point of `recent`, in the order written.
@@ -1879,6 +1894,47 @@ mod tests {
         assert_eq!(after, before);
         assert_eq!(store.latest(&Query::default()).unwrap(), latest_before);
         assert_eq!(store.summary().unwrap(), summary_before);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any sequence of writes (late, repeated, overlapping), compacted at any points,
+        /// reads back as the last write of each point: the chunks never lose, duplicate or
+        /// misorder a point.
+        #[test]
+        fn chunks_hold_the_last_write_of_every_point(
+            batches in proptest::collection::vec(
+                (proptest::collection::vec((0..3usize, 0..1500i64, proptest::prelude::any::<i64>()), 1..300),
+                 proptest::prelude::any::<bool>()),
+                1..12,
+            )
+        ) {
+            let (_dir, mut store) = temp_store();
+            store.compact_points = 400;
+            let mut model: BTreeMap<(String, i64), i64> = BTreeMap::new();
+            for (batch, compact) in batches {
+                let readings: Vec<Reading> = batch
+                    .iter()
+                    .map(|(d, ts, v)| reading("m", &format!("d{d}"), *ts, &[("v", FieldValue::Integer(*v))]))
+                    .collect();
+                store.insert(&readings).unwrap();
+                for (d, ts, v) in batch {
+                    model.insert((format!("d{d}"), ts), v);
+                }
+                if compact {
+                    store.compact().unwrap();
+                }
+            }
+            let got: Vec<(String, i64, FieldValue)> = all(&store)
+                .into_iter()
+                .map(|p| (p.tags[0].1.to_string(), p.timestamp, p.value))
+                .collect();
+            let want: Vec<(String, i64, FieldValue)> = model
+                .into_iter()
+                .map(|((d, ts), v)| (d, ts, FieldValue::Integer(v)))
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

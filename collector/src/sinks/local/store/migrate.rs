@@ -54,7 +54,7 @@ pub(super) fn upgrade_from_v1(conn: &mut Connection, path: &Path) -> Result<(), 
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             if let Some(previous) = series.filter(|s| *s != id) {
-                write_chunks(&tx, previous, None, points.iter().map(|(t, v)| (*t, v)))?;
+                write_chunks(&tx, previous, points.iter().map(|(t, v)| (*t, v)))?;
                 points.clear();
             }
             series = Some(id);
@@ -62,7 +62,7 @@ pub(super) fn upgrade_from_v1(conn: &mut Connection, path: &Path) -> Result<(), 
             total += 1;
         }
         if let Some(last) = series {
-            write_chunks(&tx, last, None, points.iter().map(|(t, v)| (*t, v)))?;
+            write_chunks(&tx, last, points.iter().map(|(t, v)| (*t, v)))?;
         }
         total
     };

@@ -233,11 +233,14 @@ async fn an_edge_forwards_serial_readings_to_the_core_which_loses_none_across_a_
     let want = expected_rows(&sent, true);
     assert_eq!(want.len(), total);
     wait_for_rows(&core_store, want.len()).await;
+    // The core can store a batch before the edge's sink has its PUBACK and counts it.
     let sink = [("sink", "mqtt:core")];
-    assert_eq!(
-        edge.count("readings_written_total", &sink),
-        devices.len() as u64 * SAMPLES
-    );
+    let n = devices.len() as u64 * SAMPLES;
+    wait_for("the edge's sink to count its writes", WAIT, || {
+        edge.count("readings_written_total", &sink) >= n
+    })
+    .await;
+    assert_eq!(edge.count("readings_written_total", &sink), n);
     assert!(edge.count("mqtt_messages_published_total", &sink) > 0);
     core.terminate();
     edge.stop().await;
@@ -288,10 +291,13 @@ async fn the_mqtt_sink_loses_nothing_when_the_central_broker_restarts() {
         edge.count("sink_write_failures_total", &sink) >= 1,
         "the restart interrupted the sink"
     );
-    assert_eq!(
-        edge.count("readings_written_total", &sink),
-        messages.len() as u64
-    );
+    // The core can store a batch before the edge's sink has its PUBACK and counts it.
+    let n = messages.len() as u64;
+    wait_for("the edge's sink to count its writes", WAIT, || {
+        edge.count("readings_written_total", &sink) >= n
+    })
+    .await;
+    assert_eq!(edge.count("readings_written_total", &sink), n);
     let store = core.store.clone();
     edge.stop().await;
     core.stop().await;

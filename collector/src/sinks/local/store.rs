@@ -925,12 +925,10 @@ fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
         moved += 1;
         Ok(())
     })?;
-    let mut ids: Vec<i64> = by_series.keys().copied().collect();
-    ids.sort_unstable();
-    for id in &ids {
-        let Some(mut points) = by_series.remove(id) else {
-            continue;
-        };
+    let mut by_series: Vec<(i64, Vec<(i64, FieldValue)>)> = by_series.into_iter().collect();
+    by_series.sort_unstable_by_key(|(id, _)| *id);
+    let series = by_series.len();
+    for (id, mut points) in by_series {
         // Stable: of the writes of one point, the last one stays last, and wins (`dedup_by`
         // keeps the first of equal neighbours: give it the later value).
         points.sort_by_key(|&(ts, _)| ts);
@@ -941,9 +939,9 @@ fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
             }
             same
         });
-        merge_into_chunks(tx, *id, &points)?;
+        merge_into_chunks(tx, id, &points)?;
     }
-    Ok((moved, ids.len()))
+    Ok((moved, series))
 }
 
 /// Merges points of series `id` (in time order, timestamps unique) into its chunks: the

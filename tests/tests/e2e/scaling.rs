@@ -233,18 +233,23 @@ async fn an_edge_forwards_serial_readings_to_the_core_which_loses_none_across_a_
     let want = expected_rows(&sent, true);
     assert_eq!(want.len(), total);
     wait_for_rows(&core_store, want.len()).await;
-    // The core can store a batch before the edge's sink has its PUBACK and counts it.
+    assert_sink_wrote(&edge, devices.len() as u64 * SAMPLES).await;
     let sink = [("sink", "mqtt:core")];
-    let n = devices.len() as u64 * SAMPLES;
-    wait_for("the edge's sink to count its writes", WAIT, || {
-        edge.count("readings_written_total", &sink) >= n
-    })
-    .await;
-    assert_eq!(edge.count("readings_written_total", &sink), n);
     assert!(edge.count("mqtt_messages_published_total", &sink) > 0);
     core.terminate();
     edge.stop().await;
     assert_rows_eq(&stored_rows(&core_store), &want);
+}
+
+/// Asserts that the edge's MQTT sink counts exactly `n` readings written, once it has counted
+/// them all: the core can store a batch before the edge's sink has its PUBACK and counts it.
+async fn assert_sink_wrote(edge: &InProcess, n: u64) {
+    let written = || edge.count("readings_written_total", &[("sink", "mqtt:core")]);
+    wait_for("the edge's sink to count its writes", WAIT, || {
+        written() >= n
+    })
+    .await;
+    assert_eq!(written(), n);
 }
 
 /// Edge and core each with their own broker, as when the edge has a local broker for its
@@ -291,13 +296,7 @@ async fn the_mqtt_sink_loses_nothing_when_the_central_broker_restarts() {
         edge.count("sink_write_failures_total", &sink) >= 1,
         "the restart interrupted the sink"
     );
-    // The core can store a batch before the edge's sink has its PUBACK and counts it.
-    let n = messages.len() as u64;
-    wait_for("the edge's sink to count its writes", WAIT, || {
-        edge.count("readings_written_total", &sink) >= n
-    })
-    .await;
-    assert_eq!(edge.count("readings_written_total", &sink), n);
+    assert_sink_wrote(&edge, messages.len() as u64).await;
     let store = core.store.clone();
     edge.stop().await;
     core.stop().await;

@@ -39,6 +39,8 @@ INFLIGHT = int(os.environ.get("INFLIGHT", "1000"))
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "10"))
 SINKS = os.environ.get("SINKS", "local,influxdb").split(",")
 FIELDS = 3
+BROKER_PID = [0]
+VM_PID = [0]
 STALL = 10.0  # seconds without progress: the rest is lost (QoS 0 under overload)
 
 
@@ -88,6 +90,21 @@ def simulator(port, qos):
     ]
 
 
+def run_simulator(port, qos):
+    """Runs the simulator to its end; returns its CPU seconds (user + system)."""
+    p = subprocess.Popen(simulator(port, qos), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"the simulator failed with {p.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid):
+    return proc_cpu_rss(pid)[0]
+
+
 def broker_limit(work, procs, port, qos):
     """Messages per second a subscriber that discards everything receives."""
     sub = procs.start(
@@ -108,14 +125,16 @@ def broker_limit(work, procs, port, qos):
     reader = threading.Thread(target=count, daemon=True)
     reader.start()
     time.sleep(0.5)  # mosquitto_sub has no "subscribed" signal; it subscribes on connect
+    broker0, sub0 = cpu_of(BROKER_PID[0]), cpu_of(sub.pid)
     start = time.monotonic()
-    subprocess.run(simulator(port, qos), check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    sim_cpu = run_simulator(port, qos)
     while got[0] < MESSAGES and time.monotonic() - got[1] < STALL:
         time.sleep(0.01)
+    cpu = {"simulator": sim_cpu, "broker": cpu_of(BROKER_PID[0]) - broker0,
+           "subscriber": cpu_of(sub.pid) - sub0}
     sub.terminate()
     sub.wait()
-    return got[0], got[1] - start
+    return got[0], got[1] - start, cpu
 
 
 def metrics(port):
@@ -193,9 +212,9 @@ format = "json"
     sinks_names = (["local"] if "local" in SINKS else []) + (
         ["influxdb:vm"] if "influxdb" in SINKS else [])
     first = sinks_names[0]
+    broker0, vm0 = cpu_of(BROKER_PID[0]), cpu_of(VM_PID[0])
     start = time.monotonic()
-    subprocess.run(simulator(port, qos), check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    sim_cpu = run_simulator(port, qos)
     # Per sink: readings written, and when that number last grew.
     seen = {s: (0, start) for s in sinks_names}
     done = {}
@@ -215,6 +234,8 @@ format = "json"
             break
         time.sleep(0.02)
     cpu, rss = proc_cpu_rss(c.pid)
+    others = {"simulator": sim_cpu, "broker": cpu_of(BROKER_PID[0]) - broker0,
+              "victoria-metrics": cpu_of(VM_PID[0]) - vm0}
     received = metrics(http_port).get("received", 0)
     c.send_signal(signal.SIGINT if prefix else signal.SIGTERM)
     c.wait(timeout=60)
@@ -226,6 +247,7 @@ format = "json"
         "all_sinks": max((t for _, t in done.values()), default=float("nan")),
         "cpu": cpu,
         "rss": rss,
+        "others": others,
     }
 
 
@@ -241,13 +263,13 @@ allow_anonymous true
 max_inflight_messages {INFLIGHT}
 max_queued_messages 0
 """)
-        procs.start(["/usr/sbin/mosquitto", "-c", os.path.join(work, "mosquitto.conf")],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        BROKER_PID[0] = procs.start(["/usr/sbin/mosquitto", "-c", os.path.join(work, "mosquitto.conf")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid
         wait_port(port, "mosquitto")
         vm_port = free_port()
-        procs.start(["victoria-metrics", f"-httpListenAddr=127.0.0.1:{vm_port}",
+        VM_PID[0] = procs.start(["victoria-metrics", f"-httpListenAddr=127.0.0.1:{vm_port}",
                      f"-storageDataPath={work}/vm", "-loggerLevel=ERROR"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid
         wait_port(vm_port, "victoria-metrics")
         print(f"# {DEVICES} devices, {MESSAGES} messages of {FIELDS} float fields, "
               f"sinks {','.join(SINKS)}, mosquitto max_inflight_messages {INFLIGHT}, "
@@ -255,7 +277,7 @@ max_queued_messages 0
         for qos in QOS_LIST:
             rows = []
             for run in range(RUNS):
-                got, t = broker_limit(work, procs, port, qos)
+                got, t, limit_cpu = broker_limit(work, procs, port, qos)
                 limit = got / t
                 r = collector_run(work, procs, port, vm_port, qos)
                 rate = r["stored"] / r["elapsed"]
@@ -268,6 +290,18 @@ max_queued_messages 0
                       f"in {r['elapsed']:.2f} s; all sinks {r['all_sinks']:.2f} s), "
                       f"ratio {rate / limit:.2f}, CPU {r['cpu']:.2f} s = {cpu_us:.2f} µs per "
                       f"field value, peak RSS {r['rss'] / 2**20:.1f} MiB", flush=True)
+                # On saturated cores each run lasts about (CPU of everything) / cores: the
+                # ratio the CPU alone predicts, to compare with the measured one.
+                limit_total = sum(limit_cpu.values())
+                run_total = sum(r["others"].values()) + r["cpu"]
+                print(f"  CPU s, broker-limit run: " + ", ".join(
+                          f"{k} {v:.2f}" for k, v in limit_cpu.items()) +
+                      f"; collector run: " + ", ".join(
+                          f"{k} {v:.2f}" for k, v in r["others"].items()) +
+                      f", collector {r['cpu']:.2f}; CPU-predicted ratio "
+                      f"{limit_total / run_total:.2f} (cores busy: limit run "
+                      f"{limit_total / t / os.cpu_count():.0%}, collector run "
+                      f"{run_total / r['elapsed'] / os.cpu_count():.0%})", flush=True)
             med = [statistics.median(c) for c in zip(*rows)]
             print(f"QoS {qos} median of {RUNS}: broker limit {med[0]:,.0f} msg/s, collector "
                   f"{med[1]:,.0f} readings/s ({med[1] * FIELDS:,.0f} field values/s), ratio "

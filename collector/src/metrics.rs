@@ -3,7 +3,7 @@
 //! A small registry of labelled atomic counters and gauges. Hot paths look a counter up once
 //! and keep the [`Counter`] handle; a snapshot is what tests, `/metrics` and logs read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -106,7 +106,7 @@ pub const MAX_DEVICES_PER_SOURCE: usize = 100_000;
 /// readings it sent. Written by the source's one task, read by `/metrics`.
 #[derive(Debug, Clone)]
 pub struct Devices {
-    table: Arc<Mutex<HashMap<String, DeviceStats>>>,
+    table: Arc<Mutex<foldhash::HashMap<String, DeviceStats>>>,
     untracked: Counter,
 }
 

@@ -4,12 +4,13 @@
 //! [`LocalStore`]'s documentation describes the schema and what it guarantees.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::ops::ControlFlow;
-
+use foldhash::fast::RandomState;
+use foldhash::HashMap as FastMap;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
@@ -918,7 +919,7 @@ fn write_chunks<'v>(
 /// points `recent` held and how many series they belong to.
 fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
     // By series, each in write order: no sort of the whole (and no scratch buffer as large).
-    let mut by_series: HashMap<i64, Vec<(i64, FieldValue)>> = HashMap::new();
+    let mut by_series: FastMap<i64, Vec<(i64, FieldValue)>> = FastMap::default();
     let mut moved = 0u64;
     for_each_recent(tx, |(id, ts, value)| {
         by_series.entry(id).or_default().push((ts, value));
@@ -1220,7 +1221,7 @@ fn parse_tags(json: &str) -> Result<Vec<(String, String)>, StoreError> {
 struct SeriesCache {
     hasher: RandomState,
     /// Groups by the hash of (measurement, tags); a collision shares the bucket.
-    groups: HashMap<u64, Vec<CachedGroup>>,
+    groups: FastMap<u64, Vec<CachedGroup>>,
     /// How many series ids are cached.
     series: usize,
     /// An insert is under way or failed: ids it cached may belong to a rolled-back transaction.
@@ -1233,7 +1234,7 @@ struct CachedGroup {
     tags: Vec<(CompactString, CompactString)>,
     tags_json: String,
     device: Option<String>,
-    fields: HashMap<CompactString, i64>,
+    fields: FastMap<CompactString, i64>,
 }
 
 impl SeriesCache {
@@ -1261,7 +1262,7 @@ impl SeriesCache {
                     tags: r.tags.clone(),
                     tags_json,
                     device,
-                    fields: HashMap::new(),
+                    fields: FastMap::default(),
                 });
                 bucket.len() - 1
             }

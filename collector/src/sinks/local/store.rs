@@ -917,32 +917,73 @@ fn write_chunks<'v>(
 
 /// Moves every point of `recent` into chunks (without emptying `recent`); returns how many
 /// points `recent` held and how many series they belong to.
+///
+/// `recent` is read twice: once to count the points of each series, once to put each point
+/// in its series' place in one array of exactly the right size. Growing a vector per series
+/// instead costs more memory than the points themselves when there are many series with a
+/// few points each (10,000 devices: 40,000 vectors of 2 or 3 points, each with room for 4),
+/// and a copy at every growth.
 fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
-    // By series, each in write order: no sort of the whole (and no scratch buffer as large).
-    let mut by_series: FastMap<i64, Vec<(i64, FieldValue)>> = FastMap::default();
-    let mut moved = 0u64;
-    for_each_recent(tx, |(id, ts, value)| {
-        by_series.entry(id).or_default().push((ts, value));
+    /// Where a series' points go in `points`.
+    #[derive(Default, Clone, Copy)]
+    struct Slot {
+        start: usize,
+        len: usize,
+        filled: usize,
+    }
+    let mut slots: FastMap<i64, Slot> = FastMap::default();
+    let mut moved = 0usize;
+    for_each_recent(tx, |(id, _, _)| {
+        slots.entry(id).or_default().len += 1;
         moved += 1;
         Ok(())
     })?;
-    let mut by_series: Vec<(i64, Vec<(i64, FieldValue)>)> = by_series.into_iter().collect();
-    by_series.sort_unstable_by_key(|(id, _)| *id);
-    let series = by_series.len();
-    for (id, mut points) in by_series {
-        // Stable: of the writes of one point, the last one stays last, and wins (`dedup_by`
-        // keeps the first of equal neighbours: give it the later value).
-        points.sort_by_key(|&(ts, _)| ts);
-        points.dedup_by(|later, kept| {
-            let same = later.0 == kept.0;
-            if same {
-                std::mem::swap(&mut later.1, &mut kept.1);
-            }
-            same
-        });
-        merge_into_chunks(tx, id, &points)?;
+    let mut ids: Vec<i64> = slots.keys().copied().collect();
+    ids.sort_unstable();
+    let mut start = 0;
+    for id in &ids {
+        if let Some(slot) = slots.get_mut(id) {
+            slot.start = start;
+            start += slot.len;
+        }
     }
-    Ok((moved, series))
+    let mut points: Vec<(i64, FieldValue)> = vec![(0, FieldValue::Boolean(false)); moved];
+    for_each_recent(tx, |(id, ts, value)| {
+        // `recent` does not change within the transaction: the same points come back.
+        let changed = || StoreError::Corrupt("recent changed while it was compacted".into());
+        let slot = slots.get_mut(&id).ok_or_else(changed)?;
+        if slot.filled == slot.len {
+            return Err(changed());
+        }
+        points[slot.start + slot.filled] = (ts, value);
+        slot.filled += 1;
+        Ok(())
+    })?;
+    for id in &ids {
+        let Slot { start, len, .. } = slots[id];
+        let series = &mut points[start..start + len];
+        // Stable: of the writes of one point, the last one stays last, and wins.
+        if !series.is_sorted_by_key(|&(ts, _)| ts) {
+            series.sort_by_key(|&(ts, _)| ts);
+        }
+        let kept = keep_last_writes(series);
+        merge_into_chunks(tx, *id, &series[..kept])?;
+    }
+    Ok((moved as u64, ids.len()))
+}
+
+/// Of the points of `series` (in time order, the writes of a timestamp in write order)
+/// keeps the last write of each timestamp, in the first places; returns how many.
+fn keep_last_writes(series: &mut [(i64, FieldValue)]) -> usize {
+    let mut kept = 0;
+    for i in 0..series.len() {
+        let last_of_its_ts = series.get(i + 1).is_none_or(|next| next.0 != series[i].0);
+        if last_of_its_ts {
+            series.swap(kept, i);
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// Merges points of series `id` (in time order, timestamps unique) into its chunks: the

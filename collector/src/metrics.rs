@@ -164,6 +164,13 @@ pub struct Key {
     pub labels: Vec<(&'static str, String)>,
 }
 
+impl Key {
+    /// The label pairs, borrowed.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.labels.iter().map(|(n, v)| (*n, v.as_str()))
+    }
+}
+
 /// The registry. Cheap to clone; every clone shares the same metrics.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -268,7 +275,7 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE telemetry_collector_{} {kind}", key.name);
                 last_name = key.name;
             }
-            sample(&mut out, key.name, "", &key.labels, None, value);
+            sample(&mut out, key.name, "", key.pairs(), None, value);
         }
         let histograms = self
             .histograms
@@ -285,11 +292,11 @@ impl Metrics {
             let bounds = DURATION_BUCKETS.iter().map(|b| b.to_string());
             for (le, count) in bounds.chain(["+Inf".to_string()]).zip(&counts) {
                 let le = ("le", le.as_str());
-                sample(&mut out, key.name, "_bucket", &key.labels, Some(le), count);
+                sample(&mut out, key.name, "_bucket", key.pairs(), Some(le), count);
             }
-            sample(&mut out, key.name, "_sum", &key.labels, None, sum);
+            sample(&mut out, key.name, "_sum", key.pairs(), None, sum);
             let total = counts.last().copied().unwrap_or(0);
-            sample(&mut out, key.name, "_count", &key.labels, None, total);
+            sample(&mut out, key.name, "_count", key.pairs(), None, total);
         }
         let tables = self.device_tables();
         let devices: Vec<_> = tables
@@ -299,48 +306,63 @@ impl Metrics {
         if !devices.is_empty() {
             out.push_str("# TYPE telemetry_collector_device_last_seen_seconds gauge\n");
             for (source, (device, stats)) in &devices {
-                let labels = [("source", source.to_string()), ("device", device.clone())];
+                let labels = [("source", source.as_str()), ("device", device.as_str())];
                 let name = "device_last_seen_seconds";
-                sample(&mut out, name, "", &labels, None, stats.last_seen);
+                sample(&mut out, name, "", labels, None, stats.last_seen);
             }
             out.push_str("# TYPE telemetry_collector_device_readings_total counter\n");
             for (source, (device, stats)) in &devices {
-                let labels = [("source", source.to_string()), ("device", device.clone())];
+                let labels = [("source", source.as_str()), ("device", device.as_str())];
                 let name = "device_readings_total";
-                sample(&mut out, name, "", &labels, None, stats.readings);
+                sample(&mut out, name, "", labels, None, stats.readings);
             }
         }
         out
     }
 }
 
-/// One sample line: `telemetry_collector_<name><suffix>{labels[,extra]} value`.
-fn sample(
+/// One sample line: `telemetry_collector_<name><suffix>{labels[,extra]} value`. Written
+/// straight into `out`: at 10,000 devices a scrape writes 20,000 lines.
+fn sample<'a>(
     out: &mut String,
     name: &str,
     suffix: &str,
-    labels: &[(&'static str, String)],
-    extra: Option<(&str, &str)>,
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    extra: Option<(&'a str, &'a str)>,
     value: impl std::fmt::Display,
 ) {
     use std::fmt::Write as _;
-    let _ = write!(out, "telemetry_collector_{name}{suffix}");
-    let pairs = labels.iter().map(|(n, v)| (*n, v.as_str())).chain(extra);
-    for (i, (name, value)) in pairs.enumerate() {
+    out.push_str("telemetry_collector_");
+    out.push_str(name);
+    out.push_str(suffix);
+    let mut any = false;
+    for (i, (name, value)) in labels.into_iter().chain(extra).enumerate() {
         out.push(if i == 0 { '{' } else { ',' });
-        let _ = write!(out, "{name}=\"{}\"", escape_label(value));
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label(out, value);
+        out.push('"');
+        any = true;
     }
-    if !labels.is_empty() || extra.is_some() {
+    if any {
         out.push('}');
     }
     let _ = writeln!(out, " {value}");
 }
 
-/// A label value as Prometheus reads it: backslash, double quote and newline escaped.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends a label value as Prometheus reads it: backslash, double quote and newline escaped.
+fn escape_label(out: &mut String, v: &str) {
+    let mut rest = v;
+    while let Some(i) = rest.find(['\\', '"', '\n']) {
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'"' => "\\\"",
+            _ => "\\n",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
@@ -373,7 +395,7 @@ mod tests {
         let m = Metrics::new();
         m.counter(
             "readings_rejected_total",
-            &[("source", "mqtt:a\"b"), ("reason", "x")],
+            &[("source", "mqtt:a\"b\\c\nd"), ("reason", "x")],
         )
         .add(2);
         m.counter(
@@ -385,7 +407,7 @@ mod tests {
         assert_eq!(
             m.render_prometheus(),
             "# TYPE telemetry_collector_readings_rejected_total counter\n\
-             telemetry_collector_readings_rejected_total{source=\"mqtt:a\\\"b\",reason=\"x\"} 2\n\
+             telemetry_collector_readings_rejected_total{source=\"mqtt:a\\\"b\\\\c\\nd\",reason=\"x\"} 2\n\
              telemetry_collector_readings_rejected_total{source=\"mqtt:c\",reason=\"y\"} 1\n\
              # TYPE telemetry_collector_journal_bytes gauge\n\
              telemetry_collector_journal_bytes 42\n"

@@ -379,6 +379,11 @@ impl LocalStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        // A page cache of 1 MiB rather than SQLite's 2 MiB: inserts append, and a compaction
+        // visits each series' last chunk once, so a larger cache is not faster (measured with
+        // `insert_rate`), only larger.
+        conn.pragma_update(None, "cache_size", -1024)
+            .map_err(open_err)?;
         let mut store = LocalStore {
             conn,
             path: path.to_path_buf(),

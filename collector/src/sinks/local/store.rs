@@ -40,9 +40,26 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// with a few thousand points.
 const DELETE_CHUNKS: usize = if cfg!(test) { 3 } else { 1_000 };
 
-/// `recent` is moved into chunks once it holds this many points (about 2 MB). Larger means
-/// fewer chunk rewrites per point, and more for each query to read.
+/// `recent` is moved into chunks once it holds this many points (about 2 MB), or
+/// [`COMPACT_POINTS_PER_SERIES`] per active series if that is more (up to
+/// [`COMPACT_POINTS_MAX`]). Larger means fewer chunk rewrites per point, and more for each
+/// query to read.
 const COMPACT_POINTS: u64 = 100_000;
+
+/// Points per active series that a compaction waits for. Most of a compaction's cost is per
+/// series (a lookup of its last chunk, a rewrite): with 40,000 series, 100,000 points bring
+/// each series 2 or 3 points, and the store took 0.65 million field values a second; at 10
+/// points per series, 1.1 million (`insert_rate`).
+const COMPACT_POINTS_PER_SERIES: u64 = 10;
+
+/// The most points `recent` holds before a compaction, however many series (a query reads
+/// `recent` whole: about 8 ms for this many).
+const COMPACT_POINTS_MAX: u64 = 400_000;
+
+/// A compaction holds at most this many points in memory at a time (about 3 MB; more only
+/// for a single series with more points): a larger `recent` is moved in parts, each part a
+/// range of series, each part reading `recent` again.
+const PART_POINTS: usize = 100_000;
 
 /// A compaction fills up a series' last chunk only when it holds at most this many times the
 /// points it adds, so it rewrites at most this many old points per new one, however many
@@ -337,8 +354,13 @@ pub struct LocalStore {
     cache: SeriesCache,
     /// Points in `recent` (exact for the writer; unused by readers).
     recent_points: u64,
-    /// Compact when `recent` holds this many points: [`COMPACT_POINTS`], less in tests.
+    /// Compact when `recent` holds this many points, or more with many series: see
+    /// [`LocalStore::compaction_due`] ([`COMPACT_POINTS`], less in tests).
     compact_points: u64,
+    /// Points per active series a compaction waits for ([`COMPACT_POINTS_PER_SERIES`]).
+    compact_per_series: u64,
+    /// Points a compaction holds in memory at a time ([`PART_POINTS`], less in tests).
+    part_points: usize,
 }
 
 impl LocalStore {
@@ -390,6 +412,8 @@ impl LocalStore {
             cache: SeriesCache::default(),
             recent_points: 0,
             compact_points: COMPACT_POINTS,
+            compact_per_series: COMPACT_POINTS_PER_SERIES,
+            part_points: PART_POINTS,
         };
         match schema {
             Schema::Empty => store.create_schema()?,
@@ -448,6 +472,8 @@ impl LocalStore {
             cache: SeriesCache::default(),
             recent_points: 0,
             compact_points: COMPACT_POINTS,
+            compact_per_series: COMPACT_POINTS_PER_SERIES,
+            part_points: PART_POINTS,
         })
     }
 
@@ -493,12 +519,22 @@ impl LocalStore {
         self.cache.in_doubt = true;
         self.recent_points += insert_all(&mut self.conn, &mut self.cache, readings)?;
         self.cache.in_doubt = false;
-        if self.recent_points >= self.compact_points {
+        if self.compaction_due() {
             if let Err(err) = self.compact() {
                 tracing::warn!(path = %self.path.display(), error = %error_chain(&err), "local store compaction failed; will retry");
             }
         }
         Ok(())
+    }
+
+    /// Whether `recent` holds enough points to be compacted: [`COMPACT_POINTS`], or
+    /// [`COMPACT_POINTS_PER_SERIES`] per series in the id cache (the series written lately)
+    /// when that is more, up to [`COMPACT_POINTS_MAX`].
+    fn compaction_due(&self) -> bool {
+        let per_series = (self.cache.series as u64)
+            .saturating_mul(self.compact_per_series)
+            .min(COMPACT_POINTS_MAX);
+        self.recent_points >= self.compact_points.max(per_series)
     }
 
     /// Moves the points written since the last compaction into their series (see the type
@@ -515,7 +551,7 @@ impl LocalStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (moved, series) = compact_recent(&tx)?;
+        let (moved, series) = compact_recent(&tx, self.part_points)?;
         tx.execute("DELETE FROM recent", [])?;
         tx.commit()?;
         self.recent_points = 0;
@@ -923,15 +959,17 @@ fn write_chunks<'v>(
 /// Moves every point of `recent` into chunks (without emptying `recent`); returns how many
 /// points `recent` held and how many series they belong to.
 ///
-/// `recent` is read twice: once to count the points of each series, once to put each point
-/// in its series' place in one array of exactly the right size. Growing a vector per series
-/// instead costs more memory than the points themselves when there are many series with a
-/// few points each (10,000 devices: 40,000 vectors of 2 or 3 points, each with room for 4),
-/// and a copy at every growth.
-fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
-    /// Where a series' points go in `points`.
+/// `recent` is read once to count the points of each series, then once per part (a range of
+/// series holding at most `part_points` points, or a single larger series) to put each point
+/// of the part in its series' place in one array of exactly the right size. A vector per
+/// series instead costs more memory than the points themselves when many series have a few
+/// points each (40,000 vectors of 2 or 3 points, each with room for 4), and a copy at every
+/// growth.
+fn compact_recent(tx: &Connection, part_points: usize) -> Result<(u64, usize), StoreError> {
+    /// Where a series' points go: its part, and its place in that part's array.
     #[derive(Default, Clone, Copy)]
     struct Slot {
+        part: usize,
         start: usize,
         len: usize,
         filled: usize,
@@ -945,34 +983,51 @@ fn compact_recent(tx: &Connection) -> Result<(u64, usize), StoreError> {
     })?;
     let mut ids: Vec<i64> = slots.keys().copied().collect();
     ids.sort_unstable();
-    let mut start = 0;
-    for id in &ids {
-        if let Some(slot) = slots.get_mut(id) {
-            slot.start = start;
-            start += slot.len;
+    // Parts: runs of series in id order, and each part's number of points.
+    let mut parts: Vec<(std::ops::Range<usize>, usize)> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let Some(slot) = slots.get_mut(id) else {
+            continue;
+        };
+        match parts.last_mut() {
+            Some((range, size)) if *size + slot.len <= part_points => {
+                range.end = i + 1;
+                slot.start = *size;
+                *size += slot.len;
+            }
+            _ => {
+                parts.push((i..i + 1, slot.len));
+                slot.start = 0;
+            }
         }
+        slot.part = parts.len() - 1;
     }
-    let mut points: Vec<(i64, FieldValue)> = vec![(0, FieldValue::Boolean(false)); moved];
-    for_each_recent(tx, |(id, ts, value)| {
-        // `recent` does not change within the transaction: the same points come back.
-        let changed = || StoreError::Corrupt("recent changed while it was compacted".into());
-        let slot = slots.get_mut(&id).ok_or_else(changed)?;
-        if slot.filled == slot.len {
-            return Err(changed());
+    for (part, (range, size)) in parts.into_iter().enumerate() {
+        let mut points: Vec<(i64, FieldValue)> = vec![(0, FieldValue::Boolean(false)); size];
+        for_each_recent(tx, |(id, ts, value)| {
+            // `recent` does not change within the transaction: the same points come back.
+            let changed = || StoreError::Corrupt("recent changed while it was compacted".into());
+            let slot = slots.get_mut(&id).ok_or_else(changed)?;
+            if slot.part != part {
+                return Ok(());
+            }
+            if slot.filled == slot.len {
+                return Err(changed());
+            }
+            points[slot.start + slot.filled] = (ts, value);
+            slot.filled += 1;
+            Ok(())
+        })?;
+        for id in &ids[range] {
+            let Slot { start, len, .. } = slots[id];
+            let series = &mut points[start..start + len];
+            // Stable: of the writes of one point, the last one stays last, and wins.
+            if !series.is_sorted_by_key(|&(ts, _)| ts) {
+                series.sort_by_key(|&(ts, _)| ts);
+            }
+            let kept = keep_last_writes(series);
+            merge_into_chunks(tx, *id, &series[..kept])?;
         }
-        points[slot.start + slot.filled] = (ts, value);
-        slot.filled += 1;
-        Ok(())
-    })?;
-    for id in &ids {
-        let Slot { start, len, .. } = slots[id];
-        let series = &mut points[start..start + len];
-        // Stable: of the writes of one point, the last one stays last, and wins.
-        if !series.is_sorted_by_key(|&(ts, _)| ts) {
-            series.sort_by_key(|&(ts, _)| ts);
-        }
-        let kept = keep_last_writes(series);
-        merge_into_chunks(tx, *id, &series[..kept])?;
     }
     Ok((moved as u64, ids.len()))
 }
@@ -1946,6 +2001,7 @@ mod tests {
         ) {
             let (_dir, mut store) = temp_store();
             store.compact_points = 400;
+            store.part_points = 150;
             let mut model: BTreeMap<(String, i64), i64> = BTreeMap::new();
             for (batch, compact) in batches {
                 let readings: Vec<Reading> = batch
@@ -1976,6 +2032,7 @@ mod tests {
     fn inserts_compact_on_their_own() {
         let (_dir, mut store) = temp_store();
         store.compact_points = 10;
+        store.compact_per_series = 0;
         let batch: Vec<Reading> = (0..4)
             .map(|i| {
                 reading(

@@ -4,13 +4,13 @@
 use tokio::time::Instant;
 
 use crate::config::BatchConfig;
-use crate::reading::Reading;
+use crate::reading::Batch;
 
 /// A batch in the making.
 #[derive(Debug)]
 pub struct Batcher {
     config: BatchConfig,
-    items: Vec<Reading>,
+    items: Batch,
     first_at: Option<Instant>,
 }
 
@@ -19,7 +19,7 @@ impl Batcher {
     pub fn new(config: BatchConfig) -> Batcher {
         Batcher {
             config,
-            items: Vec::new(),
+            items: Batch::new(),
             first_at: None,
         }
     }
@@ -31,16 +31,14 @@ impl Batcher {
 
     /// Adds readings that arrived at `now` (at most [`room`](Self::room) of them should be
     /// given; more are kept, and the batch is simply full).
-    pub fn extend(&mut self, readings: Vec<Reading>, now: Instant) {
+    pub fn extend(&mut self, readings: Batch, now: Instant) {
         if readings.is_empty() {
             return;
         }
         if self.items.is_empty() {
             self.first_at = Some(now);
-            self.items = readings;
-        } else {
-            self.items.extend(readings);
         }
+        self.items.append(readings);
     }
 
     /// Whether the batch has reached `max_readings`.
@@ -64,7 +62,7 @@ impl Batcher {
     }
 
     /// Takes the batch, leaving the batcher empty.
-    pub fn take(&mut self) -> Vec<Reading> {
+    pub fn take(&mut self) -> Batch {
         self.first_at = None;
         std::mem::take(&mut self.items)
     }
@@ -80,12 +78,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::reading::FieldValue;
+    use crate::reading::{FieldValue, Reading};
 
     fn r(i: i64) -> Reading {
         let mut r = Reading::new("m", i);
         r.fields.push(("v".into(), FieldValue::Integer(i)));
         r
+    }
+
+    fn batch(readings: Vec<Reading>) -> Batch {
+        readings.into()
     }
 
     fn batcher(max_readings: usize, max_age_ms: u64) -> Batcher {
@@ -98,10 +100,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn flushes_on_size() {
         let mut b = batcher(3, 1000);
-        b.extend(vec![r(1), r(2)], Instant::now());
+        b.extend(batch(vec![r(1), r(2)]), Instant::now());
         assert!(!b.is_due(Instant::now()));
         assert_eq!(b.room(), 1);
-        b.extend(vec![r(3)], Instant::now());
+        b.extend(batch(vec![r(3)]), Instant::now());
         assert!(b.is_full() && b.is_due(Instant::now()));
         assert_eq!(b.take().len(), 3);
         assert!(b.is_empty() && b.deadline().is_none());
@@ -111,9 +113,9 @@ mod tests {
     async fn flushes_on_the_age_of_the_first_reading() {
         let mut b = batcher(100, 1000);
         let start = Instant::now();
-        b.extend(vec![r(1)], start);
+        b.extend(batch(vec![r(1)]), start);
         tokio::time::sleep(Duration::from_millis(600)).await;
-        b.extend(vec![r(2)], Instant::now());
+        b.extend(batch(vec![r(2)]), Instant::now());
         assert_eq!(
             b.deadline(),
             Some(start + Duration::from_millis(1000)),
@@ -124,7 +126,7 @@ mod tests {
         assert!(b.is_due(Instant::now()));
         assert_eq!(Instant::now() - start, Duration::from_millis(1000));
         assert_eq!(b.take().len(), 2);
-        b.extend(vec![r(3)], Instant::now());
+        b.extend(batch(vec![r(3)]), Instant::now());
         assert_eq!(
             b.deadline(),
             Some(Instant::now() + Duration::from_millis(1000)),

@@ -38,11 +38,20 @@ use tracing::{error, info, warn};
 use crate::backoff::{Backoff, LogLimit};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::reading::{self, Encoding, Reading};
+use crate::reading::{self, Batch, Encoding, Reading};
 use crate::sources::Envelope;
 
 /// The most readings one commit takes; bounds the writer's memory.
 const MAX_ENTRY_READINGS: usize = 65_536;
+
+/// The most readings the [tail](Tail) keeps in memory for readers that are behind (a sink
+/// writing a batch, or one that is down): about as many as arrive at 150,000 readings a
+/// second while a sink writes a batch of the default size. A reader further behind reads
+/// from SQLite, as after a restart.
+const MAX_TAIL_READINGS: usize = 8_192;
+
+/// The readings of one entry, shared by the tail and the sinks' batches.
+type Entry = Arc<Vec<Reading>>;
 
 /// The schema this build reads and writes, in `PRAGMA user_version`. Version 0 had no
 /// `encoding` column (every entry [`Encoding::Plain`]).
@@ -129,8 +138,38 @@ struct Shared {
     /// journal stops waiting.
     closing: AtomicBool,
     committed: watch::Receiver<i64>,
+    /// The newest committed entries, as the writer had them in memory.
+    tail: Mutex<Tail>,
     bytes_gauge: Gauge,
     metrics: Metrics,
+}
+
+/// The newest committed entries in memory, as the writer committed them: a reader that keeps
+/// up takes an entry from here instead of reading and decoding it from SQLite, and every
+/// sink's batch shares this one copy of the readings. An entry leaves once every running
+/// reader has it (in a batch, or written), or when the tail holds more than
+/// [`MAX_TAIL_READINGS`] (the reader that is that far behind reads the entry from SQLite).
+#[derive(Debug, Default)]
+struct Tail {
+    /// Consecutive entries, oldest first: (seq, readings).
+    entries: VecDeque<(i64, Entry)>,
+    /// Readings in `entries`.
+    readings: usize,
+}
+
+impl Tail {
+    /// Entry `seq`, if it is here.
+    fn get(&self, seq: i64) -> Option<Entry> {
+        let first = self.entries.front()?.0;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.entries.get(i).map(|(_, r)| Arc::clone(r))
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, r)) = self.entries.pop_front() {
+            self.readings -= r.len();
+        }
+    }
 }
 
 impl Shared {
@@ -154,6 +193,64 @@ impl Shared {
     fn notify_space(&self) {
         let _guard = self.space.0.lock().unwrap_or_else(PoisonError::into_inner);
         self.space.1.notify_all();
+    }
+
+    /// Keeps the just committed entry `seq` in the tail, when a reader runs to take it.
+    fn keep_in_memory(&self, seq: i64, readings: Vec<Reading>) {
+        if self
+            .lags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            return;
+        }
+        {
+            let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+            if tail
+                .entries
+                .back()
+                .is_some_and(|(last, _)| *last != seq - 1)
+            {
+                // Not consecutive (cannot happen with one writer): start again.
+                *tail = Tail::default();
+            }
+            tail.readings += readings.len();
+            tail.entries.push_back((seq, Arc::new(readings)));
+            while tail.readings > MAX_TAIL_READINGS {
+                tail.pop_front();
+            }
+        }
+        self.trim_tail();
+    }
+
+    /// Drops from the tail the entries every running reader has taken.
+    fn trim_tail(&self) {
+        let taken = {
+            let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+            let in_memory = self
+                .in_memory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            lags.keys()
+                .map(|sink| {
+                    in_memory
+                        .get(sink)
+                        .or_else(|| cursors.get(sink))
+                        .map_or(i64::MIN, |p| p.seq)
+                })
+                .min()
+        };
+        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        match taken {
+            Some(taken) => {
+                while tail.entries.front().is_some_and(|(seq, _)| *seq < taken) {
+                    tail.pop_front();
+                }
+            }
+            None => *tail = Tail::default(),
+        }
     }
 }
 
@@ -311,6 +408,7 @@ impl Journal {
             waiting_for_sinks: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             committed: committed_rx,
+            tail: Mutex::new(Tail::default()),
             bytes_gauge: metrics.gauge("journal_bytes", &[]),
             metrics: metrics.clone(),
         });
@@ -432,7 +530,7 @@ impl Journal {
             shared: s.clone(),
             sink: sink.to_string(),
             read_pos: pos,
-            pending: VecDeque::new(),
+            pending: None,
             committed: s.committed.clone(),
             lag,
             handed_out: 0,
@@ -500,9 +598,9 @@ impl JournalWriter {
                     Err(_) => break,
                 }
             }
-            loop {
+            let seq = loop {
                 match self.append_envelopes(&batch) {
-                    Ok(()) => break,
+                    Ok(seq) => break seq,
                     Err(e) => {
                         let delay = retry.next_delay();
                         if retry.worth_logging() {
@@ -514,18 +612,29 @@ impl JournalWriter {
                         }
                     }
                 }
-            }
+            };
             retry.reset();
+            // The readings move (not copied) into the tail, for the sinks to take.
+            let mut readings = Vec::new();
             for envelope in batch.drain(..) {
                 if let Some(ack) = envelope.ack {
                     ack.send();
                 }
+                if readings.is_empty() {
+                    readings = envelope.readings;
+                } else {
+                    readings.extend(envelope.readings);
+                }
+            }
+            if let Some(seq) = seq {
+                self.publish(seq, readings);
             }
             self.shared.holding.store(false, Ordering::SeqCst);
         }
     }
 
-    fn append_envelopes(&mut self, batch: &[Envelope]) -> Result<(), JournalError> {
+    /// Appends the readings of `batch` as one entry; returns its seq (`None`: no readings).
+    fn append_envelopes(&mut self, batch: &[Envelope]) -> Result<Option<i64>, JournalError> {
         let mut data = Vec::new();
         reading::encode_all(batch.iter().flat_map(|e| &e.readings), &mut data);
         let count = batch.iter().map(|e| e.readings.len()).sum();
@@ -540,12 +649,17 @@ impl JournalWriter {
     pub fn append(&mut self, readings: &[Reading]) -> Result<(), JournalError> {
         let mut data = Vec::new();
         reading::encode_all(readings, &mut data);
-        self.append_encoded(&data, readings.len())
+        if let Some(seq) = self.append_encoded(&data, readings.len())? {
+            self.publish(seq, readings.to_vec());
+        }
+        Ok(())
     }
 
-    fn append_encoded(&mut self, data: &[u8], count: usize) -> Result<(), JournalError> {
+    /// Appends `count` readings encoded in `data` as one entry, and syncs; returns the
+    /// entry's seq (`None` when there are no readings: nothing is appended).
+    fn append_encoded(&mut self, data: &[u8], count: usize) -> Result<Option<i64>, JournalError> {
         if count == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let size = data.len() as u64;
         self.make_room(size)?;
@@ -554,10 +668,12 @@ impl JournalWriter {
         {
             let lags = shared.lags.lock().unwrap_or_else(PoisonError::into_inner);
             self.conn
-                .execute(
+                .prepare_cached(
                     "INSERT INTO entries (seq, readings, data, encoding) VALUES (?1, ?2, ?3, ?4)",
-                    params![seq, count as i64, data, Encoding::CURRENT.as_i64()],
                 )
+                .and_then(|mut insert| {
+                    insert.execute(params![seq, count as i64, data, Encoding::CURRENT.as_i64()])
+                })
                 .map_err(shared.sqlite())?;
             for lag in lags.values() {
                 lag.add(count as i64);
@@ -567,8 +683,14 @@ impl JournalWriter {
         shared.add_bytes(size as i64);
         self.appended.add(count as u64);
         self.commits.inc();
+        Ok(Some(seq))
+    }
+
+    /// Keeps the committed entry `seq` in the tail, then wakes the readers (in this order, so
+    /// that a reader woken takes it from memory).
+    fn publish(&self, seq: i64, readings: Vec<Reading>) {
+        self.shared.keep_in_memory(seq, readings);
         self.committed.send_replace(seq);
-        Ok(())
     }
 
     /// Applies the full policy until `size` more bytes fit (or the journal is empty).
@@ -633,6 +755,13 @@ impl JournalWriter {
             .map_err(s.sqlite())?;
         tx.commit().map_err(s.sqlite())?;
         s.add_bytes(-bytes);
+        {
+            // Dropped for every reader, from memory too.
+            let mut tail = s.tail.lock().unwrap_or_else(PoisonError::into_inner);
+            while tail.entries.front().is_some_and(|(q, _)| *q <= seq) {
+                tail.pop_front();
+            }
+        }
         let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
         let in_memory = s.in_memory.lock().unwrap_or_else(PoisonError::into_inner);
         let lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
@@ -689,8 +818,8 @@ pub struct JournalReader {
     sink: String,
     /// The position after the last reading handed out.
     read_pos: Position,
-    /// The rest of a partly read entry.
-    pending: VecDeque<Reading>,
+    /// A partly read entry, and the index of its next reading.
+    pending: Option<(Entry, usize)>,
     committed: watch::Receiver<i64>,
     /// `sink_lag_readings` of this sink.
     lag: Gauge,
@@ -700,32 +829,34 @@ pub struct JournalReader {
 
 impl JournalReader {
     /// Up to `max` readings from the read position on, and moves it past them. Empty when
-    /// everything committed has been read.
+    /// everything committed has been read. An entry still in the journal's memory is shared,
+    /// not read from SQLite.
     ///
     /// # Errors
     /// SQLite failed, or an entry is corrupt.
-    pub fn read(&mut self, max: usize) -> Result<Vec<Reading>, JournalError> {
-        let mut out = Vec::new();
+    pub fn read(&mut self, max: usize) -> Result<Batch, JournalError> {
+        let mut out = Batch::new();
         while out.len() < max {
-            if self.pending.is_empty() && !self.load_next_entry()? {
-                break;
-            }
-            let take = (max - out.len()).min(self.pending.len());
-            if out.is_empty() && take == self.pending.len() {
-                // The whole entry: hand its buffer over rather than copy the readings.
-                out = Vec::from(std::mem::take(&mut self.pending));
+            let (entry, start) = match self.pending.take() {
+                Some(pending) => pending,
+                None => match self.load_next_entry()? {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
+            let end = entry.len().min(start + (max - out.len()));
+            out.push_shared(&entry, start..end);
+            if end < entry.len() {
+                self.read_pos.idx = end as u32;
+                self.pending = Some((entry, end));
             } else {
-                out.extend(self.pending.drain(..take));
-            }
-            self.read_pos.idx += take as u32;
-            if self.pending.is_empty() {
                 self.read_pos = Position {
                     seq: self.read_pos.seq + 1,
                     idx: 0,
                 };
             }
         }
-        let in_memory = if self.pending.is_empty() {
+        let in_memory = if self.pending.is_none() {
             self.read_pos
         } else {
             Position {
@@ -738,60 +869,66 @@ impl JournalReader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(self.sink.clone(), in_memory);
+        self.shared.trim_tail();
         self.handed_out += out.len() as u64;
         Ok(out)
     }
 
-    /// Loads the first entry at or after the read position into `pending`, skipping the
-    /// readings of it already delivered. False if there is none.
-    fn load_next_entry(&mut self) -> Result<bool, JournalError> {
+    /// The first entry at or after the read position, from the journal's memory or else
+    /// decoded from SQLite, and the index of its first reading not yet delivered; moves the
+    /// read position to it. `None` if there is none.
+    fn load_next_entry(&mut self) -> Result<Option<(Entry, usize)>, JournalError> {
         let s = self.shared.clone();
-        // Decoded straight from SQLite's copy of the blob, which stays valid while the row is.
-        let row: Option<(i64, Option<Vec<Reading>>)> = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, readings, encoding, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row([self.read_pos.seq], |r| {
-                    let count = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-                    let readings = match (Encoding::from_i64(r.get(2)?), r.get_ref(3)?.as_blob()) {
-                        (Some(encoding), Ok(data)) => {
-                            reading::decode_all(encoding, data, count).ok()
-                        }
-                        _ => None,
-                    };
-                    Ok((r.get(0)?, readings))
-                })
-                .optional()
-            })
-            .map_err(s.sqlite())?;
-        let Some((seq, readings)) = row else {
-            return Ok(false);
+        let wanted = self.read_pos.seq;
+        let in_memory = s
+            .tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(wanted);
+        let (seq, readings) = match in_memory {
+            Some(readings) => (wanted, readings),
+            None => {
+                // Decoded straight from SQLite's copy of the blob, which stays valid while
+                // the row is.
+                let row: Option<(i64, Option<Vec<Reading>>)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT seq, readings, encoding, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row([wanted], |r| {
+                            let count = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                            let readings =
+                                match (Encoding::from_i64(r.get(2)?), r.get_ref(3)?.as_blob()) {
+                                    (Some(encoding), Ok(data)) => {
+                                        reading::decode_all(encoding, data, count).ok()
+                                    }
+                                    _ => None,
+                                };
+                            Ok((r.get(0)?, readings))
+                        })
+                        .optional()
+                    })
+                    .map_err(s.sqlite())?;
+                let Some((seq, readings)) = row else {
+                    return Ok(None);
+                };
+                let readings = readings.ok_or_else(|| JournalError::Corrupt {
+                    path: s.path.clone(),
+                    seq,
+                })?;
+                (seq, Arc::new(readings))
+            }
         };
-        let readings = readings.ok_or_else(|| JournalError::Corrupt {
-            path: s.path.clone(),
-            seq,
-        })?;
-        let skip = if seq == self.read_pos.seq {
+        let skip = if seq == wanted {
             self.read_pos.idx as usize
         } else {
-            0
-        };
-        if seq != self.read_pos.seq {
             // Entries in between were dropped (journal full, drop_oldest): counted there.
             self.read_pos = Position { seq, idx: 0 };
-        }
-        // A VecDeque made from the Vec keeps its buffer (no copy of the readings).
-        self.pending = VecDeque::from(readings);
-        self.pending.drain(..skip.min(self.pending.len()));
-        if self.pending.is_empty() {
-            self.read_pos = Position {
-                seq: seq + 1,
-                idx: 0,
-            };
-        }
-        Ok(true)
+            0
+        };
+        let skip = skip.min(readings.len());
+        Ok(Some((readings, skip)))
     }
 
     /// The position after the last reading handed out by [`read`](Self::read).

@@ -26,8 +26,8 @@ fn entry_bytes(readings: &[Reading]) -> u64 {
     data.len() as u64
 }
 
-fn values(rs: &[Reading]) -> Vec<usize> {
-    rs.iter()
+fn values<'a>(rs: impl IntoIterator<Item = &'a Reading>) -> Vec<usize> {
+    rs.into_iter()
         .map(|r| r.field("v").and_then(FieldValue::as_f64).unwrap_or(-1.0) as usize)
         .collect()
 }
@@ -63,6 +63,70 @@ fn readers_resume_from_their_cursors_after_a_reopen() {
     assert_eq!(values(&a.read(100).unwrap()), vec![6, 7, 8]);
     let mut b = journal.reader("b").unwrap();
     assert_eq!(values(&b.read(100).unwrap()), (0..9).collect::<Vec<_>>());
+}
+
+#[test]
+fn readers_that_keep_up_share_the_writers_copy_and_one_far_behind_reads_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+    journal.register_sinks(&["a", "b"]).unwrap();
+    let (mut a, mut b) = (journal.reader("a").unwrap(), journal.reader("b").unwrap());
+    // New cursors point before the first entry: that one is looked up in SQLite, the next
+    // ones follow in memory.
+    writer.append(&[reading(0)]).unwrap();
+    assert_eq!(values(&a.read(100).unwrap()), vec![0]);
+    assert_eq!(values(&b.read(100).unwrap()), vec![0]);
+    writer
+        .append(&(0..10).map(reading).collect::<Vec<_>>())
+        .unwrap();
+    let (got_a, got_b) = (a.read(100).unwrap(), b.read(4).unwrap());
+    assert_eq!(values(&got_a), (0..10).collect::<Vec<_>>());
+    assert_eq!(values(&got_b), (0..4).collect::<Vec<_>>());
+    let first = |batch: &Batch| std::ptr::from_ref(batch.iter().next().unwrap());
+    assert_eq!(first(&got_a), first(&got_b), "one copy, in memory");
+    let tail = |journal: &Journal| {
+        let tail = journal.shared.tail.lock().unwrap();
+        (tail.entries.len(), tail.readings)
+    };
+    assert_eq!(
+        tail(&journal),
+        (0, 0),
+        "both readers hold the entry (b the rest of it, to read next): it leaves the tail"
+    );
+    assert_eq!(values(&b.read(100).unwrap()), (4..10).collect::<Vec<_>>());
+
+    // b falls behind by more than the tail keeps: a still reads from memory, b from SQLite,
+    // and both get every reading in order.
+    let (entries, per_entry) = (3 * MAX_TAIL_READINGS / 1000, 1000);
+    let mut sent = 10;
+    for _ in 0..entries {
+        writer
+            .append(&(sent..sent + per_entry).map(reading).collect::<Vec<_>>())
+            .unwrap();
+        let got = a.read(per_entry).unwrap();
+        assert_eq!(values(&got), (sent..sent + per_entry).collect::<Vec<_>>());
+        sent += per_entry;
+        assert!(
+            tail(&journal).1 <= MAX_TAIL_READINGS,
+            "bounded: {:?}",
+            tail(&journal)
+        );
+    }
+    assert!(
+        tail(&journal).1 > MAX_TAIL_READINGS - per_entry,
+        "full while b is away"
+    );
+    let mut behind = Vec::new();
+    loop {
+        let got = b.read(3000).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        behind.extend(values(&got));
+    }
+    assert_eq!(behind, (10..sent).collect::<Vec<_>>());
+    assert_eq!(tail(&journal), (0, 0));
 }
 
 #[test]
@@ -213,12 +277,12 @@ fn drop_oldest_does_not_count_what_a_reader_already_holds() {
         sent += batch.len();
         // Read ahead a little (part of an entry), commit only now and then: drops happen
         // under a reader that holds readings not yet committed.
-        delivered.extend(reader.read(7).unwrap());
+        delivered.extend(reader.read(7).unwrap().to_vec());
         if chunk % 5 == 4 {
             reader.commit(reader.read_position()).unwrap();
         }
     }
-    delivered.extend(reader.read(100_000).unwrap());
+    delivered.extend(reader.read(100_000).unwrap().to_vec());
     let dropped = metrics.sum("readings_dropped_total", &[("sink", "s")]);
     assert!(dropped > 0);
     assert_eq!(

@@ -1,6 +1,7 @@
 //! The one type on the channel: a [`Reading`], one point in InfluxDB's sense.
 //!
-//! Also its compact binary encoding, used by the journal ([`encoding`]).
+//! Also its compact binary encoding, used by the journal ([`encoding`]), and [`Batch`]: the
+//! readings a sink writes, shared with the journal's memory and the other sinks.
 //!
 //! Names and tag values are [`CompactString`]s: up to 24 bytes (every measurement, tag and
 //! field name, and most device ids) they are stored inline, so that creating, decoding,
@@ -10,8 +11,10 @@ use std::fmt;
 
 pub use compact_str::CompactString;
 
+mod batch;
 mod encoding;
 
+pub use batch::{Batch, Iter};
 pub use encoding::{decode_all, encode_all, encode_all_as, DecodeError, Encoding};
 pub(crate) use encoding::{get_varint, put_varint, unzigzag, zigzag};
 

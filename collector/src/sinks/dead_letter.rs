@@ -65,7 +65,12 @@ impl DeadLetter {
     ///
     /// # Errors
     /// The directory or the file cannot be created or written.
-    pub fn append(&self, sink: &str, reason: &str, readings: &[Reading]) -> std::io::Result<()> {
+    pub fn append<'a, I>(&self, sink: &str, reason: &str, readings: I) -> std::io::Result<()>
+    where
+        I: IntoIterator<Item = &'a Reading>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let readings = readings.into_iter();
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let reason: String = reason
             .chars()

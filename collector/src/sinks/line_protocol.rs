@@ -49,7 +49,11 @@ impl Precision {
 }
 
 /// Appends `readings` to `buf`, one line each, timestamps in `precision`.
-pub fn encode(readings: &[Reading], precision: Precision, buf: &mut Vec<u8>) {
+pub fn encode<'a>(
+    readings: impl IntoIterator<Item = &'a Reading>,
+    precision: Precision,
+    buf: &mut Vec<u8>,
+) {
     for r in readings {
         encode_one(r, precision, buf);
     }

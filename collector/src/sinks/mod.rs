@@ -17,13 +17,11 @@ pub mod mqtt;
 pub mod runner;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reading::Reading;
-
-/// A batch handed to a sink; shared so that a sink may move it into a blocking task.
-pub type Batch = Arc<Vec<Reading>>;
+/// A batch handed to a sink: its readings are shared with the journal and the other sinks,
+/// and cloning it (to move it into a blocking task) copies none of them.
+pub use crate::reading::Batch;
 
 /// A destination for readings.
 pub trait Sink: Send + 'static {

@@ -19,7 +19,6 @@
 //!   counted in `readings_dead_lettered_total{sink}`, and the cursor moves on. Without a
 //!   dead-letter file they are counted in `readings_dropped_total{sink,reason="rejected_by_sink"}`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
 use tokio::time::Instant;
@@ -27,13 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::dead_letter::DeadLetter;
-use super::{Sink, SinkError};
+use super::{Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
 use crate::journal::{JournalError, JournalReader, Position};
 use crate::metrics::{Counter, Gauge, Histogram, Metrics};
-use crate::reading::Reading;
 
 /// The longest `Retry-After` honoured; a store asking for more is asked again after this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -184,9 +182,9 @@ impl<S: Sink> SinkRunner<S> {
         out
     }
 
-    async fn read(&mut self, max: usize) -> Result<Vec<Reading>, JournalError> {
+    async fn read(&mut self, max: usize) -> Result<Batch, JournalError> {
         if max == 0 {
-            return Ok(Vec::new());
+            return Ok(Batch::new());
         }
         self.with_reader(move |r| r.read(max)).await
     }
@@ -200,7 +198,7 @@ impl<S: Sink> SinkRunner<S> {
         // Parts still to write, the next one last.
         let mut parts = vec![batch];
         while let Some(part) = parts.pop() {
-            if let Some((first, second)) = self.write_part(Arc::new(part), abort).await? {
+            if let Some((first, second)) = self.write_part(part, abort).await? {
                 parts.push(second);
                 parts.push(first);
             }
@@ -216,9 +214,9 @@ impl<S: Sink> SinkRunner<S> {
     /// is too large: then its two halves.
     async fn write_part(
         &mut self,
-        part: Arc<Vec<Reading>>,
+        part: Batch,
         abort: &CancellationToken,
-    ) -> Result<Option<(Vec<Reading>, Vec<Reading>)>, Aborted> {
+    ) -> Result<Option<(Batch, Batch)>, Aborted> {
         let n = part.len() as u64;
         loop {
             let started = StdInstant::now();
@@ -239,10 +237,7 @@ impl<S: Sink> SinkRunner<S> {
                 Err(SinkError::TooLarge(reason)) if n > 1 => {
                     self.splits.inc();
                     info!(sink = %self.name, readings = n, %reason, "batch too large for the store: writing it in halves");
-                    let mut first =
-                        Arc::try_unwrap(part).unwrap_or_else(|shared| (*shared).clone());
-                    let second = first.split_off(first.len() / 2);
-                    return Ok(Some((first, second)));
+                    return Ok(Some(part.split_at(part.len() / 2)));
                 }
                 Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
                     self.reject(&part, &reason, abort).await?;
@@ -288,7 +283,7 @@ impl<S: Sink> SinkRunner<S> {
     /// there is none.
     async fn reject(
         &mut self,
-        part: &Arc<Vec<Reading>>,
+        part: &Batch,
         reason: &str,
         abort: &CancellationToken,
     ) -> Result<(), Aborted> {
@@ -346,12 +341,12 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::path::Path;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::config::{JournalSettings, WhenFull};
     use crate::journal::Journal;
-    use crate::reading::FieldValue;
+    use crate::reading::{FieldValue, Reading};
 
     /// What the test sink answers to a write: by the batch's values and the attempt number.
     type Answer = Box<dyn FnMut(&[i64], usize) -> Result<(), SinkError> + Send>;

@@ -77,7 +77,7 @@ impl Sink for LocalSink {
     /// blocking thread, and the next write waits for it.
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let store = Arc::clone(&self.store);
-        let batch = Arc::clone(batch);
+        let batch = batch.clone();
         let retention = self
             .retention
             .filter(|_| self.last_retention.elapsed() >= RETENTION_INTERVAL);
@@ -180,7 +180,11 @@ mod tests {
             retention: None,
         })
         .unwrap();
-        let batch: Batch = Arc::new((0..10).map(|i| reading("d", i, i as f64)).collect());
+        let batch = Batch::from(
+            (0..10)
+                .map(|i| reading("d", i, i as f64))
+                .collect::<Vec<_>>(),
+        );
         sink.write(&batch).await.unwrap();
         sink.write(&batch).await.unwrap();
         assert_eq!(timestamps(&path), (0..10).collect::<Vec<_>>());
@@ -209,13 +213,13 @@ mod tests {
         assert_eq!(timestamps(&path), vec![now]);
 
         // Not due yet: an old point written now stays until the next pass.
-        let late: Batch = Arc::new(vec![reading("d", old + 1, 3.0)]);
+        let late = Batch::from(vec![reading("d", old + 1, 3.0)]);
         sink.write(&late).await.unwrap();
         assert_eq!(timestamps(&path), vec![old + 1, now]);
 
         // Due: the next write runs it.
         sink.last_retention -= RETENTION_INTERVAL;
-        let fresh: Batch = Arc::new(vec![reading("d", now + 1, 4.0)]);
+        let fresh = Batch::from(vec![reading("d", now + 1, 4.0)]);
         sink.write(&fresh).await.unwrap();
         assert_eq!(timestamps(&path), vec![now, now + 1]);
         assert!(sink.last_retention.elapsed() < RETENTION_INTERVAL);
@@ -237,7 +241,7 @@ mod tests {
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();
-        let batch: Batch = Arc::new(vec![reading("d", 1, 1.0), reading("d", 666, 2.0)]);
+        let batch = Batch::from(vec![reading("d", 1, 1.0), reading("d", 666, 2.0)]);
         let err = sink.write(&batch).await.unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("refused"), "{err}");

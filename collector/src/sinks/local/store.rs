@@ -510,7 +510,10 @@ impl LocalStore {
     /// # Errors
     /// [`StoreError::Sqlite`] when the write fails (see [`StoreError::is_retryable`]);
     /// nothing of the batch is then stored.
-    pub fn insert(&mut self, readings: &[Reading]) -> Result<(), StoreError> {
+    pub fn insert<'a>(
+        &mut self,
+        readings: impl IntoIterator<Item = &'a Reading>,
+    ) -> Result<(), StoreError> {
         // After a failed (or panicked) insert, the cache may hold ids of series created by the
         // rolled-back transaction, which do not exist: forget them all.
         if self.cache.in_doubt || self.cache.series > CACHE_MAX_SERIES {
@@ -804,15 +807,16 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, StoreError> {
 }
 
 /// Appends `readings` to `recent` as one row; returns how many points it holds.
-fn insert_all(
+fn insert_all<'a>(
     conn: &mut Connection,
     cache: &mut SeriesCache,
-    readings: &[Reading],
+    readings: impl IntoIterator<Item = &'a Reading>,
 ) -> Result<u64, StoreError> {
+    let readings = readings.into_iter();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut new_series = 0;
     let mut points = 0u64;
-    let mut data = Vec::with_capacity(readings.len() * 32);
+    let mut data = Vec::with_capacity(readings.size_hint().0 * 32);
     for r in readings {
         if r.fields.is_empty() {
             continue;

@@ -41,7 +41,6 @@ use super::{Batch, Sink, SinkError};
 use crate::config::MqttSinkSettings;
 use crate::metrics::{Counter, Metrics};
 use crate::mqtt::{ConnError, Connection, Event, Options, PubAckOutcome, Tuning};
-use crate::reading::Reading;
 
 /// Room in a PUBLISH packet for what is not the payload: the fixed header (at most 5
 /// bytes), the topic's length prefix, the packet id and MQTT 5's properties length.
@@ -290,7 +289,7 @@ impl Sink for MqttSink {
 /// `TooLarge` when a reading cannot fit in a message and the batch has others (the runner
 /// halves it), `Rejected` when it is alone.
 fn encode(
-    batch: &[Reading],
+    batch: &Batch,
     pattern: &TopicPattern,
     max: usize,
     broker_max_packet: Option<usize>,
@@ -364,6 +363,7 @@ fn refusal(outcome: PubAckOutcome) -> SinkError {
 mod tests {
     use super::*;
     use crate::reading::FieldValue;
+    use crate::reading::Reading;
 
     fn reading(device: &str, i: i64) -> Reading {
         let mut r = Reading::new("env", 1_700_000_000_000_000_000 + i);
@@ -379,9 +379,10 @@ mod tests {
     #[test]
     fn readings_of_a_topic_share_messages_up_to_the_limit_in_order() {
         let pattern = TopicPattern::parse("t/{device}/{measurement}").unwrap();
-        let batch: Vec<Reading> = (0..6)
+        let batch: Batch = (0..6)
             .map(|i| reading(["a", "b"][i as usize % 2], i))
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         let one = "env,device=a v=0i 1700000000000000000\n".len();
         let messages = encode(&batch, &pattern, 2 * one, None).unwrap();
         let got: Vec<(&str, &str)> = messages
@@ -405,13 +406,13 @@ mod tests {
     #[test]
     fn a_reading_larger_than_a_message_splits_the_batch_then_is_rejected_alone() {
         let pattern = TopicPattern::parse("t/{device}").unwrap();
-        let batch = vec![reading("a", 1), reading("b", 2)];
+        let batch = Batch::from(vec![reading("a", 1), reading("b", 2)]);
         assert!(matches!(
             encode(&batch, &pattern, 20, None),
             Err(SinkError::TooLarge(_))
         ));
         assert!(matches!(
-            encode(&batch[..1], &pattern, 20, None),
+            encode(&batch.split_at(1).0, &pattern, 20, None),
             Err(SinkError::Rejected(_))
         ));
     }

@@ -18,21 +18,21 @@ use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
 
-/// What a source sends into the pipeline: the readings of one message, and how to
-/// acknowledge that message once they are durable.
+/// What a source sends into the pipeline: the readings of one message, or of the messages
+/// that arrived together, and how to acknowledge those messages once they are durable.
 #[derive(Debug)]
 pub struct Envelope {
     /// The readings, at least one.
     pub readings: Vec<Reading>,
-    /// Acknowledges the message to its origin; fired by the journal after the commit.
+    /// Acknowledges the messages to their origin; fired by the journal after the commit.
     pub ack: Option<Ack>,
 }
 
-/// A pending acknowledgement of one MQTT message (QoS 1): its packet id, and the way back
-/// to the task that sends PUBACKs for its connection.
+/// Pending acknowledgements of MQTT messages (QoS 1) of one connection: their packet ids, and
+/// the way back to the task that sends PUBACKs for that connection.
 #[derive(Debug)]
 pub struct Ack {
-    pkid: u16,
+    pkids: Vec<u16>,
     to: mpsc::Sender<u16>,
     failed: Counter,
 }
@@ -42,15 +42,26 @@ impl Ack {
     /// every packet id that can be unacknowledged at once (65535 at most, by the protocol), so
     /// that sending never waits: the journal must never block on a source.
     pub(crate) fn new(pkid: u16, to: mpsc::Sender<u16>, failed: Counter) -> Ack {
-        Ack { pkid, to, failed }
+        Ack {
+            pkids: vec![pkid],
+            to,
+            failed,
+        }
     }
 
-    /// Sends the acknowledgement without waiting. If the connection's task is gone, the
-    /// message is simply redelivered by the broker later (its readings are already durable,
-    /// and a second copy overwrites the first in every store).
+    /// Adds packet `pkid` (of the same connection) to acknowledge.
+    pub(crate) fn add(&mut self, pkid: u16) {
+        self.pkids.push(pkid);
+    }
+
+    /// Sends the acknowledgements without waiting. If the connection's task is gone, the
+    /// messages are simply redelivered by the broker later (their readings are already
+    /// durable, and a second copy overwrites the first in every store).
     pub fn send(self) {
-        if self.to.try_send(self.pkid).is_err() {
-            self.failed.inc();
+        for pkid in self.pkids {
+            if self.to.try_send(pkid).is_err() {
+                self.failed.inc();
+            }
         }
     }
 }

@@ -39,6 +39,10 @@ const ACK_CHANNEL_CAPACITY: usize = 65_535;
 /// still on their way into the journal.
 const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most readings one envelope collects from messages that arrive together, before it is
+/// sent into the pipeline even though more are waiting.
+const MAX_ENVELOPE_READINGS: usize = 1024;
+
 /// One broker connection and its subscriptions.
 pub struct MqttSource {
     settings: MqttSettings,
@@ -174,26 +178,60 @@ impl MqttSource {
         let mut acks_done = false;
         let drain_deadline = tokio::time::sleep(Duration::MAX);
         tokio::pin!(drain_deadline);
+        // The messages that arrived together (rumqttc reads several packets at a time) go
+        // into one envelope: it is sent when no further event is ready, when it is full, or
+        // before any other event is handled.
+        let mut collected: Option<Envelope> = None;
         loop {
-            let event = tokio::select! {
-                biased;
-                () = stop.cancelled(), if out.is_some() => {
-                    out = None;
-                    ack_tx = None;
-                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + ACK_DRAIN_TIMEOUT);
-                    continue;
+            let mut next = std::pin::pin!(conn.poll());
+            let ready = match (&out, collected.as_ref()) {
+                (Some(_), Some(c)) if c.readings.len() < MAX_ENVELOPE_READINGS => {
+                    // One poll, with this task's waker: `Pending` leaves the future as it is.
+                    std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(std::future::Future::poll(next.as_mut(), cx))
+                    })
+                    .await
                 }
-                () = &mut drain_deadline => {
-                    warn!(source = %label, "stopping without sending every ack; the broker will redeliver those messages");
-                    break;
-                }
-                _ = &mut acker, if out.is_none() && !acks_done => {
-                    acks_done = true;
-                    client.try_disconnect();
-                    continue;
-                }
-                e = conn.poll() => e,
+                _ => std::task::Poll::Pending,
             };
+            let event = match ready {
+                std::task::Poll::Ready(e) => e,
+                std::task::Poll::Pending => {
+                    // Nothing more right now (or the envelope is full): hand over what was
+                    // collected, then wait. The poll future is not dropped in between.
+                    if let Some(envelope) = collected.take() {
+                        if send(&out, envelope).await.is_err() {
+                            break; // the pipeline is gone
+                        }
+                    }
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled(), if out.is_some() => {
+                            out = None;
+                            ack_tx = None;
+                            drain_deadline.as_mut().reset(tokio::time::Instant::now() + ACK_DRAIN_TIMEOUT);
+                            continue;
+                        }
+                        () = &mut drain_deadline => {
+                            warn!(source = %label, "stopping without sending every ack; the broker will redeliver those messages");
+                            break;
+                        }
+                        _ = &mut acker, if out.is_none() && !acks_done => {
+                            acks_done = true;
+                            client.try_disconnect();
+                            continue;
+                        }
+                        e = next => e,
+                    }
+                }
+            };
+            if !matches!(event, Ok(Event::Message(_))) {
+                if let Some(envelope) = collected.take() {
+                    if send(&out, envelope).await.is_err() {
+                        break;
+                    }
+                }
+            }
             match event {
                 Ok(Event::Disconnecting) => break,
                 Ok(Event::Connected {
@@ -219,14 +257,10 @@ impl MqttSource {
                 }
                 Ok(Event::Message(msg)) => {
                     // While stopping, a new message is not acked: the broker redelivers it.
-                    let (Some(tx), Some(acks)) = (&out, &ack_tx) else {
+                    let Some(acks) = &ack_tx else {
                         continue;
                     };
-                    if let Some(envelope) = reader.read(msg, acks) {
-                        if tx.send(envelope).await.is_err() {
-                            break; // the pipeline is gone
-                        }
-                    }
+                    reader.read(msg, acks, &mut collected);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -268,6 +302,18 @@ impl MqttSource {
     }
 }
 
+/// Sends `envelope` into the pipeline. Messages are only collected while the source runs
+/// (`out` is `Some`); once it stops, what it had collected was sent already.
+async fn send(
+    out: &Option<mpsc::Sender<Envelope>>,
+    envelope: Envelope,
+) -> Result<(), mpsc::error::SendError<Envelope>> {
+    match out {
+        Some(tx) => tx.send(envelope).await,
+        None => Err(mpsc::error::SendError(envelope)),
+    }
+}
+
 /// Turns publishes into envelopes: subscription lookup, parsing, counting.
 struct Reader<'a> {
     source: &'a MqttSource,
@@ -288,43 +334,56 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Parses one message. Returns the envelope to send, or `None` when nothing in it was
-    /// usable (then it is counted, and acked at once).
-    fn read(&mut self, msg: Message, ack_tx: &mpsc::Sender<u16>) -> Option<Envelope> {
+    /// Parses one message into `collected` (started when `None`), with its ack. A message
+    /// with nothing usable in it is counted, and acked at once.
+    fn read(&mut self, msg: Message, ack_tx: &mpsc::Sender<u16>, collected: &mut Option<Envelope>) {
         self.m.counters.messages.inc();
-        let ack = (msg.qos != QoS::AtMostOnce)
-            .then(|| Ack::new(msg.pkid, ack_tx.clone(), self.m.ack_failed.clone()));
-        let readings = match &msg.topic {
-            Some(topic) => self.parse(topic, &msg.payload),
-            None => {
-                self.reject("(a topic that is not UTF-8)", Reject::InvalidUtf8.reason());
-                Vec::new()
-            }
-        };
-        if readings.is_empty() {
-            if let Some(a) = ack {
-                a.send();
-            }
-            return None;
+        let envelope = collected.get_or_insert_with(|| Envelope {
+            readings: Vec::new(),
+            ack: None,
+        });
+        let before = envelope.readings.len();
+        match &msg.topic {
+            Some(topic) => self.parse(topic, &msg.payload, &mut envelope.readings),
+            None => self.reject("(a topic that is not UTF-8)", Reject::InvalidUtf8.reason()),
         }
-        self.m.counters.received(&readings);
-        Some(Envelope { readings, ack })
+        let added = &envelope.readings[before..];
+        let acked_now = added.is_empty();
+        if !acked_now {
+            self.m.counters.received(added);
+        }
+        if msg.qos != QoS::AtMostOnce {
+            match &mut envelope.ack {
+                Some(ack) if !acked_now => ack.add(msg.pkid),
+                _ => {
+                    let ack = Ack::new(msg.pkid, ack_tx.clone(), self.m.ack_failed.clone());
+                    if acked_now {
+                        ack.send();
+                    } else {
+                        envelope.ack = Some(ack);
+                    }
+                }
+            }
+        }
+        if envelope.readings.is_empty() {
+            *collected = None;
+        }
     }
 
-    fn parse(&mut self, topic: &str, payload: &[u8]) -> Vec<Reading> {
+    /// Parses one message's payload, appending its readings to `readings`.
+    fn parse(&mut self, topic: &str, payload: &[u8], readings: &mut Vec<Reading>) {
         let s = &self.source.settings;
-        let mut readings = Vec::new();
         let Some((sub, m)) = s
             .subscriptions
             .iter()
             .find_map(|sub| sub.template.matches(topic).map(|m| (sub, m)))
         else {
             self.reject(topic, "unmatched_topic");
-            return readings;
+            return;
         };
         if payload.len() > s.max_payload_size {
             self.reject(topic, Reject::Oversized.reason());
-            return readings;
+            return;
         }
         let tags = &mut self.tags;
         tags.clear();
@@ -345,10 +404,9 @@ impl<'a> Reader<'a> {
             received_ns: now,
             bounds: timestamp_bounds(ts, now),
         };
-        for reject in payload::parse(&sub.format, payload, &ctx, &mut readings) {
+        for reject in payload::parse(&sub.format, payload, &ctx, readings) {
             self.rejections.reject(topic, reject.reason());
         }
-        readings
     }
 
     fn reject(&mut self, topic: &str, reason: &str) {

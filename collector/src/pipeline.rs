@@ -32,7 +32,7 @@ use crate::sinks::runner::{RunnerSettings, SinkRunner};
 use crate::sinks::Sink;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
-use crate::sources::Envelope;
+use crate::sources::Inlet;
 
 /// The name of the local store sink (its journal cursor and metrics label).
 pub const LOCAL_SINK: &str = "local";
@@ -89,7 +89,7 @@ pub async fn run_reloadable(
     };
     sinks.apply(&settings).await?;
 
-    let (tx, rx) = mpsc::channel(settings.pipeline.channel_capacity);
+    let (tx, rx) = Inlet::new(settings.pipeline.channel_capacity);
     let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
 
     let stop_sources = CancellationToken::new();
@@ -232,7 +232,7 @@ struct Sources {
     running: BTreeMap<String, Running>,
     tasks: TaskTracker,
     stop: CancellationToken,
-    out: mpsc::Sender<Envelope>,
+    out: Inlet,
     metrics: Metrics,
 }
 

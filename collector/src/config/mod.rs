@@ -89,7 +89,8 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct PipelineConfig {
-    /// Messages (MQTT messages, serial lines) waiting between the sources and the journal.
+    /// Messages (MQTT messages, serial lines) between the sources and the journal: waiting,
+    /// or in the commit under way (not yet acknowledged).
     pub channel_capacity: usize,
     /// How long a stop may take to flush sinks before the rest is left in the journal.
     #[serde(with = "humantime_serde")]

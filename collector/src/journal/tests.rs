@@ -337,12 +337,9 @@ async fn the_writer_acks_only_after_the_commit() {
     let task = tokio::task::spawn_blocking(move || writer.run(rx));
     for pkid in 1..=3u16 {
         let ack = Ack::new(pkid, ack_tx.clone(), Counter::default());
-        tx.send(Envelope {
-            readings: vec![reading(pkid as usize)],
-            ack: Some(ack),
-        })
-        .await
-        .unwrap();
+        tx.send(Envelope::new(vec![reading(pkid as usize)], Some(ack), 1))
+            .await
+            .unwrap();
     }
     let mut acked = Vec::new();
     for _ in 0..3 {

@@ -7,9 +7,10 @@
 pub mod mqtt;
 pub mod serial;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::backoff::LogLimit;
@@ -26,6 +27,78 @@ pub struct Envelope {
     pub readings: Vec<Reading>,
     /// Acknowledges the messages to their origin; fired by the journal after the commit.
     pub ack: Option<Ack>,
+    /// How many messages (MQTT messages, serial lines) the readings came from.
+    pub messages: usize,
+    /// The envelope's room in the pipeline (see [`Inlet`]), given back when it is dropped:
+    /// after the journal has committed and acked it.
+    room: Option<OwnedSemaphorePermit>,
+}
+
+impl Envelope {
+    /// The readings of `messages` messages, to acknowledge with `ack` once durable.
+    pub fn new(readings: Vec<Reading>, ack: Option<Ack>, messages: usize) -> Envelope {
+        Envelope {
+            readings,
+            ack,
+            messages,
+            room: None,
+        }
+    }
+}
+
+/// The way into the pipeline, shared by every source: the bounded channel to the journal
+/// writer, with its room counted in messages (`pipeline.channel_capacity`), so that an
+/// envelope of several messages takes a place for each, and holds them until the journal
+/// has committed it. Memory stays bounded by the configuration however messages are
+/// grouped, and the messages held are exactly those not yet acknowledged, which MQTT 5's
+/// Receive Maximum is set to.
+#[derive(Debug, Clone)]
+pub struct Inlet {
+    tx: mpsc::Sender<Envelope>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Inlet {
+    /// An inlet with room for `capacity` messages (at least 1), and the journal writer's end.
+    pub fn new(capacity: usize) -> (Inlet, mpsc::Receiver<Envelope>) {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        // Every envelope holds at least one place: the channel itself never fills first.
+        let (tx, rx) = mpsc::channel(capacity);
+        let inlet = Inlet {
+            tx,
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        };
+        (inlet, rx)
+    }
+
+    /// The most messages one envelope may hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sends `envelope` once there is room for its messages: a full pipeline pushes back
+    /// here, and the source reads nothing more meanwhile.
+    ///
+    /// # Errors
+    /// The pipeline is gone; the envelope is handed back.
+    ///
+    /// # Cancel safety
+    /// Cancelling it drops the envelope unsent (its messages unacknowledged).
+    pub async fn send(&self, mut envelope: Envelope) -> Result<(), Envelope> {
+        let places = u32::try_from(envelope.messages.clamp(1, self.capacity)).unwrap_or(u32::MAX);
+        match Arc::clone(&self.room).acquire_many_owned(places).await {
+            Ok(permit) => envelope.room = Some(permit),
+            Err(_) => return Err(envelope), // never closed while an inlet exists
+        }
+        self.tx.send(envelope).await.map_err(|e| e.0)
+    }
+
+    /// A handle that does not keep the pipeline open (for the watchdog's probe).
+    pub fn downgrade(&self) -> mpsc::WeakSender<Envelope> {
+        self.tx.downgrade()
+    }
 }
 
 /// Pending acknowledgements of MQTT messages (QoS 1) of one connection: their packet ids, and
@@ -176,4 +249,36 @@ pub(crate) fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(duration_ns)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_inlet_counts_messages_and_frees_their_room_once_the_envelope_is_dropped() {
+        let (inlet, mut rx) = Inlet::new(3);
+        let envelope = |messages| Envelope::new(vec![Reading::new("m", 1)], None, messages);
+        inlet.send(envelope(2)).await.unwrap();
+        inlet.send(envelope(1)).await.unwrap();
+        // Full: three messages are in the pipeline, in two envelopes.
+        let blocked = tokio::time::timeout(Duration::from_secs(1), inlet.send(envelope(1)));
+        assert!(blocked.await.is_err(), "no room for a fourth message");
+        // Received is not enough: the room comes back when the journal drops the envelope
+        // (after its commit).
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.messages, 2);
+        let blocked = tokio::time::timeout(Duration::from_secs(1), inlet.send(envelope(1)));
+        assert!(blocked.await.is_err());
+        drop(first);
+        inlet.send(envelope(2)).await.unwrap();
+        // An envelope of more messages than the whole room takes all of it, not forever.
+        drop(rx.recv().await.unwrap());
+        drop(rx.recv().await.unwrap());
+        inlet.send(envelope(10)).await.unwrap();
+        drop(inlet);
+        assert_eq!(rx.recv().await.unwrap().messages, 10);
+        assert!(rx.recv().await.is_none(), "closed with its last inlet");
+    }
 }

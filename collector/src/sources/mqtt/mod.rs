@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{now_ns, timestamp_bounds, Ack, Envelope, Rejections, SourceCounters};
+use super::{now_ns, timestamp_bounds, Ack, Envelope, Inlet, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
@@ -128,11 +128,7 @@ impl MqttSource {
     /// # Errors
     /// Only for a configuration that cannot be used at all (unreadable TLS files); network
     /// failures are retried forever.
-    pub async fn run(
-        self,
-        out: mpsc::Sender<Envelope>,
-        stop: CancellationToken,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
         let label = self.label();
         let s = &self.settings;
         let b = &s.broker;
@@ -173,6 +169,7 @@ impl MqttSource {
         // read (the broker keeps what we did not ack), and once the journal has taken every
         // message already read, the acker ends; a disconnect queued behind its acks then
         // closes the connection after they went out.
+        let max_messages = out.capacity();
         let mut out = Some(out);
         let mut ack_tx = Some(ack_tx);
         let mut acks_done = false;
@@ -185,7 +182,9 @@ impl MqttSource {
         loop {
             let mut next = std::pin::pin!(conn.poll());
             let ready = match (&out, collected.as_ref()) {
-                (Some(_), Some(c)) if c.readings.len() < MAX_ENVELOPE_READINGS => {
+                (Some(_), Some(c))
+                    if c.readings.len() < MAX_ENVELOPE_READINGS && c.messages < max_messages =>
+                {
                     // One poll, with this task's waker: `Pending` leaves the future as it is.
                     std::future::poll_fn(|cx| {
                         std::task::Poll::Ready(std::future::Future::poll(next.as_mut(), cx))
@@ -304,13 +303,10 @@ impl MqttSource {
 
 /// Sends `envelope` into the pipeline. Messages are only collected while the source runs
 /// (`out` is `Some`); once it stops, what it had collected was sent already.
-async fn send(
-    out: &Option<mpsc::Sender<Envelope>>,
-    envelope: Envelope,
-) -> Result<(), mpsc::error::SendError<Envelope>> {
+async fn send(out: &Option<Inlet>, envelope: Envelope) -> Result<(), Envelope> {
     match out {
-        Some(tx) => tx.send(envelope).await,
-        None => Err(mpsc::error::SendError(envelope)),
+        Some(inlet) => inlet.send(envelope).await,
+        None => Err(envelope),
     }
 }
 
@@ -338,10 +334,7 @@ impl<'a> Reader<'a> {
     /// with nothing usable in it is counted, and acked at once.
     fn read(&mut self, msg: Message, ack_tx: &mpsc::Sender<u16>, collected: &mut Option<Envelope>) {
         self.m.counters.messages.inc();
-        let envelope = collected.get_or_insert_with(|| Envelope {
-            readings: Vec::new(),
-            ack: None,
-        });
+        let envelope = collected.get_or_insert_with(|| Envelope::new(Vec::new(), None, 0));
         let before = envelope.readings.len();
         match &msg.topic {
             Some(topic) => self.parse(topic, &msg.payload, &mut envelope.readings),
@@ -351,6 +344,7 @@ impl<'a> Reader<'a> {
         let acked_now = added.is_empty();
         if !acked_now {
             self.m.counters.received(added);
+            envelope.messages += 1;
         }
         if msg.qos != QoS::AtMostOnce {
             match &mut envelope.ack {

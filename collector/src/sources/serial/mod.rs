@@ -16,14 +16,13 @@ mod framing;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::framing::{Frame, LineDecoder};
-use super::{now_ns, timestamp_bounds, Envelope, Rejections, SourceCounters};
+use super::{now_ns, timestamp_bounds, Envelope, Inlet, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
 use crate::metrics::{Counter, Metrics};
@@ -88,11 +87,7 @@ impl SerialSource {
     /// # Errors
     /// None so far: every failure of the port is retried. The signature is the one every
     /// source has.
-    pub async fn run(
-        self,
-        out: mpsc::Sender<Envelope>,
-        stop: CancellationToken,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
         let label = self.label();
         let s = &self.settings;
         let path = s.path.display().to_string();
@@ -207,7 +202,7 @@ impl LineReader<'_> {
     async fn read_port(
         &mut self,
         mut port: SerialStream,
-        out: &mpsc::Sender<Envelope>,
+        out: &Inlet,
         stop: &CancellationToken,
         m: &PortMetrics,
     ) -> End {
@@ -245,7 +240,8 @@ impl LineReader<'_> {
                     }
                     if !readings.is_empty() {
                         m.counters.received(&readings);
-                        if out.send(Envelope { readings, ack: None }).await.is_err() {
+                        let envelope = Envelope::new(readings, None, lines as usize);
+                        if out.send(envelope).await.is_err() {
                             return End::Closed;
                         }
                     }

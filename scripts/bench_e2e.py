@@ -148,6 +148,9 @@ def metrics(port):
         m = re.match(r'telemetry_collector_journal_commits_total (\d+)', line)
         if m:
             out["commits"] = int(m.group(1))
+        m = re.match(r'telemetry_collector_journal_entries_read_total\{sink="([^"]+)",from="([^"]+)"\} (\d+)', line)
+        if m:
+            out[f"read {m.group(1)} {m.group(2)}"] = int(m.group(3))
         m = re.match(r'telemetry_collector_messages_received_total\{[^}]*\} (\d+)', line)
         if m:
             out["received"] = out.get("received", 0) + int(m.group(1))
@@ -245,12 +248,14 @@ format = "json"
               "victoria-metrics": cpu_of(VM_PID[0]) - vm0}
     final = metrics(http_port)
     received, commits = final.get("received", 0), final.get("commits", 0)
+    reads = ", ".join(f"{k[5:]} {v}" for k, v in sorted(final.items()) if k.startswith("read "))
     c.send_signal(signal.SIGINT if prefix else signal.SIGTERM)
     c.wait(timeout=60)
     stored, elapsed = done.get(first, (0, float("nan")))
     return {
         "received": received,
         "commits": commits,
+        "reads": reads,
         "stored": stored,
         "elapsed": elapsed,
         "all_sinks": max((t for _, t in done.values()), default=float("nan")),
@@ -297,7 +302,7 @@ max_queued_messages 0
                       f"{MESSAGES} in {t:.2f} s); collector {rate:,.0f} readings/s "
                       f"({r['stored']} stored of {r['received']} received, {MESSAGES} sent, "
                       f"in {r['elapsed']:.2f} s; all sinks {r['all_sinks']:.2f} s; "
-                      f"{r['commits']} journal commits), "
+                      f"{r['commits']} journal commits; entries read: {r['reads']}), "
                       f"ratio {rate / limit:.2f}, CPU {r['cpu']:.2f} s = {cpu_us:.2f} µs per "
                       f"field value, peak RSS {r['rss'] / 2**20:.1f} MiB", flush=True)
                 # On saturated cores each run lasts about (CPU of everything) / cores: the

@@ -534,6 +534,14 @@ impl Journal {
             committed: s.committed.clone(),
             lag,
             handed_out: 0,
+            from_memory: s.metrics.counter(
+                "journal_entries_read_total",
+                &[("sink", sink), ("from", "memory")],
+            ),
+            from_disk: s.metrics.counter(
+                "journal_entries_read_total",
+                &[("sink", sink), ("from", "disk")],
+            ),
         })
     }
 
@@ -825,6 +833,11 @@ pub struct JournalReader {
     lag: Gauge,
     /// Readings handed out since the last commit: the commit takes them off the lag.
     handed_out: u64,
+    /// `journal_entries_read_total{from="memory"}`: entries taken from the tail.
+    from_memory: Counter,
+    /// `journal_entries_read_total{from="disk"}`: entries read and decoded from SQLite (the
+    /// sink was further behind than the tail holds, or it just started).
+    from_disk: Counter,
 }
 
 impl JournalReader {
@@ -886,7 +899,10 @@ impl JournalReader {
             .unwrap_or_else(PoisonError::into_inner)
             .get(wanted);
         let (seq, readings) = match in_memory {
-            Some(readings) => (wanted, readings),
+            Some(readings) => {
+                self.from_memory.inc();
+                (wanted, readings)
+            }
             None => {
                 // Decoded straight from SQLite's copy of the blob, which stays valid while
                 // the row is.
@@ -917,6 +933,7 @@ impl JournalReader {
                     path: s.path.clone(),
                     seq,
                 })?;
+                self.from_disk.inc();
                 (seq, Arc::new(readings))
             }
         };

@@ -10,13 +10,15 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use std::sync::Arc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use collector::config::{JournalSettings, WhenFull};
 use collector::journal::Journal;
 use collector::metrics::Metrics;
 use collector::payload::{self, Context, Format, JsonOptions, TimeUnit, TimestampBounds};
-use collector::reading::{self, Encoding, FieldValue, Reading};
+use collector::reading::{self, Batch, Encoded, Encoding, FieldValue, Reading, Readings};
 use collector::sinks::line_protocol::{self, Precision};
 use collector::sinks::local::LocalStore;
 
@@ -97,6 +99,12 @@ fn encoding(c: &mut Criterion) {
             line_protocol::encode(&readings, Precision::Ns, &mut buf);
         })
     });
+    buf.clear();
+    line_protocol::encode(&readings, Precision::Ns, &mut buf);
+    let body = buf.clone();
+    g.bench_function("gzip_line_protocol", |b| {
+        b.iter(|| collector::sinks::influxdb::gzip_bytes(&body))
+    });
     g.bench_function("journal_record", |b| {
         b.iter(|| {
             buf.clear();
@@ -107,6 +115,15 @@ fn encoding(c: &mut Criterion) {
     let encoded = buf.clone();
     g.bench_function("journal_record_decode", |b| {
         b.iter(|| reading::decode_all(Encoding::CURRENT, &encoded, BATCH).unwrap())
+    });
+    // What a sink pays per pass over a batch: each reading decoded into one reused reading.
+    let batch = Batch::from(readings.clone());
+    g.bench_function("journal_record_visit", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            batch.for_each(|r| n += r.fields.len());
+            n
+        })
     });
     g.finish();
 }
@@ -171,8 +188,8 @@ fn local_store(c: &mut Criterion) {
 
 /// What every reading costs between the broker and the line-protocol sinks, without SQLite
 /// and the network: parse a JSON payload (tags from the topic), encode the journal entry,
-/// decode it once per sink (two: the local store and InfluxDB), encode line protocol from
-/// one of them, and drop everything.
+/// read it back (the copy and check a sink behind the journal's memory pays), and visit it
+/// once per sink (two: line protocol for InfluxDB, the values for the local store).
 fn pipeline(c: &mut Criterion) {
     let topics: Vec<Vec<_>> = (0..BATCH)
         .map(|i| {
@@ -214,11 +231,16 @@ fn pipeline(c: &mut Criterion) {
             entry.clear();
             reading::encode_all(&readings, &mut entry);
             drop(readings);
-            let local = reading::decode_all(Encoding::CURRENT, &entry, BATCH).unwrap();
-            let influx = reading::decode_all(Encoding::CURRENT, &entry, BATCH).unwrap();
+            // Read back (and checked) as a sink behind the journal's memory reads it; then
+            // each sink visits it: line protocol for one, the values for the other.
+            let read = Encoded::checked(entry.clone(), Encoding::CURRENT).unwrap();
+            let mut batch = Batch::new();
+            batch.push_shared(&Arc::new(read), 0..BATCH);
             lp.clear();
-            line_protocol::encode(&influx, Precision::Ns, &mut lp);
-            (local, influx)
+            line_protocol::encode(&batch, Precision::Ns, &mut lp);
+            let mut sum = 0.0;
+            batch.for_each(|r| sum += r.fields.iter().filter_map(|(_, v)| v.as_f64()).sum::<f64>());
+            sum
         })
     });
     g.finish();

@@ -38,20 +38,20 @@ use tracing::{error, info, warn};
 use crate::backoff::{Backoff, LogLimit};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::reading::{self, Batch, Encoding, Reading};
+use crate::reading::{self, Batch, Encoded, Encoding, Reading};
 use crate::sources::Envelope;
 
 /// The most readings one commit takes; bounds the writer's memory.
 const MAX_ENTRY_READINGS: usize = 65_536;
 
-/// The most readings the [tail](Tail) keeps in memory for readers that are behind (a sink
-/// writing a batch, or one that is down): about as many as arrive at 150,000 readings a
-/// second while a sink writes a batch of the default size. A reader further behind reads
-/// from SQLite, as after a restart.
-const MAX_TAIL_READINGS: usize = 8_192;
+/// The most encoded bytes the [tail](Tail) keeps in memory for readers that are behind (a
+/// sink writing a batch, or one that is down): about 40,000 readings of 2 tags and 3 floats,
+/// what arrives in a quarter of a second at 150,000 readings a second. A reader further
+/// behind reads from SQLite, as after a restart.
+const MAX_TAIL_BYTES: usize = 2 << 20;
 
-/// The readings of one entry, shared by the tail and the sinks' batches.
-type Entry = Arc<Vec<Reading>>;
+/// The readings of one entry, encoded, shared by the tail and the sinks' batches.
+type Entry = Arc<Encoded>;
 
 /// The schema this build reads and writes, in `PRAGMA user_version`. Version 0 had no
 /// `encoding` column (every entry [`Encoding::Plain`]).
@@ -145,16 +145,16 @@ struct Shared {
 }
 
 /// The newest committed entries in memory, as the writer committed them: a reader that keeps
-/// up takes an entry from here instead of reading and decoding it from SQLite, and every
-/// sink's batch shares this one copy of the readings. An entry leaves once every running
-/// reader has it (in a batch, or written), or when the tail holds more than
-/// [`MAX_TAIL_READINGS`] (the reader that is that far behind reads the entry from SQLite).
+/// up takes an entry from here instead of reading it back from SQLite, and every sink's
+/// batch shares this one copy. An entry leaves once every running reader has it (in a
+/// batch, or written), or when the tail holds more than [`MAX_TAIL_BYTES`] (the reader that
+/// is that far behind reads the entry from SQLite).
 #[derive(Debug, Default)]
 struct Tail {
     /// Consecutive entries, oldest first: (seq, readings).
     entries: VecDeque<(i64, Entry)>,
-    /// Readings in `entries`.
-    readings: usize,
+    /// Encoded bytes in `entries`.
+    bytes: usize,
 }
 
 impl Tail {
@@ -166,8 +166,8 @@ impl Tail {
     }
 
     fn pop_front(&mut self) {
-        if let Some((_, r)) = self.entries.pop_front() {
-            self.readings -= r.len();
+        if let Some((_, e)) = self.entries.pop_front() {
+            self.bytes -= e.bytes();
         }
     }
 }
@@ -196,7 +196,7 @@ impl Shared {
     }
 
     /// Keeps the just committed entry `seq` in the tail, when a reader runs to take it.
-    fn keep_in_memory(&self, seq: i64, readings: Vec<Reading>) {
+    fn keep_in_memory(&self, seq: i64, entry: Encoded) {
         if self
             .lags
             .lock()
@@ -215,9 +215,9 @@ impl Shared {
                 // Not consecutive (cannot happen with one writer): start again.
                 *tail = Tail::default();
             }
-            tail.readings += readings.len();
-            tail.entries.push_back((seq, Arc::new(readings)));
-            while tail.readings > MAX_TAIL_READINGS {
+            tail.bytes += entry.bytes();
+            tail.entries.push_back((seq, Arc::new(entry)));
+            while tail.bytes > MAX_TAIL_BYTES {
                 tail.pop_front();
             }
         }
@@ -606,9 +606,9 @@ impl JournalWriter {
                     Err(_) => break,
                 }
             }
-            let seq = loop {
+            let committed = loop {
                 match self.append_envelopes(&batch) {
-                    Ok(seq) => break seq,
+                    Ok(committed) => break committed,
                     Err(e) => {
                         let delay = retry.next_delay();
                         if retry.worth_logging() {
@@ -622,31 +622,30 @@ impl JournalWriter {
                 }
             };
             retry.reset();
-            // The readings move (not copied) into the tail, for the sinks to take.
-            let mut readings = Vec::new();
             for envelope in batch.drain(..) {
                 if let Some(ack) = envelope.ack {
                     ack.send();
                 }
-                if readings.is_empty() {
-                    readings = envelope.readings;
-                } else {
-                    readings.extend(envelope.readings);
-                }
             }
-            if let Some(seq) = seq {
-                self.publish(seq, readings);
+            if let Some((seq, entry)) = committed {
+                self.publish(seq, entry);
             }
             self.shared.holding.store(false, Ordering::SeqCst);
         }
     }
 
-    /// Appends the readings of `batch` as one entry; returns its seq (`None`: no readings).
-    fn append_envelopes(&mut self, batch: &[Envelope]) -> Result<Option<i64>, JournalError> {
+    /// Appends the readings of `batch` as one entry; returns its seq and the entry (`None`:
+    /// no readings).
+    fn append_envelopes(
+        &mut self,
+        batch: &[Envelope],
+    ) -> Result<Option<(i64, Encoded)>, JournalError> {
         let mut data = Vec::new();
         reading::encode_all(batch.iter().flat_map(|e| &e.readings), &mut data);
         let count = batch.iter().map(|e| e.readings.len()).sum();
-        self.append_encoded(&data, count)
+        Ok(self
+            .append_encoded(&data, count)?
+            .map(|seq| (seq, Encoded::written(data, count))))
     }
 
     /// Appends `readings` as one entry and syncs (for tools and tests; the pipeline uses
@@ -658,7 +657,7 @@ impl JournalWriter {
         let mut data = Vec::new();
         reading::encode_all(readings, &mut data);
         if let Some(seq) = self.append_encoded(&data, readings.len())? {
-            self.publish(seq, readings.to_vec());
+            self.publish(seq, Encoded::written(data, readings.len()));
         }
         Ok(())
     }
@@ -696,8 +695,8 @@ impl JournalWriter {
 
     /// Keeps the committed entry `seq` in the tail, then wakes the readers (in this order, so
     /// that a reader woken takes it from memory).
-    fn publish(&self, seq: i64, readings: Vec<Reading>) {
-        self.shared.keep_in_memory(seq, readings);
+    fn publish(&self, seq: i64, entry: Encoded) {
+        self.shared.keep_in_memory(seq, entry);
         self.committed.send_replace(seq);
     }
 
@@ -904,37 +903,33 @@ impl JournalReader {
                 (wanted, readings)
             }
             None => {
-                // Decoded straight from SQLite's copy of the blob, which stays valid while
-                // the row is.
-                let row: Option<(i64, Option<Vec<Reading>>)> = self
+                // Checked once here (decoded without keeping anything), so that a damaged
+                // entry stops this reader with `Corrupt`, as before any sink has part of it.
+                let row: Option<(i64, Option<Encoded>)> = self
                     .conn
                     .prepare_cached(
-                        "SELECT seq, readings, encoding, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                        "SELECT seq, encoding, data FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1",
                     )
                     .and_then(|mut stmt| {
                         stmt.query_row([wanted], |r| {
-                            let count = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-                            let readings =
-                                match (Encoding::from_i64(r.get(2)?), r.get_ref(3)?.as_blob()) {
-                                    (Some(encoding), Ok(data)) => {
-                                        reading::decode_all(encoding, data, count).ok()
-                                    }
-                                    _ => None,
-                                };
-                            Ok((r.get(0)?, readings))
+                            let entry = match (Encoding::from_i64(r.get(1)?), r.get::<_, Vec<u8>>(2)) {
+                                (Some(encoding), Ok(data)) => Encoded::checked(data, encoding).ok(),
+                                _ => None,
+                            };
+                            Ok((r.get(0)?, entry))
                         })
                         .optional()
                     })
                     .map_err(s.sqlite())?;
-                let Some((seq, readings)) = row else {
+                let Some((seq, entry)) = row else {
                     return Ok(None);
                 };
-                let readings = readings.ok_or_else(|| JournalError::Corrupt {
+                let entry = entry.ok_or_else(|| JournalError::Corrupt {
                     path: s.path.clone(),
                     seq,
                 })?;
                 self.from_disk.inc();
-                (seq, Arc::new(readings))
+                (seq, Arc::new(entry))
             }
         };
         let skip = if seq == wanted {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::metrics::Metrics;
-use crate::reading::FieldValue;
+use crate::reading::{FieldValue, Readings};
 use crate::sources::Ack;
 
 fn reading(i: usize) -> Reading {
@@ -26,10 +26,10 @@ fn entry_bytes(readings: &[Reading]) -> u64 {
     data.len() as u64
 }
 
-fn values<'a>(rs: impl IntoIterator<Item = &'a Reading>) -> Vec<usize> {
-    rs.into_iter()
-        .map(|r| r.field("v").and_then(FieldValue::as_f64).unwrap_or(-1.0) as usize)
-        .collect()
+fn values(rs: &(impl Readings + ?Sized)) -> Vec<usize> {
+    let mut out = Vec::new();
+    rs.for_each(|r| out.push(r.field("v").and_then(FieldValue::as_f64).unwrap_or(-1.0) as usize));
+    out
 }
 
 #[test]
@@ -69,9 +69,16 @@ fn readers_resume_from_their_cursors_after_a_reopen() {
 fn readers_that_keep_up_share_the_writers_copy_and_one_far_behind_reads_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), 1 << 30, WhenFull::Block);
-    let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+    let metrics = Metrics::new();
+    let (journal, mut writer) = Journal::open(&s, metrics.clone()).unwrap();
     journal.register_sinks(&["a", "b"]).unwrap();
     let (mut a, mut b) = (journal.reader("a").unwrap(), journal.reader("b").unwrap());
+    let read_from = |sink: &str, from: &str| {
+        metrics.sum(
+            "journal_entries_read_total",
+            &[("sink", sink), ("from", from)],
+        )
+    };
     // New cursors point before the first entry: that one is looked up in SQLite, the next
     // ones follow in memory.
     writer.append(&[reading(0)]).unwrap();
@@ -83,11 +90,16 @@ fn readers_that_keep_up_share_the_writers_copy_and_one_far_behind_reads_sqlite()
     let (got_a, got_b) = (a.read(100).unwrap(), b.read(4).unwrap());
     assert_eq!(values(&got_a), (0..10).collect::<Vec<_>>());
     assert_eq!(values(&got_b), (0..4).collect::<Vec<_>>());
-    let first = |batch: &Batch| std::ptr::from_ref(batch.iter().next().unwrap());
-    assert_eq!(first(&got_a), first(&got_b), "one copy, in memory");
+    for sink in ["a", "b"] {
+        assert_eq!(
+            (read_from(sink, "disk"), read_from(sink, "memory")),
+            (1, 1),
+            "{sink}: the second entry, in memory"
+        );
+    }
     let tail = |journal: &Journal| {
         let tail = journal.shared.tail.lock().unwrap();
-        (tail.entries.len(), tail.readings)
+        (tail.entries.len(), tail.bytes)
     };
     assert_eq!(
         tail(&journal),
@@ -98,7 +110,9 @@ fn readers_that_keep_up_share_the_writers_copy_and_one_far_behind_reads_sqlite()
 
     // b falls behind by more than the tail keeps: a still reads from memory, b from SQLite,
     // and both get every reading in order.
-    let (entries, per_entry) = (3 * MAX_TAIL_READINGS / 1000, 1000);
+    let per_entry = 1000;
+    let entry_size = entry_bytes(&(0..per_entry).map(reading).collect::<Vec<_>>()) as usize;
+    let entries = 3 * MAX_TAIL_BYTES / entry_size;
     let mut sent = 10;
     for _ in 0..entries {
         writer
@@ -108,13 +122,14 @@ fn readers_that_keep_up_share_the_writers_copy_and_one_far_behind_reads_sqlite()
         assert_eq!(values(&got), (sent..sent + per_entry).collect::<Vec<_>>());
         sent += per_entry;
         assert!(
-            tail(&journal).1 <= MAX_TAIL_READINGS,
+            tail(&journal).1 <= MAX_TAIL_BYTES,
             "bounded: {:?}",
             tail(&journal)
         );
     }
+    assert_eq!(read_from("a", "memory"), 1 + entries as u64);
     assert!(
-        tail(&journal).1 > MAX_TAIL_READINGS - per_entry,
+        tail(&journal).1 > MAX_TAIL_BYTES - 2 * entry_size,
         "full while b is away"
     );
     let mut behind = Vec::new();
@@ -126,6 +141,12 @@ fn readers_that_keep_up_share_the_writers_copy_and_one_far_behind_reads_sqlite()
         behind.extend(values(&got));
     }
     assert_eq!(behind, (10..sent).collect::<Vec<_>>());
+    let (b_disk, b_memory) = (read_from("b", "disk"), read_from("b", "memory"));
+    assert_eq!(b_disk + b_memory, 2 + entries as u64);
+    assert!(
+        b_disk > 1 && b_memory > 1,
+        "the oldest from disk, the newest still in memory: {b_disk} {b_memory}"
+    );
     assert_eq!(tail(&journal), (0, 0));
 }
 

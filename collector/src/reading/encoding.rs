@@ -125,11 +125,80 @@ pub fn decode_all(
     expected: usize,
 ) -> Result<Vec<Reading>, DecodeError> {
     let mut out: Vec<Reading> = Vec::with_capacity(expected.min(buf.len() / MIN_ENCODED_LEN));
+    let mut scratch = Reading::new("", 0);
     while !buf.is_empty() {
-        let r = decode(&mut buf, encoding, out.last())?;
-        out.push(r);
+        decode_into(&mut buf, encoding, &mut scratch, out.is_empty())?;
+        out.push(scratch.clone());
     }
     Ok(out)
+}
+
+/// Decodes the reading at the front of `buf` into `r` and advances `buf`. Unless `first`, `r`
+/// holds the reading decoded just before it from the same bytes; names that are as they were
+/// in that reading (`Delta`) are left in place rather than copied, so that decoding an entry
+/// into one reused reading allocates nothing (but for strings longer than 24 bytes). On an
+/// error `r` holds part of a reading.
+///
+/// # Errors
+/// [`DecodeError`] if the front of `buf` is not a reading's encoding.
+#[inline]
+pub fn decode_into(
+    buf: &mut &[u8],
+    encoding: Encoding,
+    r: &mut Reading,
+    first: bool,
+) -> Result<(), DecodeError> {
+    let delta = encoding == Encoding::Delta;
+    if first {
+        r.tags.clear();
+        r.fields.clear();
+    }
+    // A name at a place that held one in the reading before (`was`), or a new place.
+    let name = |buf: &mut &[u8], place: &mut CompactString, was: bool| {
+        if !delta {
+            *place = get_str(buf)?;
+            return Ok(());
+        }
+        match get_varint(buf)? {
+            0 if was => Ok(()),
+            0 => Err(DecodeError),
+            n => {
+                *place = str_of_len(buf, n - 1)?;
+                Ok(())
+            }
+        }
+    };
+    name(buf, &mut r.measurement, !first)?;
+    let ntags = get_len(buf)?;
+    let before = r.tags.len();
+    for i in 0..ntags {
+        if i >= before {
+            r.tags.push(Default::default());
+        }
+        let (key, value) = &mut r.tags[i];
+        name(buf, key, i < before)?;
+        name(buf, value, i < before)?;
+    }
+    r.tags.truncate(ntags);
+    let nfields = get_len(buf)?;
+    let before = r.fields.len();
+    for i in 0..nfields {
+        if i >= before {
+            r.fields
+                .push((CompactString::default(), FieldValue::Boolean(false)));
+        }
+        let (field, value) = &mut r.fields[i];
+        name(buf, field, i < before)?;
+        *value = FieldValue::decode(buf)?;
+    }
+    r.fields.truncate(nfields);
+    let timestamp = unzigzag(get_varint(buf)?);
+    r.timestamp = if delta && !first {
+        r.timestamp.wrapping_add(timestamp)
+    } else {
+        timestamp
+    };
+    Ok(())
 }
 
 fn encode(r: &Reading, encoding: Encoding, before: Option<&Reading>, buf: &mut Vec<u8>) {
@@ -165,51 +234,6 @@ fn encode(r: &Reading, encoding: Encoding, before: Option<&Reading>, buf: &mut V
         _ => r.timestamp,
     };
     put_varint(buf, zigzag(timestamp));
-}
-
-/// Decodes one reading from the front of `buf` and advances it; `before` is the reading
-/// decoded just before it in the same entry.
-fn decode(
-    buf: &mut &[u8],
-    encoding: Encoding,
-    before: Option<&Reading>,
-) -> Result<Reading, DecodeError> {
-    let delta = encoding == Encoding::Delta;
-    let get_name = |buf: &mut &[u8], was: Option<&CompactString>| {
-        if !delta {
-            return get_str(buf);
-        }
-        match get_varint(buf)? {
-            0 => was.cloned().ok_or(DecodeError),
-            n => str_of_len(buf, n - 1),
-        }
-    };
-    let measurement = get_name(buf, before.map(|b| &b.measurement))?;
-    let ntags = get_len(buf)?;
-    let mut tags = Vec::with_capacity(ntags);
-    for i in 0..ntags {
-        let was = before.and_then(|b| b.tags.get(i));
-        let key = get_name(buf, was.map(|(k, _)| k))?;
-        let value = get_name(buf, was.map(|(_, v)| v))?;
-        tags.push((key, value));
-    }
-    let nfields = get_len(buf)?;
-    let mut fields = Vec::with_capacity(nfields);
-    for i in 0..nfields {
-        let name = get_name(buf, before.and_then(|b| b.fields.get(i)).map(|(n, _)| n))?;
-        fields.push((name, FieldValue::decode(buf)?));
-    }
-    let timestamp = unzigzag(get_varint(buf)?);
-    let timestamp = match before {
-        Some(b) if delta => b.timestamp.wrapping_add(timestamp),
-        _ => timestamp,
-    };
-    Ok(Reading {
-        measurement,
-        tags,
-        fields,
-        timestamp,
-    })
 }
 
 pub(crate) fn zigzag(v: i64) -> u64 {

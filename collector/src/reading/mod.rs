@@ -1,7 +1,8 @@
 //! The one type on the channel: a [`Reading`], one point in InfluxDB's sense.
 //!
 //! Also its compact binary encoding, used by the journal ([`encoding`]), and [`Batch`]: the
-//! readings a sink writes, shared with the journal's memory and the other sinks.
+//! readings a sink writes, kept encoded and shared with the journal's memory and the other
+//! sinks, visited one at a time through [`Readings`].
 //!
 //! Names and tag values are [`CompactString`]s: up to 24 bytes (every measurement, tag and
 //! field name, and most device ids) they are stored inline, so that creating, decoding,
@@ -14,8 +15,8 @@ pub use compact_str::CompactString;
 mod batch;
 mod encoding;
 
-pub use batch::{Batch, Iter};
-pub use encoding::{decode_all, encode_all, encode_all_as, DecodeError, Encoding};
+pub use batch::{Batch, Encoded, Readings};
+pub use encoding::{decode_all, decode_into, encode_all, encode_all_as, DecodeError, Encoding};
 pub(crate) use encoding::{get_varint, put_varint, unzigzag, zigzag};
 
 /// The tag that names the device a reading came from. Every stored reading has it.

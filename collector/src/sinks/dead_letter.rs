@@ -22,7 +22,7 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::reading::Reading;
+use crate::reading::Readings;
 use crate::sinks::line_protocol::{self, Precision};
 
 /// The default bound of one dead-letter file.
@@ -65,12 +65,12 @@ impl DeadLetter {
     ///
     /// # Errors
     /// The directory or the file cannot be created or written.
-    pub fn append<'a, I>(&self, sink: &str, reason: &str, readings: I) -> std::io::Result<()>
-    where
-        I: IntoIterator<Item = &'a Reading>,
-        I::IntoIter: ExactSizeIterator,
-    {
-        let readings = readings.into_iter();
+    pub fn append(
+        &self,
+        sink: &str,
+        reason: &str,
+        readings: &(impl Readings + ?Sized),
+    ) -> std::io::Result<()> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let reason: String = reason
             .chars()
@@ -78,7 +78,7 @@ impl DeadLetter {
             .collect();
         let mut entry = format!(
             "# {now} sink={sink} readings={} reason: {}\n",
-            readings.len(),
+            readings.count(),
             reason.trim()
         )
         .into_bytes();
@@ -107,6 +107,7 @@ impl DeadLetter {
 mod tests {
     use super::*;
     use crate::reading::FieldValue;
+    use crate::reading::Reading;
 
     fn r(i: i64) -> Reading {
         let mut r = Reading::new("env", i);

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::reading::{FieldValue, Reading};
+use crate::reading::{FieldValue, Reading, Readings};
 
 /// The unit of the timestamps written (InfluxDB's `precision` parameter).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -49,14 +49,8 @@ impl Precision {
 }
 
 /// Appends `readings` to `buf`, one line each, timestamps in `precision`.
-pub fn encode<'a>(
-    readings: impl IntoIterator<Item = &'a Reading>,
-    precision: Precision,
-    buf: &mut Vec<u8>,
-) {
-    for r in readings {
-        encode_one(r, precision, buf);
-    }
+pub fn encode(readings: &(impl Readings + ?Sized), precision: Precision, buf: &mut Vec<u8>) {
+    readings.for_each(|r| encode_one(r, precision, buf));
 }
 
 /// Appends one reading as one line (ending in `\n`). A reading without fields (never built

@@ -259,7 +259,8 @@ fn v1_precision(p: Precision) -> &'static str {
     }
 }
 
-fn gzip_bytes(body: &[u8]) -> Vec<u8> {
+/// `body` gzipped at the fast level, as the sinks send it.
+pub fn gzip_bytes(body: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::fast(),

@@ -23,7 +23,7 @@ use codec::{BatchReader, Chunk, ChunkReader, ChunkWriter, CHUNK_BYTES, CHUNK_POI
 pub use downsample::{Bucket, SeriesBuckets};
 
 use super::error_chain;
-use crate::reading::{CompactString, FieldValue, Reading, DEVICE_TAG};
+use crate::reading::{CompactString, FieldValue, Reading, Readings, DEVICE_TAG};
 
 /// The schema version this build reads and writes, kept in `PRAGMA user_version`. Version 1
 /// (one row per point) is upgraded when a writer opens it.
@@ -510,10 +510,7 @@ impl LocalStore {
     /// # Errors
     /// [`StoreError::Sqlite`] when the write fails (see [`StoreError::is_retryable`]);
     /// nothing of the batch is then stored.
-    pub fn insert<'a>(
-        &mut self,
-        readings: impl IntoIterator<Item = &'a Reading>,
-    ) -> Result<(), StoreError> {
+    pub fn insert(&mut self, readings: &(impl Readings + ?Sized)) -> Result<(), StoreError> {
         // After a failed (or panicked) insert, the cache may hold ids of series created by the
         // rolled-back transaction, which do not exist: forget them all.
         if self.cache.in_doubt || self.cache.series > CACHE_MAX_SERIES {
@@ -807,19 +804,18 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, StoreError> {
 }
 
 /// Appends `readings` to `recent` as one row; returns how many points it holds.
-fn insert_all<'a>(
+fn insert_all(
     conn: &mut Connection,
     cache: &mut SeriesCache,
-    readings: impl IntoIterator<Item = &'a Reading>,
+    readings: &(impl Readings + ?Sized),
 ) -> Result<u64, StoreError> {
-    let readings = readings.into_iter();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut new_series = 0;
     let mut points = 0u64;
-    let mut data = Vec::with_capacity(readings.size_hint().0 * 32);
-    for r in readings {
+    let mut data = Vec::with_capacity(readings.count() * 32);
+    readings.try_for_each(|r| {
         if r.fields.is_empty() {
-            continue;
+            return Ok(());
         }
         let group = cache.group(r)?;
         for (name, value) in &r.fields {
@@ -835,7 +831,8 @@ fn insert_all<'a>(
             codec::put_batch_point(&mut data, id, r.timestamp, value);
             points += 1;
         }
-    }
+        Ok::<(), StoreError>(())
+    })?;
     if points > 0 {
         tx.prepare_cached(INSERT_RECENT)?
             .execute(params![points, data])?;

@@ -41,6 +41,7 @@ use super::{Batch, Sink, SinkError};
 use crate::config::MqttSinkSettings;
 use crate::metrics::{Counter, Metrics};
 use crate::mqtt::{ConnError, Connection, Event, Options, PubAckOutcome, Tuning};
+use crate::reading::Readings;
 
 /// Room in a PUBLISH packet for what is not the payload: the fixed header (at most 5
 /// bytes), the topic's length prefix, the packet id and MQTT 5's properties length.
@@ -298,7 +299,7 @@ fn encode(
     // The message still open for each topic.
     let mut open: HashMap<String, usize> = HashMap::new();
     let (mut topic, mut line) = (String::new(), Vec::new());
-    for r in batch {
+    batch.try_for_each(|r| {
         topic.clear();
         pattern.render(r, &mut topic);
         line.clear();
@@ -327,7 +328,8 @@ fn encode(
                 messages.push((topic.clone(), line.clone()));
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(messages
         .into_iter()
         .map(|(t, p)| (t, Bytes::from(p)))

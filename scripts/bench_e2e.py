@@ -13,7 +13,8 @@ sensors/<site>/<device>/env to a Mosquitto started here on a free port. In the s
    and its peak RSS (VmHWM).
 
 Each is run RUNS times; the medians and the ratio collector / broker limit are printed, and
-every run's figures with them. Nothing here is a pass/fail test: the figures go to
+every run's figures with them. GZIP=true|false sets the sink's `gzip` (by default off: the
+server is on this machine). Nothing here is a pass/fail test: the figures go to
 BENCHMARKS.md.
 """
 
@@ -185,7 +186,7 @@ url = "http://127.0.0.1:{vm_port}"
 org = "bench"
 bucket = "bench"
 token = "bench"
-"""
+""" + (f"gzip = {os.environ['GZIP']}\n" if "GZIP" in os.environ else "")
     with open(config, "w") as f:
         f.write(f"""
 data_dir = "{data}"

@@ -122,20 +122,27 @@ pub struct DeviceStats {
 impl Devices {
     /// Records `readings` readings of `device`, received at `now` (seconds since the epoch).
     pub fn record(&self, device: &str, readings: u64, now: i64) {
+        self.record_runs([(device, readings)], now);
+    }
+
+    /// Records each `(device, readings)` of `runs`, received at `now`, under one lock.
+    pub fn record_runs<'a>(&self, runs: impl IntoIterator<Item = (&'a str, u64)>, now: i64) {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(d) = table.get_mut(device) {
-            d.last_seen = now;
-            d.readings += readings;
-        } else if table.len() < MAX_DEVICES_PER_SOURCE {
-            table.insert(
-                device.to_string(),
-                DeviceStats {
-                    last_seen: now,
-                    readings,
-                },
-            );
-        } else {
-            self.untracked.add(readings);
+        for (device, readings) in runs {
+            if let Some(d) = table.get_mut(device) {
+                d.last_seen = now;
+                d.readings += readings;
+            } else if table.len() < MAX_DEVICES_PER_SOURCE {
+                table.insert(
+                    device.to_string(),
+                    DeviceStats {
+                        last_seen: now,
+                        readings,
+                    },
+                );
+            } else {
+                self.untracked.add(readings);
+            }
         }
     }
 

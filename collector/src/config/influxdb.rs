@@ -99,7 +99,7 @@ fn default_timeout() -> Duration {
 /// this machine (`localhost`, `127.0.0.0/8`, `::1`), where compressing saves no bandwidth
 /// and costs CPU on both sides (about a tenth of the collector's and of the server's in the
 /// end-to-end benchmark).
-pub fn gzip_by_default(url: &reqwest::Url) -> bool {
+pub(crate) fn gzip_by_default(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return true;
     };

@@ -172,21 +172,12 @@ impl SourceCounters {
     pub(crate) fn received(&self, readings: &[Reading]) {
         self.readings.add(readings.len() as u64);
         let now = i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX);
-        // The readings of one message are nearly always of one device: one lookup per run.
-        let mut run: Option<(&str, u64)> = None;
-        for device in readings.iter().map(|r| r.device().unwrap_or("")) {
-            match &mut run {
-                Some((d, n)) if *d == device => *n += 1,
-                _ => {
-                    if let Some((d, n)) = run.replace((device, 1)) {
-                        self.devices.record(d, n, now);
-                    }
-                }
-            }
-        }
-        if let Some((d, n)) = run {
-            self.devices.record(d, n, now);
-        }
+        // The readings of one message are nearly always of one device: one lookup per run,
+        // and one lock for them all.
+        let runs = readings
+            .chunk_by(|a, b| a.device() == b.device())
+            .map(|run| (run[0].device().unwrap_or(""), run.len() as u64));
+        self.devices.record_runs(runs, now);
     }
 }
 

@@ -199,7 +199,7 @@ impl MqttSource {
                     // Nothing more right now (or the envelope is full): hand over what was
                     // collected, then wait. The poll future is not dropped in between.
                     if let Some(envelope) = collected.take() {
-                        if send(&out, envelope).await.is_err() {
+                        if send(&out, &m.counters, envelope).await.is_err() {
                             break; // the pipeline is gone
                         }
                     }
@@ -226,7 +226,7 @@ impl MqttSource {
             };
             if !matches!(event, Ok(Event::Message(_))) {
                 if let Some(envelope) = collected.take() {
-                    if send(&out, envelope).await.is_err() {
+                    if send(&out, &m.counters, envelope).await.is_err() {
                         break;
                     }
                 }
@@ -301,9 +301,15 @@ impl MqttSource {
     }
 }
 
-/// Sends `envelope` into the pipeline. Messages are only collected while the source runs
-/// (`out` is `Some`); once it stops, what it had collected was sent already.
-async fn send(out: &Option<Inlet>, envelope: Envelope) -> Result<(), Envelope> {
+/// Counts the readings of `envelope` (per device, once per envelope rather than per message)
+/// and sends it into the pipeline. Messages are only collected while the source runs (`out`
+/// is `Some`); once it stops, what it had collected was sent already.
+async fn send(
+    out: &Option<Inlet>,
+    counters: &SourceCounters,
+    envelope: Envelope,
+) -> Result<(), Envelope> {
+    counters.received(&envelope.readings);
     match out {
         Some(inlet) => inlet.send(envelope).await,
         None => Err(envelope),
@@ -343,7 +349,6 @@ impl<'a> Reader<'a> {
         let added = &envelope.readings[before..];
         let acked_now = added.is_empty();
         if !acked_now {
-            self.m.counters.received(added);
             envelope.messages += 1;
         }
         if msg.qos != QoS::AtMostOnce {

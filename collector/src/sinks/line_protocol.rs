@@ -135,7 +135,7 @@ fn escape(buf: &mut Vec<u8>, s: &str, special: &[u8; 3]) {
 fn float(buf: &mut Vec<u8>, v: f64) {
     let mut ryu = ryu::Buffer::new();
     let text = ryu.format(v);
-    if text.contains(['e', 'N', 'i']) {
+    if text.bytes().any(|b| matches!(b, b'e' | b'N' | b'i')) {
         use std::io::Write as _;
         let _ = write!(buf, "{v}");
     } else {

@@ -387,7 +387,7 @@ impl<'a> Reader<'a> {
         let tags = &mut self.tags;
         tags.clear();
         tags.extend_from_slice(&sub.tags);
-        for (k, v) in m.tags {
+        for (k, v) in m.tags() {
             match tags.binary_search_by(|(tk, _)| tk.as_str().cmp(k)) {
                 Ok(i) => tags[i].1 = v.into(),
                 Err(i) => tags.insert(i, (k.into(), v.into())),

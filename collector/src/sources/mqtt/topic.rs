@@ -26,14 +26,31 @@ pub struct TopicTemplate {
 }
 
 /// What a topic told us: parts of the topic and names from the template, borrowed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMatch<'a> {
     /// From `{measurement}`.
     pub measurement: Option<&'a str>,
     /// From `{field}`.
     pub field: Option<&'a str>,
-    /// Every other capture (name, segment), in template order.
-    pub tags: Vec<(&'a str, &'a str)>,
+    template: &'a TopicTemplate,
+    topic: &'a str,
+}
+
+impl<'a> TopicMatch<'a> {
+    /// Every other capture (name, segment), in template order (found again in the topic, so
+    /// that a match allocates nothing).
+    pub fn tags(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.template
+            .segments
+            .iter()
+            .zip(self.topic.split('/'))
+            .filter_map(|(segment, part)| match segment {
+                Segment::Capture(name) if !matches!(name.as_str(), "measurement" | "field") => {
+                    Some((name.as_str(), part))
+                }
+                _ => None,
+            })
+    }
 }
 
 impl TopicTemplate {
@@ -125,7 +142,12 @@ impl TopicTemplate {
 
     /// Matches a concrete topic; `None` if it does not fit the template.
     pub fn matches<'a>(&'a self, topic: &'a str) -> Option<TopicMatch<'a>> {
-        let mut m = TopicMatch::default();
+        let mut m = TopicMatch {
+            measurement: None,
+            field: None,
+            template: self,
+            topic,
+        };
         let mut parts = topic.split('/');
         for seg in &self.segments {
             if *seg == Segment::Rest {
@@ -137,7 +159,7 @@ impl TopicTemplate {
                 Segment::Capture(name) => match name.as_str() {
                     "measurement" => m.measurement = Some(part),
                     "field" => m.field = Some(part),
-                    _ => m.tags.push((name.as_str(), part)),
+                    _ => {}
                 },
                 _ => {}
             }
@@ -174,7 +196,10 @@ mod tests {
         assert_eq!(t.filter(), "sensors/+/+/+");
         let m = t.matches("sensors/lab/t1/env").unwrap();
         assert_eq!(m.measurement, Some("env"));
-        assert_eq!(m.tags, vec![("site", "lab"), ("device", "t1")]);
+        assert_eq!(
+            m.tags().collect::<Vec<_>>(),
+            vec![("site", "lab"), ("device", "t1")]
+        );
         assert_eq!(t.matches("sensors/lab/t1"), None);
         assert_eq!(t.matches("sensors/lab/t1/env/x"), None);
         assert_eq!(t.matches("other/lab/t1/env"), None);
@@ -187,7 +212,7 @@ mod tests {
         assert_eq!(t.filter(), "$share/g1/home/+/+/+/#");
         let m = t.matches("home/x/d9/temp/a/b").unwrap();
         assert_eq!(m.field, Some("temp"));
-        assert_eq!(m.tags, vec![("device", "d9")]);
+        assert_eq!(m.tags().collect::<Vec<_>>(), vec![("device", "d9")]);
         assert!(
             t.matches("home/x/d9/temp").is_some(),
             "# also matches the parent level"

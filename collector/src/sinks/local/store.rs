@@ -56,10 +56,11 @@ const COMPACT_POINTS_PER_SERIES: u64 = 10;
 /// `recent` whole: about 8 ms for this many).
 const COMPACT_POINTS_MAX: u64 = 400_000;
 
-/// A compaction holds at most this many points in memory at a time (about 3 MB; more only
-/// for a single series with more points): a larger `recent` is moved in parts, each part a
-/// range of series, each part reading `recent` again.
-const PART_POINTS: usize = 100_000;
+/// A compaction holds the points of at most this many bytes in memory at a time (a float
+/// point takes 17: about 120,000 of them; more only for a single series with more points): a
+/// larger `recent` is moved in parts, each part a range of series, each part reading `recent`
+/// again.
+const PART_BYTES: usize = 2 << 20;
 
 /// A compaction fills up a series' last chunk only when it holds at most this many times the
 /// points it adds, so it rewrites at most this many old points per new one, however many
@@ -359,8 +360,9 @@ pub struct LocalStore {
     compact_points: u64,
     /// Points per active series a compaction waits for ([`COMPACT_POINTS_PER_SERIES`]).
     compact_per_series: u64,
-    /// Points a compaction holds in memory at a time ([`PART_POINTS`], less in tests).
-    part_points: usize,
+    /// Bytes of points a compaction holds in memory at a time ([`PART_BYTES`], less in
+    /// tests).
+    part_bytes: usize,
 }
 
 impl LocalStore {
@@ -413,7 +415,7 @@ impl LocalStore {
             recent_points: 0,
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
-            part_points: PART_POINTS,
+            part_bytes: PART_BYTES,
         };
         match schema {
             Schema::Empty => store.create_schema()?,
@@ -473,7 +475,7 @@ impl LocalStore {
             recent_points: 0,
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
-            part_points: PART_POINTS,
+            part_bytes: PART_BYTES,
         })
     }
 
@@ -551,7 +553,7 @@ impl LocalStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (moved, series) = compact_recent(&tx, self.part_points)?;
+        let (moved, series) = compact_recent(&tx, self.part_bytes)?;
         tx.execute("DELETE FROM recent", [])?;
         tx.commit()?;
         self.recent_points = 0;
@@ -959,14 +961,13 @@ fn write_chunks<'v>(
 /// Moves every point of `recent` into chunks (without emptying `recent`); returns how many
 /// points `recent` held and how many series they belong to.
 ///
-/// `recent` is read once to count the points of each series, then once per part (a range of
-/// series holding at most `part_points` points, or a single larger series) to put each point
-/// of the part in its series' place in one array of exactly the right size. A vector per
-/// series instead costs more memory than the points themselves when many series have a few
-/// points each (40,000 vectors of 2 or 3 points, each with room for 4), and a copy at every
-/// growth.
-fn compact_recent(tx: &Connection, part_points: usize) -> Result<(u64, usize), StoreError> {
-    /// Where a series' points go: its part, and its place in that part's array.
+/// `recent` is read once to measure the points of each series, then once per part (a range
+/// of series whose points take at most `part_bytes`, or a single larger series) to copy each
+/// point of the part to its series' place in one buffer of exactly the right size: its
+/// timestamp (8 bytes) and its value as [`FieldValue::encode`] wrote it, about 17 bytes for a
+/// float. Values are copied as they are, from `recent` to the chunks, never decoded.
+fn compact_recent(tx: &Connection, part_bytes: usize) -> Result<(u64, usize), StoreError> {
+    /// Where a series' points go: its part, and its place (in bytes) in that part's buffer.
     #[derive(Default, Clone, Copy)]
     struct Slot {
         part: usize,
@@ -976,21 +977,21 @@ fn compact_recent(tx: &Connection, part_points: usize) -> Result<(u64, usize), S
     }
     let mut slots: FastMap<i64, Slot> = FastMap::default();
     let mut moved = 0usize;
-    for_each_recent(tx, |(id, _, _)| {
-        slots.entry(id).or_default().len += 1;
+    for_each_recent_raw(tx, |id, _, value| {
+        slots.entry(id).or_default().len += 8 + value.len();
         moved += 1;
         Ok(())
     })?;
     let mut ids: Vec<i64> = slots.keys().copied().collect();
     ids.sort_unstable();
-    // Parts: runs of series in id order, and each part's number of points.
+    // Parts: runs of series in id order, and each part's size in bytes.
     let mut parts: Vec<(std::ops::Range<usize>, usize)> = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let Some(slot) = slots.get_mut(id) else {
             continue;
         };
         match parts.last_mut() {
-            Some((range, size)) if *size + slot.len <= part_points => {
+            Some((range, size)) if *size + slot.len <= part_bytes => {
                 range.end = i + 1;
                 slot.start = *size;
                 *size += slot.len;
@@ -1002,31 +1003,42 @@ fn compact_recent(tx: &Connection, part_points: usize) -> Result<(u64, usize), S
         }
         slot.part = parts.len() - 1;
     }
+    let mut chunks = ChunkStatements::new(tx)?;
     for (part, (range, size)) in parts.into_iter().enumerate() {
-        let mut points: Vec<(i64, FieldValue)> = vec![(0, FieldValue::Boolean(false)); size];
-        for_each_recent(tx, |(id, ts, value)| {
+        let mut buf = vec![0u8; size];
+        for_each_recent_raw(tx, |id, ts, value| {
             // `recent` does not change within the transaction: the same points come back.
             let changed = || StoreError::Corrupt("recent changed while it was compacted".into());
             let slot = slots.get_mut(&id).ok_or_else(changed)?;
             if slot.part != part {
                 return Ok(());
             }
-            if slot.filled == slot.len {
+            let at = slot.start + slot.filled;
+            let end = at + 8 + value.len();
+            if end > slot.start + slot.len {
                 return Err(changed());
             }
-            points[slot.start + slot.filled] = (ts, value);
-            slot.filled += 1;
+            buf[at..at + 8].copy_from_slice(&ts.to_le_bytes());
+            buf[at + 8..end].copy_from_slice(value);
+            slot.filled += 8 + value.len();
             Ok(())
         })?;
+        let mut series: Vec<(i64, &[u8])> = Vec::new();
         for id in &ids[range] {
             let Slot { start, len, .. } = slots[id];
-            let series = &mut points[start..start + len];
-            // Stable: of the writes of one point, the last one stays last, and wins.
-            if !series.is_sorted_by_key(|&(ts, _)| ts) {
-                series.sort_by_key(|&(ts, _)| ts);
+            series.clear();
+            let mut placed = &buf[start..start + len];
+            while let Some((ts, rest)) = placed.split_first_chunk::<8>() {
+                placed = rest;
+                series.push((i64::from_le_bytes(*ts), codec::take_value(&mut placed)?));
             }
-            let kept = keep_last_writes(series);
-            merge_into_chunks(tx, *id, &series[..kept])?;
+            if !series.is_sorted_by(|a, b| a.0 < b.0) {
+                // Stable: of the writes of one point, the last one stays last, and wins.
+                series.sort_by_key(|&(ts, _)| ts);
+                let kept = keep_last_writes(&mut series);
+                series.truncate(kept);
+            }
+            chunks.merge(*id, &series)?;
         }
     }
     Ok((moved as u64, ids.len()))
@@ -1034,7 +1046,7 @@ fn compact_recent(tx: &Connection, part_points: usize) -> Result<(u64, usize), S
 
 /// Of the points of `series` (in time order, the writes of a timestamp in write order)
 /// keeps the last write of each timestamp, in the first places; returns how many.
-fn keep_last_writes(series: &mut [(i64, FieldValue)]) -> usize {
+fn keep_last_writes<T>(series: &mut [(i64, T)]) -> usize {
     let mut kept = 0;
     for i in 0..series.len() {
         let last_of_its_ts = series.get(i + 1).is_none_or(|next| next.0 != series[i].0);
@@ -1046,65 +1058,140 @@ fn keep_last_writes(series: &mut [(i64, FieldValue)]) -> usize {
     kept
 }
 
-/// Merges points of series `id` (in time order, timestamps unique) into its chunks: the
-/// chunks they overlap, and its last chunk before them when that one is not full and holds
-/// at most [`FILL_FACTOR`] times as many points, are decoded, merged with them (they win for
-/// a timestamp in both) and written again; the others are not touched.
-fn merge_into_chunks(
-    tx: &Connection,
+/// The statements a compaction runs for every series, prepared once, and the buffers it
+/// reuses from one series to the next.
+struct ChunkStatements<'c> {
+    select_back: rusqlite::CachedStatement<'c>,
+    delete: rusqlite::CachedStatement<'c>,
+    insert: rusqlite::CachedStatement<'c>,
+    writer: ChunkWriter,
+    /// The chunks taken for a merge, one after the other.
+    taken: Vec<u8>,
+}
+
+impl<'c> ChunkStatements<'c> {
+    fn new(tx: &'c Connection) -> Result<ChunkStatements<'c>, StoreError> {
+        Ok(ChunkStatements {
+            select_back: tx.prepare_cached(SELECT_CHUNKS_BACK)?,
+            delete: tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?,
+            insert: tx.prepare_cached(INSERT_CHUNK)?,
+            writer: ChunkWriter::default(),
+            taken: Vec::new(),
+        })
+    }
+
+    /// Merges points of series `id` (in time order, timestamps unique, values encoded) into
+    /// its chunks: the chunks they overlap, and its last chunk before them when that one is
+    /// not full and holds at most [`FILL_FACTOR`] times as many points, are read, merged with
+    /// them (they win for a timestamp in both) and written again; the others are not
+    /// touched.
+    fn merge(&mut self, id: i64, new: &[(i64, &[u8])]) -> Result<(), StoreError> {
+        let (Some(&(lo, _)), Some(&(hi, _))) = (new.first(), new.last()) else {
+            return Ok(());
+        };
+        // The series' chunks from its newest back: those after the new points are passed,
+        // those they overlap are taken, and the first one before them ends the scan (taken
+        // when small). Appending, the usual case, reads one row.
+        self.taken.clear();
+        // (row id, points, end in `taken`), newest first.
+        let mut replaced: Vec<(i64, i64, usize)> = Vec::new();
+        {
+            let mut rows = self.select_back.query([id])?;
+            while let Some(row) = rows.next()? {
+                let (first_ts, last_ts): (i64, i64) = (row.get(1)?, row.get(2)?);
+                if first_ts > hi {
+                    continue;
+                }
+                let points: i64 = row.get(3)?;
+                let data = blob(row, 4)?;
+                let overlaps = last_ts >= lo;
+                let small = usize::try_from(points)
+                    .is_ok_and(|n| n < CHUNK_POINTS && n <= FILL_FACTOR * new.len())
+                    && data.len() < CHUNK_BYTES;
+                if overlaps || small {
+                    self.taken.extend_from_slice(data);
+                    replaced.push((row.get(0)?, points, self.taken.len()));
+                }
+                if !overlaps {
+                    break;
+                }
+            }
+        }
+        // Deleted and written anew rather than updated in place: new rows go at the end of
+        // the table, where SQLite packs pages full; a row that grows in place splits its page
+        // (the dashboard benchmark's file was 40% larger that way, for no measurable CPU).
+        let mut old: Vec<(i64, &[u8])> = Vec::new();
+        for (i, &(chunk, points, end)) in replaced.iter().enumerate().rev() {
+            let start = i.checked_sub(1).map_or(0, |before| replaced[before].2);
+            for point in ChunkReader::new(&self.taken[start..end], points).raw() {
+                old.push(point?);
+            }
+            self.delete.execute([chunk])?;
+        }
+        let mut old = old.into_iter().peekable();
+        let mut w = Writer {
+            insert: &mut self.insert,
+            chunks: &mut self.writer,
+            id,
+        };
+        for &(ts, value) in new {
+            while let Some((t, v)) = old.next_if(|(t, _)| *t < ts) {
+                w.push(t, v)?;
+            }
+            old.next_if(|(t, _)| *t == ts);
+            w.push(ts, value)?;
+        }
+        for (t, v) in old {
+            w.push(t, v)?;
+        }
+        w.finish()
+    }
+}
+
+/// Writes the points of one series as chunks, through a prepared insert.
+struct Writer<'a, 'c> {
+    insert: &'a mut rusqlite::CachedStatement<'c>,
+    chunks: &'a mut ChunkWriter,
     id: i64,
-    new: &[(i64, FieldValue)],
+}
+
+impl Writer<'_, '_> {
+    fn push(&mut self, ts: i64, value: &[u8]) -> Result<(), StoreError> {
+        match self.chunks.push_raw(ts, value) {
+            Some(c) => self.write(c),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        match self.chunks.finish() {
+            Some(c) => self.write(c),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&mut self, c: Chunk) -> Result<(), StoreError> {
+        self.insert
+            .execute(params![self.id, c.first_ts, c.last_ts, c.points, c.data])?;
+        self.chunks.recycle(c.data);
+        Ok(())
+    }
+}
+
+/// Calls `f` with every point of `recent`, in the order written, its value encoded.
+fn for_each_recent_raw(
+    conn: &Connection,
+    mut f: impl FnMut(i64, i64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let (Some(&(lo, _)), Some(&(hi, _))) = (new.first(), new.last()) else {
-        return Ok(());
-    };
-    // The series' chunks from its newest back: those after the new points are passed, those
-    // they overlap are taken, and the first one before them ends the scan (taken when small).
-    // Appending, the usual case, reads one row.
-    let mut replaced = Vec::new();
-    let mut taken: Vec<Vec<(i64, FieldValue)>> = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(SELECT_CHUNKS_BACK)?;
-        let mut rows = stmt.query([id])?;
-        while let Some(row) = rows.next()? {
-            let (first_ts, last_ts): (i64, i64) = (row.get(1)?, row.get(2)?);
-            if first_ts > hi {
-                continue;
-            }
-            let points: i64 = row.get(3)?;
-            let data = blob(row, 4)?;
-            let overlaps = last_ts >= lo;
-            let small = usize::try_from(points)
-                .is_ok_and(|n| n < CHUNK_POINTS && n <= FILL_FACTOR * new.len())
-                && data.len() < CHUNK_BYTES;
-            if overlaps || small {
-                replaced.push(row.get::<_, i64>(0)?);
-                taken.push(ChunkReader::new(data, points).collect::<Result<_, _>>()?);
-            }
-            if !overlaps {
-                break;
-            }
+    let mut stmt = conn.prepare_cached(SELECT_RECENT)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        for point in BatchReader::new(blob(row, 0)?).raw() {
+            let (id, ts, value) = point?;
+            f(id, ts, value)?;
         }
     }
-    // Deleted and written anew rather than updated in place: new rows go at the end of the
-    // table, where SQLite packs pages full; a row that grows in place splits its page
-    // (the dashboard benchmark's file was 40% larger that way, for no measurable CPU).
-    let old: Vec<(i64, FieldValue)> = taken.into_iter().rev().flatten().collect();
-    let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
-    for chunk in replaced {
-        delete.execute([chunk])?;
-    }
-    let mut old = old.iter().peekable();
-    let mut merged = Vec::with_capacity(new.len() + old.len());
-    for (ts, value) in new {
-        while let Some((t, v)) = old.next_if(|(t, _)| t < ts) {
-            merged.push((*t, v));
-        }
-        old.next_if(|(t, _)| t == ts);
-        merged.push((*ts, value));
-    }
-    merged.extend(old.map(|(t, v)| (*t, v)));
-    write_chunks(tx, id, merged)
+    Ok(())
 }
 
 /// Calls `f` with every point of `recent`, in the order written.
@@ -2001,7 +2088,7 @@ mod tests {
         ) {
             let (_dir, mut store) = temp_store();
             store.compact_points = 400;
-            store.part_points = 150;
+            store.part_bytes = 2_000;
             let mut model: BTreeMap<(String, i64), i64> = BTreeMap::new();
             for (batch, compact) in batches {
                 let readings: Vec<Reading> = batch

@@ -62,12 +62,15 @@ const COMPACT_POINTS_MAX: u64 = 400_000;
 /// again.
 const PART_BYTES: usize = 2 << 20;
 
-/// A compaction fills up a series' last chunk only when it holds at most this many times the
-/// points it adds, so it rewrites at most this many old points per new one, however many
-/// series share `recent` (with 30,000 series, each gets about 3 points per compaction:
-/// filling 512-point chunks would rewrite 80 old points per new one). Chunks then grow to
-/// about 5 times what a compaction brings a series, up to 512.
-const FILL_FACTOR: usize = 4;
+/// A series' newest chunks that are not full (its tail) are merged into full ones once they
+/// hold [`CHUNK_POINTS`] points or are this many rows. Until then a compaction adds the
+/// points it brings a series as one more row, without reading or rewriting older ones. Tests
+/// merge tails sooner.
+const TAIL_ROWS: u16 = if cfg!(test) { 4 } else { 32 };
+
+/// The compaction remembers the tail of series with ids below this (16 bytes each, 8 MiB at
+/// most); the tail of a series with a larger id is read from its chunks at each compaction.
+const TAIL_IDS: usize = 1 << 19;
 
 /// The series id cache is emptied when it holds more than this many series (a tag with
 /// unbounded values must not grow memory without bound).
@@ -116,6 +119,14 @@ const SELECT_CHUNKS_BACK: &str = "SELECT id, first_ts, last_ts, points, data FRO
      WHERE series_id = ?1 ORDER BY last_ts DESC";
 const INSERT_CHUNK: &str =
     "INSERT INTO chunks (series_id, first_ts, last_ts, points, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// A series' chunks from its newest back, to merge its tail. No `LIMIT ?`: SQLite prepares a
+/// statement again at every step when a bound value sets its limit; the reader stops.
+const SELECT_TAIL: &str = "SELECT last_ts, points, data FROM chunks
+     WHERE series_id = ?1 ORDER BY last_ts DESC";
+/// The end and size of a series' chunks from its newest back, to find its tail.
+const SELECT_TAIL_SIZES: &str = "SELECT last_ts, points, length(data) FROM chunks
+     WHERE series_id = ?1 ORDER BY last_ts DESC";
+const DELETE_CHUNKS_FROM: &str = "DELETE FROM chunks WHERE series_id = ?1 AND last_ts >= ?2";
 /// A series' chunks from the one that holds `?2` (or the first after it) on, in time order.
 const SELECT_CHUNKS_FROM: &str = "SELECT id, first_ts, points, data FROM chunks
      WHERE series_id = ?1 AND last_ts >= ?2 ORDER BY last_ts";
@@ -363,6 +374,8 @@ pub struct LocalStore {
     /// Bytes of points a compaction holds in memory at a time ([`PART_BYTES`], less in
     /// tests).
     part_bytes: usize,
+    /// The tails of the series the compaction has seen (writer only).
+    tails: Tails,
 }
 
 impl LocalStore {
@@ -416,6 +429,7 @@ impl LocalStore {
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
+            tails: Tails::default(),
         };
         match schema {
             Schema::Empty => store.create_schema()?,
@@ -476,6 +490,7 @@ impl LocalStore {
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
+            tails: Tails::default(),
         })
     }
 
@@ -553,9 +568,13 @@ impl LocalStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (moved, series) = compact_recent(&tx, self.part_bytes)?;
+        // Taken: should the transaction fail, the tails it changed are not in the file, and
+        // all are forgotten.
+        let mut tails = std::mem::take(&mut self.tails);
+        let (moved, series) = compact_recent(&tx, self.part_bytes, &mut tails)?;
         tx.execute("DELETE FROM recent", [])?;
         tx.commit()?;
+        self.tails = tails;
         self.recent_points = 0;
         tracing::debug!(
             moved,
@@ -746,6 +765,7 @@ impl LocalStore {
         let result = delete_older_than(&mut self.conn, ts_ns);
         // Deleted series ids may be reused by SQLite: forget them all.
         self.cache.clear();
+        self.tails = Tails::default();
         result
     }
 }
@@ -966,7 +986,11 @@ fn write_chunks<'v>(
 /// point of the part to its series' place in one buffer of exactly the right size: its
 /// timestamp (8 bytes) and its value as [`FieldValue::encode`] wrote it, about 17 bytes for a
 /// float. Values are copied as they are, from `recent` to the chunks, never decoded.
-fn compact_recent(tx: &Connection, part_bytes: usize) -> Result<(u64, usize), StoreError> {
+fn compact_recent(
+    tx: &Connection,
+    part_bytes: usize,
+    tails: &mut Tails,
+) -> Result<(u64, usize), StoreError> {
     /// Where a series' points go: its part, and its place (in bytes) in that part's buffer.
     #[derive(Default, Clone, Copy)]
     struct Slot {
@@ -1038,7 +1062,7 @@ fn compact_recent(tx: &Connection, part_bytes: usize) -> Result<(u64, usize), St
                 let kept = keep_last_writes(&mut series);
                 series.truncate(kept);
             }
-            chunks.merge(*id, &series)?;
+            chunks.place(*id, &series, tails)?;
         }
     }
     Ok((moved as u64, ids.len()))
@@ -1058,11 +1082,94 @@ fn keep_last_writes<T>(series: &mut [(i64, T)]) -> usize {
     kept
 }
 
+/// What a compaction knows of the newest chunks of each series, by series id: where they end
+/// and how many rows and points its tail holds (see [`TAIL_ROWS`]), so that appending to a
+/// series is one statement. A series not known is looked up in its chunks.
+#[derive(Debug, Default)]
+struct Tails {
+    by_id: Vec<Tail>,
+}
+
+/// A series' newest chunks: the last timestamp they hold, and the rows and points of those
+/// that are not full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    /// `i64::MIN` when the series has no chunk (a point at `i64::MIN` then goes through
+    /// [`ChunkStatements::merge`], which is as right, only slower).
+    last_ts: i64,
+    rows: u16,
+    points: u16,
+}
+
+impl Tail {
+    const EMPTY: Tail = Tail {
+        last_ts: i64::MIN,
+        rows: 0,
+        points: 0,
+    };
+    /// Not known: to be looked up.
+    const UNKNOWN: Tail = Tail {
+        last_ts: i64::MAX,
+        rows: u16::MAX,
+        points: u16::MAX,
+    };
+
+    /// The tail once `chunk` is written after it.
+    fn then(self, chunk: &Chunk) -> Tail {
+        if is_full(chunk.points, chunk.data.len()) {
+            Tail {
+                last_ts: chunk.last_ts,
+                ..Tail::EMPTY
+            }
+        } else {
+            Tail {
+                last_ts: chunk.last_ts,
+                rows: self.rows.saturating_add(1),
+                points: self
+                    .points
+                    .saturating_add(u16::try_from(chunk.points).unwrap_or(u16::MAX)),
+            }
+        }
+    }
+}
+
+/// Whether a chunk of `points` points taking `bytes` bytes is full: [`ChunkWriter`] closes
+/// chunks at that size, and a compaction leaves them as they are.
+fn is_full(points: usize, bytes: usize) -> bool {
+    points >= CHUNK_POINTS || bytes >= CHUNK_BYTES
+}
+
+impl Tails {
+    fn get(&self, id: i64) -> Option<Tail> {
+        let tail = *self.by_id.get(usize::try_from(id).ok()?)?;
+        (tail != Tail::UNKNOWN).then_some(tail)
+    }
+
+    fn set(&mut self, id: i64, tail: Tail) {
+        let Some(i) = usize::try_from(id).ok().filter(|i| *i < TAIL_IDS) else {
+            return;
+        };
+        if i >= self.by_id.len() {
+            self.by_id.resize(i + 1, Tail::UNKNOWN);
+        }
+        self.by_id[i] = tail;
+    }
+
+    fn forget(&mut self, id: i64) {
+        if let Some(tail) = usize::try_from(id).ok().and_then(|i| self.by_id.get_mut(i)) {
+            *tail = Tail::UNKNOWN;
+        }
+    }
+}
+
 /// The statements a compaction runs for every series, prepared once, and the buffers it
 /// reuses from one series to the next.
 struct ChunkStatements<'c> {
     select_back: rusqlite::CachedStatement<'c>,
+    select_tail: rusqlite::CachedStatement<'c>,
+    select_tail_sizes: rusqlite::CachedStatement<'c>,
     delete: rusqlite::CachedStatement<'c>,
+    delete_from: rusqlite::CachedStatement<'c>,
     insert: rusqlite::CachedStatement<'c>,
     writer: ChunkWriter,
     /// The chunks taken for a merge, one after the other.
@@ -1073,25 +1180,138 @@ impl<'c> ChunkStatements<'c> {
     fn new(tx: &'c Connection) -> Result<ChunkStatements<'c>, StoreError> {
         Ok(ChunkStatements {
             select_back: tx.prepare_cached(SELECT_CHUNKS_BACK)?,
+            select_tail: tx.prepare_cached(SELECT_TAIL)?,
+            select_tail_sizes: tx.prepare_cached(SELECT_TAIL_SIZES)?,
             delete: tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?,
+            delete_from: tx.prepare_cached(DELETE_CHUNKS_FROM)?,
             insert: tx.prepare_cached(INSERT_CHUNK)?,
             writer: ChunkWriter::default(),
             taken: Vec::new(),
         })
     }
 
+    /// Puts points of series `id` (in time order, timestamps unique, values encoded) into its
+    /// chunks. After every stored point, the usual case, they become one more row of its
+    /// tail, or, once the tail is full, are merged with it into full chunks. Otherwise
+    /// [`ChunkStatements::merge`] puts them in their place.
+    fn place(
+        &mut self,
+        id: i64,
+        new: &[(i64, &[u8])],
+        tails: &mut Tails,
+    ) -> Result<(), StoreError> {
+        let Some(&(lo, _)) = new.first() else {
+            return Ok(());
+        };
+        let tail = match tails.get(id) {
+            Some(tail) => tail,
+            None => self.read_tail(id)?,
+        };
+        if lo <= tail.last_ts {
+            self.merge(id, new)?;
+            tails.forget(id);
+            return Ok(());
+        }
+        let fits = usize::from(tail.points) + new.len() < CHUNK_POINTS && tail.rows < TAIL_ROWS;
+        let tail = if fits || tail.rows == 0 {
+            self.append(id, tail, new)?
+        } else {
+            self.merge_tail(id, tail.rows, new)?
+        };
+        tails.set(id, tail);
+        Ok(())
+    }
+
+    /// The tail of series `id`, from its chunks.
+    fn read_tail(&mut self, id: i64) -> Result<Tail, StoreError> {
+        let mut tail = Tail::EMPTY;
+        let mut rows = self.select_tail_sizes.query([id])?;
+        while let Some(row) = rows.next()? {
+            let (last_ts, points, bytes): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            tail.last_ts = tail.last_ts.max(last_ts);
+            let points = usize::try_from(points).unwrap_or(usize::MAX);
+            if is_full(points, usize::try_from(bytes).unwrap_or(usize::MAX))
+                || tail.rows == TAIL_ROWS
+            {
+                break;
+            }
+            tail.rows += 1;
+            tail.points = tail
+                .points
+                .saturating_add(u16::try_from(points).unwrap_or(u16::MAX));
+        }
+        Ok(tail)
+    }
+
+    /// Writes `new`, which comes after every point of series `id`, as new chunks after
+    /// `tail`; returns the series' tail then.
+    fn append(&mut self, id: i64, tail: Tail, new: &[(i64, &[u8])]) -> Result<Tail, StoreError> {
+        let mut w = Writer {
+            insert: &mut self.insert,
+            chunks: &mut self.writer,
+            id,
+            tail,
+        };
+        for &(ts, value) in new {
+            w.push(ts, value)?;
+        }
+        w.finish()?;
+        Ok(w.tail)
+    }
+
+    /// Merges the `rows` newest chunks of series `id` (its tail) with `new`, which comes
+    /// after every point of the series, into full chunks and a new tail; returns the new
+    /// tail.
+    fn merge_tail(&mut self, id: i64, rows: u16, new: &[(i64, &[u8])]) -> Result<Tail, StoreError> {
+        self.taken.clear();
+        // (points, end in `taken`), newest first.
+        let mut taken: Vec<(i64, usize)> = Vec::new();
+        let mut oldest = i64::MAX;
+        {
+            let mut found = self.select_tail.query([id])?;
+            while taken.len() < usize::from(rows) {
+                let Some(row) = found.next()? else {
+                    break;
+                };
+                oldest = row.get(0)?;
+                self.taken.extend_from_slice(blob(row, 2)?);
+                taken.push((row.get(1)?, self.taken.len()));
+            }
+        }
+        if !taken.is_empty() {
+            self.delete_from.execute(params![id, oldest])?;
+        }
+        let mut w = Writer {
+            insert: &mut self.insert,
+            chunks: &mut self.writer,
+            id,
+            tail: Tail::EMPTY,
+        };
+        for (i, &(points, end)) in taken.iter().enumerate().rev() {
+            let start = i.checked_sub(1).map_or(0, |before| taken[before].1);
+            for point in ChunkReader::new(&self.taken[start..end], points).raw() {
+                let (ts, value) = point?;
+                w.push(ts, value)?;
+            }
+        }
+        for &(ts, value) in new {
+            w.push(ts, value)?;
+        }
+        w.finish()?;
+        Ok(w.tail)
+    }
+
     /// Merges points of series `id` (in time order, timestamps unique, values encoded) into
     /// its chunks: the chunks they overlap, and its last chunk before them when that one is
-    /// not full and holds at most [`FILL_FACTOR`] times as many points, are read, merged with
-    /// them (they win for a timestamp in both) and written again; the others are not
-    /// touched.
+    /// not full, are read, merged with them (they win for a timestamp in both) and written
+    /// again; the others are not touched.
     fn merge(&mut self, id: i64, new: &[(i64, &[u8])]) -> Result<(), StoreError> {
         let (Some(&(lo, _)), Some(&(hi, _))) = (new.first(), new.last()) else {
             return Ok(());
         };
         // The series' chunks from its newest back: those after the new points are passed,
         // those they overlap are taken, and the first one before them ends the scan (taken
-        // when small). Appending, the usual case, reads one row.
+        // when not full).
         self.taken.clear();
         // (row id, points, end in `taken`), newest first.
         let mut replaced: Vec<(i64, i64, usize)> = Vec::new();
@@ -1105,10 +1325,7 @@ impl<'c> ChunkStatements<'c> {
                 let points: i64 = row.get(3)?;
                 let data = blob(row, 4)?;
                 let overlaps = last_ts >= lo;
-                let small = usize::try_from(points)
-                    .is_ok_and(|n| n < CHUNK_POINTS && n <= FILL_FACTOR * new.len())
-                    && data.len() < CHUNK_BYTES;
-                if overlaps || small {
+                if overlaps || !is_full(usize::try_from(points).unwrap_or(0), data.len()) {
                     self.taken.extend_from_slice(data);
                     replaced.push((row.get(0)?, points, self.taken.len()));
                 }
@@ -1133,6 +1350,7 @@ impl<'c> ChunkStatements<'c> {
             insert: &mut self.insert,
             chunks: &mut self.writer,
             id,
+            tail: Tail::EMPTY,
         };
         for &(ts, value) in new {
             while let Some((t, v)) = old.next_if(|(t, _)| *t < ts) {
@@ -1144,7 +1362,8 @@ impl<'c> ChunkStatements<'c> {
         for (t, v) in old {
             w.push(t, v)?;
         }
-        w.finish()
+        w.finish()?;
+        Ok(())
     }
 }
 
@@ -1153,6 +1372,8 @@ struct Writer<'a, 'c> {
     insert: &'a mut rusqlite::CachedStatement<'c>,
     chunks: &'a mut ChunkWriter,
     id: i64,
+    /// The series' tail after the chunks written.
+    tail: Tail,
 }
 
 impl Writer<'_, '_> {
@@ -1163,7 +1384,8 @@ impl Writer<'_, '_> {
         }
     }
 
-    fn finish(mut self) -> Result<(), StoreError> {
+    /// Writes the last chunk.
+    fn finish(&mut self) -> Result<(), StoreError> {
         match self.chunks.finish() {
             Some(c) => self.write(c),
             None => Ok(()),
@@ -1173,6 +1395,7 @@ impl Writer<'_, '_> {
     fn write(&mut self, c: Chunk) -> Result<(), StoreError> {
         self.insert
             .execute(params![self.id, c.first_ts, c.last_ts, c.points, c.data])?;
+        self.tail = self.tail.then(&c);
         self.chunks.recycle(c.data);
         Ok(())
     }
@@ -2073,8 +2296,136 @@ mod tests {
         assert_eq!(store.summary().unwrap(), summary_before);
     }
 
+    /// Every series' chunks in time order: `(points, full)` of each, after checking that
+    /// each decodes to its row's count and span, and that they do not overlap.
+    fn checked_chunks(store: &LocalStore) -> BTreeMap<i64, Vec<(usize, bool)>> {
+        let mut out: BTreeMap<i64, Vec<(usize, bool)>> = BTreeMap::new();
+        let mut stmt = store
+            .conn
+            .prepare(
+                "SELECT series_id, first_ts, last_ts, points, data FROM chunks
+                 ORDER BY series_id, last_ts",
+            )
+            .unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let mut previous: Option<(i64, i64)> = None;
+        while let Some(row) = rows.next().unwrap() {
+            let (id, first, last, n): (i64, i64, i64, i64) = (
+                row.get(0).unwrap(),
+                row.get(1).unwrap(),
+                row.get(2).unwrap(),
+                row.get(3).unwrap(),
+            );
+            let data: Vec<u8> = row.get(4).unwrap();
+            let points: Vec<_> = ChunkReader::new(&data, n)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(points.len() as i64, n);
+            assert_eq!((points[0].0, points[points.len() - 1].0), (first, last));
+            if let Some((before_id, before_last)) = previous {
+                assert!(before_id != id || before_last < first, "chunks overlap");
+            }
+            previous = Some((id, last));
+            out.entry(id)
+                .or_default()
+                .push((points.len(), is_full(points.len(), data.len())));
+        }
+        out
+    }
+
+    #[test]
+    fn appending_fills_chunks_and_keeps_the_tail_short() {
+        let (_dir, mut store) = temp_store();
+        // A compaction after every batch of 7 points: the tail grows by a row each time.
+        let mut want = Vec::new();
+        for b in 0..600i64 {
+            if b == 300 {
+                // A new writer knows no tail: it reads it from the chunks.
+                let path = store.path().to_path_buf();
+                drop(store);
+                store = LocalStore::open(&path).unwrap();
+            }
+            let batch: Vec<Reading> = (0..7)
+                .map(|i| {
+                    reading(
+                        "m",
+                        "d",
+                        T0 + (b * 7 + i) * SEC,
+                        &[("v", FieldValue::Integer(b))],
+                    )
+                })
+                .collect();
+            want.extend(batch.iter().map(|r| point(r, "v")));
+            store.insert(&batch).unwrap();
+            store.compact().unwrap();
+            let chunks = &checked_chunks(&store)[&1];
+            let tail = chunks.iter().rev().take_while(|(_, full)| !full).count();
+            assert!(tail <= usize::from(TAIL_ROWS), "{tail} rows in the tail");
+            assert!(chunks[..chunks.len() - tail]
+                .iter()
+                .all(|c| c.0 == CHUNK_POINTS));
+        }
+        assert_eq!(all(&store), want);
+        let chunks = &checked_chunks(&store)[&1];
+        assert_eq!(chunks.iter().filter(|c| c.1).count(), 4200 / CHUNK_POINTS);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Writes that mostly append (a few points per series between compactions, as a
+        /// collector writes them), with late and repeated points among them, compacted at
+        /// any points, by writers that come and go: the chunks hold the last write of every
+        /// point, and never overlap.
+        #[test]
+        fn appended_chunks_hold_the_last_write_of_every_point(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec((0..3usize, 0..40i64, -3000..0i64, proptest::prelude::any::<i8>()), 1..40),
+                 0..4u8),
+                1..60,
+            )
+        ) {
+            let (dir, mut store) = temp_store();
+            let path = dir.path().join("store.db");
+            let mut now = [0i64; 3];
+            let mut model: BTreeMap<(String, i64), i64> = BTreeMap::new();
+            for (batch, then) in steps {
+                // Each point advances its device's clock by 0..40, or is late (0..3000 back)
+                // when the step is 0.
+                let readings: Vec<Reading> = batch
+                    .iter()
+                    .map(|&(d, step, late, v)| {
+                        let ts = if step == 0 { (now[d] + late).max(0) } else { now[d] + step };
+                        now[d] = now[d].max(ts);
+                        reading("m", &format!("d{d}"), ts, &[("v", FieldValue::Integer(v.into()))])
+                    })
+                    .collect();
+                store.insert(&readings).unwrap();
+                for r in &readings {
+                    let Some(FieldValue::Integer(v)) = r.field("v") else { unreachable!() };
+                    model.insert((r.tags[0].1.to_string(), r.timestamp), *v);
+                }
+                match then {
+                    0 | 1 => { store.compact().unwrap(); }
+                    2 => {
+                        drop(store);
+                        store = LocalStore::open(&path).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            store.compact().unwrap();
+            checked_chunks(&store);
+            let got: Vec<(String, i64, FieldValue)> = all(&store)
+                .into_iter()
+                .map(|p| (p.tags[0].1.to_string(), p.timestamp, p.value))
+                .collect();
+            let want: Vec<(String, i64, FieldValue)> = model
+                .into_iter()
+                .map(|((d, ts), v)| (d, ts, FieldValue::Integer(v)))
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+
         /// Any sequence of writes (late, repeated, overlapping), compacted at any points,
         /// reads back as the last write of each point: the chunks never lose, duplicate or
         /// misorder a point.
@@ -2103,6 +2454,7 @@ mod tests {
                     store.compact().unwrap();
                 }
             }
+            checked_chunks(&store);
             let got: Vec<(String, i64, FieldValue)> = all(&store)
                 .into_iter()
                 .map(|p| (p.tags[0].1.to_string(), p.timestamp, p.value))

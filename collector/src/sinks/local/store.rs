@@ -40,16 +40,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// with a few thousand points.
 const DELETE_CHUNKS: usize = if cfg!(test) { 3 } else { 1_000 };
 
-/// `recent` is moved into chunks once it holds this many points (about 2 MB), or
+/// `recent` is moved into chunks once it holds this many points (about 1.2 MB), or
 /// [`COMPACT_POINTS_PER_SERIES`] per active series if that is more (up to
-/// [`COMPACT_POINTS_MAX`]). Larger means fewer chunk rewrites per point, and more for each
-/// query to read.
+/// [`COMPACT_POINTS_MAX`]). Larger means fewer rows (and statements) per point, and more for
+/// each query to read.
 const COMPACT_POINTS: u64 = 100_000;
 
-/// Points per active series that a compaction waits for. Most of a compaction's cost is per
-/// series (a lookup of its last chunk, a rewrite): with 40,000 series, 100,000 points bring
-/// each series 2 or 3 points, and the store took 0.65 million field values a second; at 10
-/// points per series, 1.1 million (`insert_rate`).
+/// Points per active series that a compaction waits for. Much of a compaction's cost is per
+/// series (one row and its index entry, and SQLite's work for each statement): with 40,000
+/// series, 100,000 points bring each series 2 or 3 points, and the store took 0.65 million
+/// field values a second; at 10 points per series, 1.1 million (`insert_rate`, when a
+/// compaction still rewrote each series' last chunk).
 const COMPACT_POINTS_PER_SERIES: u64 = 10;
 
 /// The most points `recent` holds before a compaction, however many series (a query reads
@@ -68,9 +69,10 @@ const PART_BYTES: usize = 2 << 20;
 /// merge tails sooner.
 const TAIL_ROWS: u16 = if cfg!(test) { 4 } else { 32 };
 
-/// The compaction remembers the tail of series with ids below this (16 bytes each, 8 MiB at
-/// most); the tail of a series with a larger id is read from its chunks at each compaction.
-const TAIL_IDS: usize = 1 << 19;
+/// The compaction remembers the tail of series with ids below this, in a vector indexed by
+/// id (16 bytes each: 640 KB for 40,000 series, 4 MiB at most); the tail of a series with a
+/// larger id is read from its chunks at each compaction.
+const TAIL_IDS: usize = 1 << 18;
 
 /// The series id cache is emptied when it holds more than this many series (a tag with
 /// unbounded values must not grow memory without bound).
@@ -326,11 +328,19 @@ pub struct DeviceSummary {
 /// Why `recent`: SQLite writes whole pages, to the WAL at each commit and again to the file
 /// at each checkpoint. A batch that adds one point to each of 4,000 series would rewrite
 /// 4,000 chunks. So an insert appends one row to `recent`, holding the whole batch (a commit
-/// writes about as many pages as the batch fills), and once `recent` holds 100,000 points one
-/// transaction moves them into chunks, sorted by series: each series' last chunk is rewritten
-/// once for many points (or a new one started when it is full). Queries read both: a point
-/// in `recent` overrides the same point in a chunk, and within `recent` the later write wins.
-/// `recent` has no index; it is small, and a query reads it whole.
+/// writes about as many pages as the batch fills), and once `recent` holds 100,000 points
+/// (more with many series) one transaction moves them into chunks, sorted by series. The
+/// points a compaction brings a series become one more chunk row after its others (one
+/// `INSERT`, nothing read or rewritten): the series' tail, its newest chunks that are not
+/// full. Once the tail holds 512 points or is 32 rows, it is merged with the new points
+/// into full chunks, so that each point is written into chunks twice (once in a tail row,
+/// once in a full chunk) and a series has at most 32 small rows. The compaction keeps each
+/// series' tail (where its chunks end, and the size of its tail) in memory, and reads it
+/// from the chunks when it does not know it (after opening); points that do not come after
+/// a series' last chunk (late, or rewritten) are merged into the chunks they overlap.
+/// Queries read both: a point in `recent` overrides the same point in a chunk, and within
+/// `recent` the later write wins. `recent` has no index; it is small, and a query reads it
+/// whole.
 ///
 /// Values keep their type exactly, as the journal encodes them: a kind byte, then floats as
 /// their 8 bytes (NaN payloads and -0.0 included), integers and unsigned integers as
@@ -416,9 +426,9 @@ impl LocalStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        // A page cache of 1 MiB rather than SQLite's 2 MiB: inserts append, and a compaction
-        // visits each series' last chunk once, so a larger cache is not faster (measured with
-        // `insert_rate`), only larger.
+        // A page cache of 1 MiB rather than SQLite's 2 MiB: inserts and compactions append,
+        // and a compaction visits each series' place in the index once, so a larger cache is
+        // not faster (measured with `insert_rate`), only larger.
         conn.pragma_update(None, "cache_size", -1024)
             .map_err(open_err)?;
         let mut store = LocalStore {
@@ -1008,6 +1018,9 @@ fn compact_recent(
     })?;
     let mut ids: Vec<i64> = slots.keys().copied().collect();
     ids.sort_unstable();
+    if let Some(&last) = ids.last() {
+        tails.make_room(last);
+    }
     // Parts: runs of series in id order, and each part's size in bytes.
     let mut parts: Vec<(std::ops::Range<usize>, usize)> = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -1145,14 +1158,22 @@ impl Tails {
         (tail != Tail::UNKNOWN).then_some(tail)
     }
 
-    fn set(&mut self, id: i64, tail: Tail) {
-        let Some(i) = usize::try_from(id).ok().filter(|i| *i < TAIL_IDS) else {
-            return;
-        };
-        if i >= self.by_id.len() {
-            self.by_id.resize(i + 1, Tail::UNKNOWN);
+    /// Grows the vector to hold ids up to `id` (or [`TAIL_IDS`]), to the size needed and no
+    /// more (a vector that doubles would hold up to twice as many).
+    fn make_room(&mut self, id: i64) {
+        let len = usize::try_from(id).map_or(0, |id| id.saturating_add(1).min(TAIL_IDS));
+        if len > self.by_id.len() {
+            self.by_id.reserve_exact(len - self.by_id.len());
+            self.by_id.resize(len, Tail::UNKNOWN);
         }
-        self.by_id[i] = tail;
+    }
+
+    /// Remembers the tail of series `id`, if its id is below [`TAIL_IDS`].
+    fn set(&mut self, id: i64, tail: Tail) {
+        self.make_room(id);
+        if let Some(t) = usize::try_from(id).ok().and_then(|i| self.by_id.get_mut(i)) {
+            *t = tail;
+        }
     }
 
     fn forget(&mut self, id: i64) {

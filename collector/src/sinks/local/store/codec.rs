@@ -14,9 +14,9 @@ use crate::reading::{
 
 use super::StoreError;
 
-/// A chunk holds at most this many points. Appending to a series rewrites its last chunk
-/// when it is not full, so larger means more bytes rewritten per compaction; smaller, more
-/// rows per day of data.
+/// A chunk holds at most this many points. A compaction writes a series' new points as a
+/// small chunk, and merges its small chunks into full ones once they hold this many: larger
+/// means more small rows per series meanwhile; smaller, more rows per day of data.
 pub(super) const CHUNK_POINTS: usize = 512;
 
 /// A chunk is closed once its encoding reaches this many bytes (long strings), whatever its

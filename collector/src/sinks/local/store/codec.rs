@@ -8,13 +8,15 @@
 //! one byte of timestamp each, a float point 10 bytes in all (SQLite's row per point cost
 //! about 30).
 
-use crate::reading::{get_varint, put_varint, unzigzag, zigzag, DecodeError, FieldValue};
+use crate::reading::{
+    get_varint, put_varint, unzigzag, zigzag, DecodeError, FieldKind, FieldValue,
+};
 
 use super::StoreError;
 
-/// A chunk holds at most this many points. Appending to a series rewrites its last chunk
-/// when it is not full, so larger means more bytes rewritten per compaction; smaller, more
-/// rows per day of data.
+/// A chunk holds at most this many points. A compaction writes a series' new points as a
+/// small chunk, and merges its small chunks into full ones once they hold this many: larger
+/// means more small rows per series meanwhile; smaller, more rows per day of data.
 pub(super) const CHUNK_POINTS: usize = 512;
 
 /// A chunk is closed once its encoding reaches this many bytes (long strings), whatever its
@@ -54,6 +56,29 @@ pub(super) struct Chunk {
 impl ChunkWriter {
     /// Adds a point after the ones already added; returns the chunk it closed, if any.
     pub(super) fn push(&mut self, ts: i64, value: &FieldValue) -> Option<Chunk> {
+        self.put_ts(ts);
+        value.encode(&mut self.buf);
+        self.close_if_full()
+    }
+
+    /// As [`ChunkWriter::push`], with the value as [`FieldValue::encode`] wrote it (checked
+    /// by [`value_len`] when it was read): a copy, not a decode and encode again.
+    pub(super) fn push_raw(&mut self, ts: i64, value: &[u8]) -> Option<Chunk> {
+        self.put_ts(ts);
+        self.buf.extend_from_slice(value);
+        self.close_if_full()
+    }
+
+    /// Gives back the buffer of a chunk that was written, for the next chunk to fill, so
+    /// that a compaction does not allocate (and grow) one for every chunk.
+    pub(super) fn recycle(&mut self, mut data: Vec<u8>) {
+        if self.points == 0 && data.capacity() > self.buf.capacity() {
+            data.clear();
+            self.buf = data;
+        }
+    }
+
+    fn put_ts(&mut self, ts: i64) {
         if self.points == 0 {
             self.first_ts = ts;
             self.prev_delta = 0;
@@ -63,9 +88,11 @@ impl ChunkWriter {
             put_varint(&mut self.buf, zigzag(delta.wrapping_sub(self.prev_delta)));
             self.prev_delta = delta;
         }
-        value.encode(&mut self.buf);
         self.prev_ts = ts;
         self.points += 1;
+    }
+
+    fn close_if_full(&mut self) -> Option<Chunk> {
         (self.points >= CHUNK_POINTS || self.buf.len() >= CHUNK_BYTES).then(|| self.take())
     }
 
@@ -109,7 +136,16 @@ impl<'a> ChunkReader<'a> {
         }
     }
 
-    fn read(&mut self) -> Result<(i64, FieldValue), StoreError> {
+    /// The same points with their values as [`FieldValue::encode`] wrote them (checked, not
+    /// decoded).
+    pub(super) fn raw(self) -> RawChunkReader<'a> {
+        RawChunkReader(self)
+    }
+
+    fn read<T>(
+        &mut self,
+        value: impl FnOnce(&mut &'a [u8]) -> Result<T, DecodeError>,
+    ) -> Result<(i64, T), StoreError> {
         let v = unzigzag(get_varint(&mut self.buf)?);
         let ts = if self.started {
             let delta = v.wrapping_add(self.prev_delta);
@@ -124,14 +160,13 @@ impl<'a> ChunkReader<'a> {
             v
         };
         self.prev_ts = ts;
-        Ok((ts, FieldValue::decode(&mut self.buf)?))
+        Ok((ts, value(&mut self.buf)?))
     }
-}
 
-impl Iterator for ChunkReader<'_> {
-    type Item = Result<(i64, FieldValue), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    fn step<T>(
+        &mut self,
+        value: impl FnOnce(&mut &'a [u8]) -> Result<T, DecodeError>,
+    ) -> Option<Result<(i64, T), StoreError>> {
         if self.left == 0 {
             let rest = std::mem::take(&mut self.buf);
             return (!rest.is_empty()).then(|| Err(corrupt("a chunk (bytes left over)")));
@@ -141,13 +176,67 @@ impl Iterator for ChunkReader<'_> {
             return Some(Err(corrupt("a chunk (points missing)")));
         }
         self.left -= 1;
-        let point = self.read();
+        let point = self.read(value);
         if point.is_err() {
             self.left = 0;
             self.buf = &[];
         }
         Some(point)
     }
+}
+
+impl Iterator for ChunkReader<'_> {
+    type Item = Result<(i64, FieldValue), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step(FieldValue::decode)
+    }
+}
+
+/// See [`ChunkReader::raw`].
+pub(super) struct RawChunkReader<'a>(ChunkReader<'a>);
+
+impl<'a> Iterator for RawChunkReader<'a> {
+    type Item = Result<(i64, &'a [u8]), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.step(take_value)
+    }
+}
+
+/// How many bytes the value that [`FieldValue::encode`] wrote at the front of `buf` takes,
+/// with the checks [`FieldValue::decode`] makes (a known kind, every byte there, strings in
+/// UTF-8), without building the value.
+pub(super) fn value_len(buf: &[u8]) -> Result<usize, DecodeError> {
+    let (&kind, rest) = buf.split_first().ok_or(DecodeError)?;
+    let len = match FieldKind::from_u8(kind).ok_or(DecodeError)? {
+        FieldKind::Float => 8,
+        FieldKind::Boolean => 1,
+        FieldKind::Integer | FieldKind::Unsigned => {
+            let mut after = rest;
+            get_varint(&mut after)?;
+            rest.len() - after.len()
+        }
+        FieldKind::String => {
+            let mut after = rest;
+            let n = usize::try_from(get_varint(&mut after)?).map_err(|_| DecodeError)?;
+            let s = after.get(..n).ok_or(DecodeError)?;
+            std::str::from_utf8(s).map_err(|_| DecodeError)?;
+            rest.len() - after.len() + n
+        }
+    };
+    if len > rest.len() {
+        return Err(DecodeError);
+    }
+    Ok(1 + len)
+}
+
+/// The value at the front of `buf` as [`FieldValue::encode`] wrote it (see [`value_len`]),
+/// and `buf` advanced past it.
+pub(super) fn take_value<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let (value, rest) = buf.split_at(value_len(buf)?);
+    *buf = rest;
+    Ok(value)
 }
 
 /// Appends a point of series `series_id` to a batch.
@@ -167,10 +256,29 @@ impl<'a> BatchReader<'a> {
         BatchReader { buf: data }
     }
 
-    fn read(&mut self) -> Result<(i64, i64, FieldValue), DecodeError> {
-        let series_id = get_varint(&mut self.buf)?.cast_signed();
-        let ts = unzigzag(get_varint(&mut self.buf)?);
-        Ok((series_id, ts, FieldValue::decode(&mut self.buf)?))
+    /// The same points with their values as [`FieldValue::encode`] wrote them (checked, not
+    /// decoded).
+    pub(super) fn raw(self) -> RawBatchReader<'a> {
+        RawBatchReader(self)
+    }
+
+    fn step<T>(
+        &mut self,
+        value: impl FnOnce(&mut &'a [u8]) -> Result<T, DecodeError>,
+    ) -> Option<Result<(i64, i64, T), StoreError>> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let read = || -> Result<(i64, i64, T), DecodeError> {
+            let series_id = get_varint(&mut self.buf)?.cast_signed();
+            let ts = unzigzag(get_varint(&mut self.buf)?);
+            Ok((series_id, ts, value(&mut self.buf)?))
+        };
+        let point = read().map_err(|_| corrupt("a batch of `recent`"));
+        if point.is_err() {
+            self.buf = &[];
+        }
+        Some(point)
     }
 }
 
@@ -178,14 +286,18 @@ impl Iterator for BatchReader<'_> {
     type Item = Result<(i64, i64, FieldValue), StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let point = self.read().map_err(|_| corrupt("a batch of `recent`"));
-        if point.is_err() {
-            self.buf = &[];
-        }
-        Some(point)
+        self.step(FieldValue::decode)
+    }
+}
+
+/// See [`BatchReader::raw`].
+pub(super) struct RawBatchReader<'a>(BatchReader<'a>);
+
+impl<'a> Iterator for RawBatchReader<'a> {
+    type Item = Result<(i64, i64, &'a [u8]), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.step(take_value)
     }
 }
 
@@ -312,9 +424,57 @@ mod tests {
         }
 
         #[test]
+        fn raw_values_are_the_encoded_bytes_and_copy_exactly(
+            mut raw in proptest::collection::vec((any::<i64>(), value()), 0..600)
+        ) {
+            raw.sort_by_key(|(t, _)| *t);
+            raw.dedup_by_key(|(t, _)| *t);
+            let mut batch = Vec::new();
+            for (i, (t, v)) in raw.iter().enumerate() {
+                put_batch_point(&mut batch, i as i64, *t, v);
+            }
+            // A batch read raw gives each value's encoding; copied into chunks, they read
+            // back as the values.
+            let mut w = ChunkWriter::default();
+            let mut cs = Vec::new();
+            for (i, point) in BatchReader::new(&batch).raw().enumerate() {
+                let (id, t, bytes) = point.unwrap();
+                let mut want = Vec::new();
+                raw[i].1.encode(&mut want);
+                prop_assert_eq!((id, t, bytes), (i as i64, raw[i].0, want.as_slice()));
+                if let Some(c) = w.push_raw(t, bytes) {
+                    cs.push(c);
+                }
+            }
+            cs.extend(w.finish());
+            let all: Vec<_> = cs.iter().flat_map(read).collect();
+            prop_assert!(same(&all, &raw));
+            let all_raw: Vec<(i64, Vec<u8>)> = cs
+                .iter()
+                .flat_map(|c| ChunkReader::new(&c.data, c.points as i64).raw())
+                .map(|p| p.map(|(t, v)| (t, v.to_vec())))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            prop_assert_eq!(all_raw.len(), raw.len());
+        }
+
+        #[test]
+        fn value_len_checks_what_decode_checks(data in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut rest = data.as_slice();
+            let decoded = FieldValue::decode(&mut rest);
+            match value_len(&data) {
+                Ok(n) => prop_assert_eq!(n, data.len() - rest.len()),
+                Err(_) => prop_assert!(decoded.is_err()),
+            }
+            prop_assert_eq!(value_len(&data).is_ok(), decoded.is_ok());
+        }
+
+        #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), n in -2i64..50) {
             let _ = ChunkReader::new(&data, n).count();
             let _ = BatchReader::new(&data).count();
+            let _ = ChunkReader::new(&data, n).raw().count();
+            let _ = BatchReader::new(&data).raw().count();
         }
     }
 }

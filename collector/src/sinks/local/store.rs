@@ -2373,6 +2373,25 @@ mod tests {
         out
     }
 
+    /// After checking the chunks: every point of `store` is the model's last write of it,
+    /// and the store holds no other.
+    fn holds_the_model(
+        store: &LocalStore,
+        model: BTreeMap<(String, i64), i64>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        checked_chunks(store);
+        let got: Vec<(String, i64, FieldValue)> = all(store)
+            .into_iter()
+            .map(|p| (p.tags[0].1.to_string(), p.timestamp, p.value))
+            .collect();
+        let want: Vec<(String, i64, FieldValue)> = model
+            .into_iter()
+            .map(|((d, ts), v)| (d, ts, FieldValue::Integer(v)))
+            .collect();
+        proptest::prop_assert_eq!(got, want);
+        Ok(())
+    }
+
     #[test]
     fn appending_fills_chunks_and_keeps_the_tail_short() {
         let (_dir, mut store) = temp_store();
@@ -2454,16 +2473,7 @@ mod tests {
                 }
             }
             store.compact().unwrap();
-            checked_chunks(&store);
-            let got: Vec<(String, i64, FieldValue)> = all(&store)
-                .into_iter()
-                .map(|p| (p.tags[0].1.to_string(), p.timestamp, p.value))
-                .collect();
-            let want: Vec<(String, i64, FieldValue)> = model
-                .into_iter()
-                .map(|((d, ts), v)| (d, ts, FieldValue::Integer(v)))
-                .collect();
-            proptest::prop_assert_eq!(got, want);
+            holds_the_model(&store, model)?;
         }
 
         /// Any sequence of writes (late, repeated, overlapping), compacted at any points,
@@ -2494,16 +2504,7 @@ mod tests {
                     store.compact().unwrap();
                 }
             }
-            checked_chunks(&store);
-            let got: Vec<(String, i64, FieldValue)> = all(&store)
-                .into_iter()
-                .map(|p| (p.tags[0].1.to_string(), p.timestamp, p.value))
-                .collect();
-            let want: Vec<(String, i64, FieldValue)> = model
-                .into_iter()
-                .map(|((d, ts), v)| (d, ts, FieldValue::Integer(v)))
-                .collect();
-            proptest::prop_assert_eq!(got, want);
+            holds_the_model(&store, model)?;
         }
     }
 

@@ -135,6 +135,7 @@ fn journal(c: &mut Criterion) {
         max_bytes: 1 << 40,
         when_full: WhenFull::Block,
         sync: false,
+        commit_delay: std::time::Duration::ZERO,
     };
     let (journal, mut writer) = Journal::open(&settings, Metrics::new()).unwrap();
     journal.register_sinks(&["bench"]).unwrap();

@@ -54,6 +54,7 @@ fn main() {
                 max_bytes: 64 << 30,
                 when_full: WhenFull::Block,
                 sync: true,
+                commit_delay: std::time::Duration::ZERO,
             },
             Metrics::new(),
         )

@@ -130,6 +130,10 @@ pub struct JournalConfig {
     /// Sync every commit to disk before acknowledging (turn off only if losing the last
     /// moments before a power cut is acceptable).
     pub sync: bool,
+    /// How long a commit that acknowledges nothing (QoS 0 messages, serial lines) may wait
+    /// for more readings to go with it.
+    #[serde(with = "humantime_serde")]
+    pub commit_delay: Duration,
 }
 
 impl Default for JournalConfig {
@@ -139,6 +143,7 @@ impl Default for JournalConfig {
             max_bytes: ByteSize(1 << 30),
             when_full: WhenFull::Block,
             sync: true,
+            commit_delay: Duration::from_millis(5),
         }
     }
 }

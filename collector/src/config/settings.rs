@@ -53,6 +53,8 @@ pub struct JournalSettings {
     pub when_full: WhenFull,
     /// Whether commits are synced to disk.
     pub sync: bool,
+    /// How long a commit that acknowledges nothing may wait for more readings.
+    pub commit_delay: Duration,
 }
 
 /// The local store sink's settings.
@@ -281,6 +283,11 @@ fn journal_settings(
         "journal.max_bytes",
         "must be at least 1MiB",
     );
+    p.check(
+        j.commit_delay <= Duration::from_secs(1),
+        "journal.commit_delay",
+        "must be at most 1s",
+    );
     JournalSettings {
         path: j
             .path
@@ -289,6 +296,7 @@ fn journal_settings(
         max_bytes: j.max_bytes.0,
         when_full: j.when_full,
         sync: j.sync,
+        commit_delay: j.commit_delay,
     }
 }
 
@@ -588,6 +596,7 @@ pub(super) mod tests {
         let text = r#"
             [journal]
             max_bytes = "10KiB"
+            commit_delay = "2s"
             [sinks.local.batch]
             max_readings = 0
             [[sources.mqtt]]
@@ -602,6 +611,7 @@ pub(super) mod tests {
         let errs = errors(text);
         for want in [
             "journal.max_bytes: must be at least 1MiB",
+            "journal.commit_delay: must be at most 1s",
             "sinks.local.batch.max_readings: must be between 1 and 1000000",
             "sources.mqtt[0].host: must not be empty",
             "sources.mqtt[0].password: a password needs a `username`",

@@ -16,6 +16,7 @@ fn settings(dir: &Path, max_bytes: u64, when_full: WhenFull) -> JournalSettings 
         max_bytes,
         when_full,
         sync: false,
+        commit_delay: std::time::Duration::ZERO,
     }
 }
 
@@ -564,4 +565,54 @@ fn an_entry_in_an_unknown_encoding_is_reported_corrupt() {
         matches!(err, JournalError::Corrupt { seq: 1, .. }),
         "{err:?}"
     );
+}
+
+/// A commit that acknowledges nothing waits (up to `commit_delay`) for more; one with an ack,
+/// or the end of input, goes at once. The delay here is a minute: the test would time out if
+/// either waited for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn unacknowledged_readings_wait_for_company_and_an_ack_or_the_end_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let mut s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    s.commit_delay = Duration::from_secs(60);
+    let (journal, writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["s"]).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (ack_tx, mut ack_rx) = mpsc::channel(16);
+    let task = tokio::task::spawn_blocking(move || writer.run(rx));
+    let commits = || metrics.sum("journal_commits_total", &[]);
+    for i in 0..5 {
+        tx.send(Envelope::new(vec![reading(i)], None, 1))
+            .await
+            .unwrap();
+    }
+    let ack = Ack::new(7, ack_tx, Counter::default());
+    tx.send(Envelope::new(vec![reading(5)], Some(ack), 1))
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(20), ack_rx.recv()).await;
+    assert_eq!(
+        acked.unwrap(),
+        Some(7),
+        "the ack went out without the delay"
+    );
+    assert_eq!(
+        commits(),
+        1,
+        "the five before it waited for it, in one commit"
+    );
+    for i in 6..9 {
+        tx.send(Envelope::new(vec![reading(i)], None, 1))
+            .await
+            .unwrap();
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the end of input commits at once")
+        .unwrap();
+    assert_eq!(commits(), 2);
+    let mut r = journal.reader("s").unwrap();
+    assert_eq!(values(&r.read(100).unwrap()), (0..9).collect::<Vec<_>>());
 }

@@ -400,6 +400,7 @@ mod tests {
                 max_bytes: 1 << 30,
                 when_full: WhenFull::Block,
                 sync: false,
+                commit_delay: std::time::Duration::ZERO,
             },
             metrics.clone(),
         )

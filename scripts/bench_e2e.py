@@ -222,13 +222,17 @@ format = "json"
     broker0, vm0 = cpu_of(BROKER_PID[0]), cpu_of(VM_PID[0])
     start = time.monotonic()
     sim_cpu = run_simulator(port, qos)
+    published = time.monotonic() - start
     # Per sink: readings written, and when that number last grew.
     seen = {s: (0, start) for s in sinks_names}
     done = {}
+    all_received = float("nan")
     while len(done) < len(sinks_names):
         m = metrics(http_port)
         now = time.monotonic()
         received = m.get("received", 0)
+        if received >= MESSAGES and all_received != all_received:
+            all_received = now - start
         for s in sinks_names:
             if m.get(s, 0) != seen[s][0]:
                 seen[s] = (m.get(s, 0), now)
@@ -260,6 +264,8 @@ format = "json"
         "stored": stored,
         "elapsed": elapsed,
         "all_sinks": max((t for _, t in done.values()), default=float("nan")),
+        "published": published,
+        "all_received": all_received,
         "cpu": cpu,
         "rss": rss,
         "others": others,
@@ -302,7 +308,8 @@ max_queued_messages 0
                 print(f"QoS {qos} run {run + 1}: broker limit {limit:,.0f} msg/s ({got} of "
                       f"{MESSAGES} in {t:.2f} s); collector {rate:,.0f} readings/s "
                       f"({r['stored']} stored of {r['received']} received, {MESSAGES} sent, "
-                      f"in {r['elapsed']:.2f} s; all sinks {r['all_sinks']:.2f} s; "
+                      f"in {r['elapsed']:.2f} s; all sinks {r['all_sinks']:.2f} s; simulator "
+                      f"done {r['published']:.2f} s, all received by {r['all_received']:.2f} s; "
                       f"{r['commits']} journal commits; entries read: {r['reads']}), "
                       f"ratio {rate / limit:.2f}, CPU {r['cpu']:.2f} s = {cpu_us:.2f} µs per "
                       f"field value, peak RSS {r['rss'] / 2**20:.1f} MiB", flush=True)

@@ -151,7 +151,7 @@ struct Shared {
 /// is that far behind reads the entry from SQLite).
 #[derive(Debug, Default)]
 struct Tail {
-    /// Consecutive entries, oldest first: (seq, readings).
+    /// Consecutive entries, oldest first: (seq, entry).
     entries: VecDeque<(i64, Entry)>,
     /// Encoded bytes in `entries`.
     bytes: usize,
@@ -852,8 +852,8 @@ pub struct JournalReader {
     handed_out: u64,
     /// `journal_entries_read_total{from="memory"}`: entries taken from the tail.
     from_memory: Counter,
-    /// `journal_entries_read_total{from="disk"}`: entries read and decoded from SQLite (the
-    /// sink was further behind than the tail holds, or it just started).
+    /// `journal_entries_read_total{from="disk"}`: entries read back from SQLite and checked
+    /// (the sink was further behind than the tail holds, or it just started).
     from_disk: Counter,
 }
 
@@ -905,7 +905,7 @@ impl JournalReader {
     }
 
     /// The first entry at or after the read position, from the journal's memory or else
-    /// decoded from SQLite, and the index of its first reading not yet delivered; moves the
+    /// read back from SQLite, and the index of its first reading not yet delivered; moves the
     /// read position to it. `None` if there is none.
     fn load_next_entry(&mut self) -> Result<Option<(Entry, usize)>, JournalError> {
         let s = self.shared.clone();
@@ -915,10 +915,10 @@ impl JournalReader {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(wanted);
-        let (seq, readings) = match in_memory {
-            Some(readings) => {
+        let (seq, entry) = match in_memory {
+            Some(entry) => {
                 self.from_memory.inc();
-                (wanted, readings)
+                (wanted, entry)
             }
             None => {
                 // Checked once here (decoded without keeping anything), so that a damaged
@@ -957,8 +957,8 @@ impl JournalReader {
             self.read_pos = Position { seq, idx: 0 };
             0
         };
-        let skip = skip.min(readings.len());
-        Ok(Some((readings, skip)))
+        let skip = skip.min(entry.len());
+        Ok(Some((entry, skip)))
     }
 
     /// The position after the last reading handed out by [`read`](Self::read).

@@ -33,33 +33,13 @@ pub trait Readings {
     }
 }
 
-impl Readings for [Reading] {
+impl<T: AsRef<[Reading]> + ?Sized> Readings for T {
     fn count(&self) -> usize {
-        self.len()
+        self.as_ref().len()
     }
 
     fn try_for_each<E>(&self, f: impl FnMut(&Reading) -> Result<(), E>) -> Result<(), E> {
-        self.iter().try_for_each(f)
-    }
-}
-
-impl<const N: usize> Readings for [Reading; N] {
-    fn count(&self) -> usize {
-        N
-    }
-
-    fn try_for_each<E>(&self, f: impl FnMut(&Reading) -> Result<(), E>) -> Result<(), E> {
-        self.iter().try_for_each(f)
-    }
-}
-
-impl Readings for Vec<Reading> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-
-    fn try_for_each<E>(&self, f: impl FnMut(&Reading) -> Result<(), E>) -> Result<(), E> {
-        self.iter().try_for_each(f)
+        Iterator::try_for_each(&mut self.as_ref().iter(), f)
     }
 }
 

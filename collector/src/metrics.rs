@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use compact_str::CompactString;
+
 /// A monotonically increasing count.
 #[derive(Debug, Clone, Default)]
 pub struct Counter(Arc<AtomicU64>);
@@ -106,7 +108,9 @@ pub const MAX_DEVICES_PER_SOURCE: usize = 100_000;
 /// readings it sent. Written by the source's one task, read by `/metrics`.
 #[derive(Debug, Clone)]
 pub struct Devices {
-    table: Arc<Mutex<foldhash::HashMap<String, DeviceStats>>>,
+    /// Keyed inline (an id of up to 24 bytes needs no allocation): with 10,000 devices, a
+    /// key on the heap cost a cache miss per message.
+    table: Arc<Mutex<foldhash::HashMap<CompactString, DeviceStats>>>,
     untracked: Counter,
 }
 
@@ -134,7 +138,7 @@ impl Devices {
                 d.readings += readings;
             } else if table.len() < MAX_DEVICES_PER_SOURCE {
                 table.insert(
-                    device.to_string(),
+                    CompactString::from(device),
                     DeviceStats {
                         last_seen: now,
                         readings,
@@ -149,7 +153,7 @@ impl Devices {
     /// Every device and its stats, sorted by device id.
     pub fn snapshot(&self) -> Vec<(String, DeviceStats)> {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut v: Vec<_> = table.iter().map(|(k, s)| (k.clone(), *s)).collect();
+        let mut v: Vec<_> = table.iter().map(|(k, s)| (k.to_string(), *s)).collect();
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         v
     }

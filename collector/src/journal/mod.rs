@@ -32,14 +32,14 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::backoff::{Backoff, LogLimit};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{self, Batch, Encoded, Encoding, Reading};
-use crate::sources::Envelope;
+use crate::sources::{Envelope, Outlet};
 
 /// The most readings one commit takes; bounds the writer's memory.
 const MAX_ENTRY_READINGS: usize = 65_536;
@@ -589,13 +589,16 @@ impl JournalWriter {
     /// it on a blocking thread of the runtime.
     ///
     /// A commit that acknowledges nothing (QoS 0 messages, serial lines: nobody waits for
-    /// it) also takes what arrives within `commit_delay`, and goes as soon as a message to
-    /// acknowledge arrives: a fast stream of unacknowledged readings costs a commit every few
-    /// milliseconds rather than one per few dozen readings, and acks still wait one commit.
+    /// it) also takes what arrives within `commit_delay`, and goes sooner when a message to
+    /// acknowledge arrives, when half of the pipeline's room is taken (the sources would
+    /// soon wait for the commit), or when input ends: a fast stream of unacknowledged
+    /// readings costs a commit every few milliseconds rather than one per few dozen
+    /// readings, and acks still wait one commit. Meanwhile the writer sleeps: the sources
+    /// wake it only for those reasons, not for every envelope.
     ///
     /// A failing disk is retried with backoff, holding the batch and its acks: nothing is
     /// acked that is not on disk, and nothing is dropped here.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Envelope>) {
+    pub fn run(mut self, mut rx: Outlet) {
         let mut batch: Vec<Envelope> = Vec::new();
         let mut retry = Backoff::new(BackoffConfig {
             initial: Duration::from_millis(100),
@@ -606,23 +609,25 @@ impl JournalWriter {
             self.shared.holding.store(true, Ordering::SeqCst);
             let (mut count, mut acks) = (0, false);
             let wait_until = tokio::time::Instant::now() + self.commit_delay;
+            let mut late = self.commit_delay.is_zero();
             let mut next = Some(first);
-            while let Some(e) = next.take() {
-                count += e.readings.len();
-                acks |= e.ack.is_some();
-                batch.push(e);
-                if count >= MAX_ENTRY_READINGS {
+            loop {
+                while let Some(e) = next.take() {
+                    count += e.readings.len();
+                    acks |= e.ack.is_some();
+                    batch.push(e);
+                    if count < MAX_ENTRY_READINGS {
+                        next = rx.try_recv();
+                    }
+                }
+                if late || acks || count >= MAX_ENTRY_READINGS || rx.should_commit() {
                     break;
                 }
-                next = match rx.try_recv() {
-                    Ok(e) => Some(e),
-                    Err(_) if acks || self.commit_delay.is_zero() => None,
-                    Err(_) => runtime.as_ref().and_then(|rt| {
-                        rt.block_on(tokio::time::timeout_at(wait_until, rx.recv()))
-                            .ok()
-                            .flatten()
-                    }),
+                let Some(rt) = runtime.as_ref() else {
+                    break;
                 };
+                late = !rt.block_on(rx.wait(wait_until));
+                next = rx.try_recv();
             }
             let committed = loop {
                 match self.append_envelopes(&batch) {

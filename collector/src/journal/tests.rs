@@ -1,7 +1,8 @@
 use super::*;
 use crate::metrics::Metrics;
 use crate::reading::{FieldValue, Readings};
-use crate::sources::Ack;
+use crate::sources::{Ack, Inlet};
+use tokio::sync::mpsc;
 
 fn reading(i: usize) -> Reading {
     let mut r = Reading::new("env", 1_700_000_000_000_000_000 + i as i64);
@@ -353,7 +354,7 @@ async fn the_writer_acks_only_after_the_commit() {
     )
     .unwrap();
     journal.register_sinks(&["s"]).unwrap();
-    let (tx, rx) = mpsc::channel(16);
+    let (tx, rx) = Inlet::new(16);
     let (ack_tx, mut ack_rx) = mpsc::channel(16);
     let mut committed = journal.reader("s").unwrap().committed();
     let task = tokio::task::spawn_blocking(move || writer.run(rx));
@@ -567,6 +568,25 @@ fn an_entry_in_an_unknown_encoding_is_reported_corrupt() {
     );
 }
 
+/// A journal with sink "s" whose writer runs with a commit delay of a minute, fed through an
+/// inlet with room for `capacity` messages: a test times out if a commit waits for the delay.
+fn patient_writer(
+    dir: &Path,
+    metrics: &Metrics,
+    capacity: usize,
+) -> (Journal, Inlet, tokio::task::JoinHandle<()>) {
+    let mut s = settings(dir, 1 << 30, WhenFull::Block);
+    s.commit_delay = Duration::from_secs(60);
+    let (journal, writer) = Journal::open(&s, metrics.clone()).unwrap();
+    journal.register_sinks(&["s"]).unwrap();
+    let (tx, rx) = Inlet::new(capacity);
+    (
+        journal,
+        tx,
+        tokio::task::spawn_blocking(move || writer.run(rx)),
+    )
+}
+
 /// A commit that acknowledges nothing waits (up to `commit_delay`) for more; one with an ack,
 /// or the end of input, goes at once. The delay here is a minute: the test would time out if
 /// either waited for it.
@@ -574,13 +594,8 @@ fn an_entry_in_an_unknown_encoding_is_reported_corrupt() {
 async fn unacknowledged_readings_wait_for_company_and_an_ack_or_the_end_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
-    let mut s = settings(dir.path(), 1 << 30, WhenFull::Block);
-    s.commit_delay = Duration::from_secs(60);
-    let (journal, writer) = Journal::open(&s, metrics.clone()).unwrap();
-    journal.register_sinks(&["s"]).unwrap();
-    let (tx, rx) = mpsc::channel(16);
+    let (journal, tx, task) = patient_writer(dir.path(), &metrics, 16);
     let (ack_tx, mut ack_rx) = mpsc::channel(16);
-    let task = tokio::task::spawn_blocking(move || writer.run(rx));
     let commits = || metrics.sum("journal_commits_total", &[]);
     for i in 0..5 {
         tx.send(Envelope::new(vec![reading(i)], None, 1))
@@ -615,4 +630,31 @@ async fn unacknowledged_readings_wait_for_company_and_an_ack_or_the_end_does_not
     assert_eq!(commits(), 2);
     let mut r = journal.reader("s").unwrap();
     assert_eq!(values(&r.read(100).unwrap()), (0..9).collect::<Vec<_>>());
+}
+
+/// ... and goes at once when half of the pipeline's room is taken: the sources would
+/// otherwise wait for the delay, with nothing to send.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_commit_goes_once_half_the_room_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let (journal, tx, task) = patient_writer(dir.path(), &metrics, 8);
+    let mut committed = journal.reader("s").unwrap().committed();
+    for i in 0..4 {
+        tx.send(Envelope::new(vec![reading(i)], None, 1))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), committed.changed())
+        .await
+        .expect("committed without the delay")
+        .unwrap();
+    assert_eq!(metrics.sum("journal_commits_total", &[]), 1);
+    let mut r = journal.reader("s").unwrap();
+    assert_eq!(values(&r.read(100).unwrap()), (0..4).collect::<Vec<_>>());
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

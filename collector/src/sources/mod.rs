@@ -10,7 +10,7 @@ pub mod serial;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::backoff::LogLimit;
@@ -57,20 +57,44 @@ pub struct Inlet {
     tx: mpsc::Sender<Envelope>,
     room: Arc<Semaphore>,
     capacity: usize,
+    /// Wakes the writer before its commit delay is over (see [`Outlet::wait`]).
+    wake: Arc<Notify>,
+    /// Dropped with the last inlet, after its sender (fields drop in order): the writer
+    /// then sees that input has ended without waiting for its delay.
+    _last: Arc<WakeOnDrop>,
+}
+
+#[derive(Debug)]
+struct WakeOnDrop(Arc<Notify>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
 }
 
 impl Inlet {
     /// An inlet with room for `capacity` messages (at least 1), and the journal writer's end.
-    pub fn new(capacity: usize) -> (Inlet, mpsc::Receiver<Envelope>) {
+    pub fn new(capacity: usize) -> (Inlet, Outlet) {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         // Every envelope holds at least one place: the channel itself never fills first.
         let (tx, rx) = mpsc::channel(capacity);
+        let room = Arc::new(Semaphore::new(capacity));
+        let wake = Arc::new(Notify::new());
         let inlet = Inlet {
             tx,
-            room: Arc::new(Semaphore::new(capacity)),
+            room: Arc::clone(&room),
             capacity,
+            wake: Arc::clone(&wake),
+            _last: Arc::new(WakeOnDrop(Arc::clone(&wake))),
         };
-        (inlet, rx)
+        let outlet = Outlet {
+            rx,
+            room,
+            capacity,
+            wake,
+        };
+        (inlet, outlet)
     }
 
     /// The most messages one envelope may hold.
@@ -79,7 +103,9 @@ impl Inlet {
     }
 
     /// Sends `envelope` once there is room for its messages: a full pipeline pushes back
-    /// here, and the source reads nothing more meanwhile.
+    /// here, and the source reads nothing more meanwhile. Wakes the writer if it waits
+    /// for company and should not: the envelope is to be acknowledged, or half the room
+    /// is taken.
     ///
     /// # Errors
     /// The pipeline is gone; the envelope is handed back.
@@ -92,12 +118,65 @@ impl Inlet {
             Ok(permit) => envelope.room = Some(permit),
             Err(_) => return Err(envelope), // never closed while an inlet exists
         }
-        self.tx.send(envelope).await.map_err(|e| e.0)
+        let urgent = envelope.ack.is_some() || half_taken(&self.room, self.capacity);
+        self.tx.send(envelope).await.map_err(|e| e.0)?;
+        if urgent {
+            self.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// A handle that does not keep the pipeline open (for the watchdog's probe).
     pub fn downgrade(&self) -> mpsc::WeakSender<Envelope> {
         self.tx.downgrade()
+    }
+}
+
+/// Whether at least half of the `capacity` places of `room` are taken.
+fn half_taken(room: &Semaphore, capacity: usize) -> bool {
+    room.available_permits() <= capacity / 2
+}
+
+/// The journal writer's end of the pipeline.
+#[derive(Debug)]
+pub struct Outlet {
+    rx: mpsc::Receiver<Envelope>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+    wake: Arc<Notify>,
+}
+
+impl Outlet {
+    /// The next envelope, waiting for it; `None` once every inlet is gone and nothing is
+    /// left. Blocking: not for async code.
+    pub fn blocking_recv(&mut self) -> Option<Envelope> {
+        self.rx.blocking_recv()
+    }
+
+    /// The next envelope if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Envelope> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next envelope, waiting for it (for tests and tools).
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        self.rx.recv().await
+    }
+
+    /// Whether the writer should commit what it has now rather than wait for more: half of
+    /// the room is taken (sources would soon have to wait for the commit), or every inlet
+    /// is gone (input has ended).
+    pub fn should_commit(&self) -> bool {
+        half_taken(&self.room, self.capacity) || self.rx.is_closed()
+    }
+
+    /// Waits until `deadline`, or until woken sooner: an envelope to acknowledge was sent,
+    /// half of the room is taken, or the last inlet is gone. Returns whether it was woken.
+    /// A wake may be left over from an earlier envelope: check [`Outlet::should_commit`].
+    pub async fn wait(&self, deadline: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.wake.notified())
+            .await
+            .is_ok()
     }
 }
 

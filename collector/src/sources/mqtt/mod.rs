@@ -181,10 +181,12 @@ impl MqttSource {
         let mut collected: Option<Envelope> = None;
         loop {
             let mut next = std::pin::pin!(conn.poll());
+            let mut drained = false;
             let ready = match (&out, collected.as_ref()) {
                 (Some(_), Some(c))
                     if c.readings.len() < MAX_ENVELOPE_READINGS && c.messages < max_messages =>
                 {
+                    drained = true;
                     // One poll, with this task's waker: `Pending` leaves the future as it is.
                     std::future::poll_fn(|cx| {
                         std::task::Poll::Ready(std::future::Future::poll(next.as_mut(), cx))
@@ -198,9 +200,20 @@ impl MqttSource {
                 std::task::Poll::Pending => {
                     // Nothing more right now (or the envelope is full): hand over what was
                     // collected, then wait. The poll future is not dropped in between.
+                    // Once every message waiting is read, and none needs an ack, pause
+                    // before reading again (see `MqttSettings::read_pause`).
+                    let mut pause = false;
                     if let Some(envelope) = collected.take() {
+                        pause = drained && envelope.ack.is_none() && !s.read_pause.is_zero();
                         if send(&out, &m.counters, envelope).await.is_err() {
                             break; // the pipeline is gone
+                        }
+                    }
+                    if pause {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(s.read_pause) => {}
                         }
                     }
                     tokio::select! {

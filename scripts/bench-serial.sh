@@ -5,6 +5,7 @@
 # the collector's CPU time (user + system, from /proc) over the run.
 #
 #   PORTS=32 RATE=100 COUNT=1000 BAUD=921600 scripts/bench-serial.sh
+#   COLLECTOR=path/to/telemetry-collector scripts/bench-serial.sh    # measure another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,7 @@ sim=$!
 pids+=($sim)
 for _ in $(seq 1 100); do [ "$(ls "$work/ports" 2>/dev/null | wc -l)" -ge "$ports" ] && break; sleep 0.1; done
 
-NO_COLOR=1 "$bin/telemetry-collector" run -c "$work/collector.toml" 2>"$work/collector.log" &
+NO_COLOR=1 "${COLLECTOR:-$bin/telemetry-collector}" run -c "$work/collector.toml" 2>"$work/collector.log" &
 collector=$!
 pids+=($collector)
 start=$(date +%s.%N)

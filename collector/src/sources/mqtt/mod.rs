@@ -181,12 +181,14 @@ impl MqttSource {
         let mut collected: Option<Envelope> = None;
         loop {
             let mut next = std::pin::pin!(conn.poll());
-            let mut drained = false;
+            // Whether the connection was polled: `Pending` then means every message
+            // waiting has been read.
+            let mut polled = false;
             let ready = match (&out, collected.as_ref()) {
                 (Some(_), Some(c))
                     if c.readings.len() < MAX_ENVELOPE_READINGS && c.messages < max_messages =>
                 {
-                    drained = true;
+                    polled = true;
                     // One poll, with this task's waker: `Pending` leaves the future as it is.
                     std::future::poll_fn(|cx| {
                         std::task::Poll::Ready(std::future::Future::poll(next.as_mut(), cx))
@@ -204,7 +206,7 @@ impl MqttSource {
                     // before reading again (see `MqttSettings::read_pause`).
                     let mut pause = false;
                     if let Some(envelope) = collected.take() {
-                        pause = drained && envelope.ack.is_none() && !s.read_pause.is_zero();
+                        pause = polled && envelope.ack.is_none() && !s.read_pause.is_zero();
                         if send(&out, &m.counters, envelope).await.is_err() {
                             break; // the pipeline is gone
                         }

@@ -57,11 +57,10 @@ pub struct Inlet {
     tx: mpsc::Sender<Envelope>,
     room: Arc<Semaphore>,
     capacity: usize,
-    /// Wakes the writer before its commit delay is over (see [`Outlet::wait`]).
-    wake: Arc<Notify>,
-    /// Dropped with the last inlet, after its sender (fields drop in order): the writer
-    /// then sees that input has ended without waiting for its delay.
-    _last: Arc<WakeOnDrop>,
+    /// Wakes the writer before its commit delay is over (see [`Outlet::wait`]); also when
+    /// the last inlet is dropped, after its sender (fields drop in order), so that the
+    /// writer sees at once that input has ended.
+    wake: Arc<WakeOnDrop>,
 }
 
 #[derive(Debug)]
@@ -85,8 +84,7 @@ impl Inlet {
             tx,
             room: Arc::clone(&room),
             capacity,
-            wake: Arc::clone(&wake),
-            _last: Arc::new(WakeOnDrop(Arc::clone(&wake))),
+            wake: Arc::new(WakeOnDrop(Arc::clone(&wake))),
         };
         let outlet = Outlet {
             rx,
@@ -121,7 +119,7 @@ impl Inlet {
         let urgent = envelope.ack.is_some() || half_taken(&self.room, self.capacity);
         self.tx.send(envelope).await.map_err(|e| e.0)?;
         if urgent {
-            self.wake.notify_one();
+            self.wake.0.notify_one();
         }
         Ok(())
     }

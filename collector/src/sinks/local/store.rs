@@ -1004,10 +1004,9 @@ fn compact_recent(
     part_bytes: usize,
     tails: &mut Tails,
 ) -> Result<(u64, usize), StoreError> {
-    /// Where a series' points go: its part, and its place (in bytes) in that part's buffer.
+    /// Where a series' points go: its place (in bytes) in its part's buffer.
     #[derive(Default, Clone, Copy)]
     struct Slot {
-        part: usize,
         start: usize,
         len: usize,
         filled: usize,
@@ -1041,10 +1040,9 @@ fn compact_recent(
                 slot.start = 0;
             }
         }
-        slot.part = parts.len() - 1;
     }
     let mut chunks = ChunkStatements::new(tx)?;
-    for (part, (range, size)) in parts.into_iter().enumerate() {
+    for (range, size) in parts {
         let mut buf = vec![0u8; size];
         // A part is a range of ids: a point of another part is passed without a lookup.
         let ids_of_part = ids[range.start]..=ids[range.end - 1];
@@ -1055,9 +1053,6 @@ fn compact_recent(
             // `recent` does not change within the transaction: the same points come back.
             let changed = || StoreError::Corrupt("recent changed while it was compacted".into());
             let slot = slots.get_mut(&id).ok_or_else(changed)?;
-            if slot.part != part {
-                return Ok(());
-            }
             let at = slot.start + slot.filled;
             let end = at + 8 + value.len();
             if end > slot.start + slot.len {

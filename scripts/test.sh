@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+# A publisher nobody on the project wrote (the oversized-message test).
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS test
 # The systemd unit is checked with systemd-analyze (verify, security).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)

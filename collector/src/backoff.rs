@@ -10,20 +10,58 @@ use crate::config::BackoffConfig;
 /// Delays that double from `initial` up to `max`; each delay is drawn uniformly from the
 /// upper half of its step ("equal jitter"), so many clients that failed together do not retry
 /// together, and no delay is ever close to zero (no busy loop).
+///
+/// For a connection, [`Backoff::connected`] rather than [`Backoff::reset`]: a connection counts
+/// as healthy only once it has stayed up for a while ([`Backoff::healthy_after`]), so one
+/// that the peer closes right after its handshake (a broker that resends a message we cannot
+/// take, a wrong ACL) keeps backing off instead of retrying at the first step forever.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     config: BackoffConfig,
     attempt: u32,
+    /// When the current connection came up, if one is up.
+    up_since: Option<Instant>,
 }
+
+/// How long a connection must stay up to count as healthy (or the backoff's cap, if shorter).
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
 impl Backoff {
     /// A backoff at its first step.
     pub fn new(config: BackoffConfig) -> Backoff {
-        Backoff { config, attempt: 0 }
+        Backoff {
+            config,
+            attempt: 0,
+            up_since: None,
+        }
     }
 
-    /// The next delay; each call moves one step up, until `max`.
+    /// A connection is up. If it stays up for [`Backoff::healthy_after`], the delay after it
+    /// fails starts again from the first step; if it fails sooner, the delays keep growing.
+    pub fn connected(&mut self) {
+        self.up_since = Some(Instant::now());
+    }
+
+    /// How long a connection must stay up before its failure resets the delays: 10 s, or the
+    /// cap if that is shorter.
+    pub fn healthy_after(&self) -> Duration {
+        HEALTHY_AFTER.min(self.config.max)
+    }
+
+    /// The next delay; each call moves one step up, until `max` (back to the first step when
+    /// the connection that just failed had stayed up long enough: see [`Backoff::connected`]).
     pub fn next_delay(&mut self) -> Duration {
+        self.next_delay_at(Instant::now())
+    }
+
+    fn next_delay_at(&mut self, now: Instant) -> Duration {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.healthy_after())
+        {
+            self.attempt = 0;
+        }
         let step = self
             .config
             .initial
@@ -37,6 +75,7 @@ impl Backoff {
     /// Back to the first step (after a success).
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.up_since = None;
     }
 
     /// Whether the failure that led to the latest delay is worth a log line: the first one,
@@ -117,5 +156,30 @@ mod tests {
         assert_eq!(b.attempts(), 7);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_connection_that_fails_right_after_coming_up_does_not_reset_the_delays() {
+        let mut b = Backoff::new(BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        });
+        let t = Instant::now();
+        // Up for 1 s each time, then closed by the peer: the delays still double.
+        for (i, ms) in [100u64, 200, 400, 800].into_iter().enumerate() {
+            let up = t + Duration::from_secs(i as u64 * 10);
+            b.up_since = Some(up);
+            let d = b.next_delay_at(up + Duration::from_secs(1));
+            assert!(d >= Duration::from_millis(ms / 2), "{d:?} at step {i}");
+        }
+        assert_eq!(b.attempts(), 4);
+        // Up for 10 s: healthy, so the next failure starts from the first step.
+        b.up_since = Some(t);
+        let d = b.next_delay_at(t + b.healthy_after());
+        assert!(d <= Duration::from_millis(100), "{d:?}");
+        assert_eq!(b.attempts(), 1);
+        // A failure to connect at all (no `connected` in between) keeps climbing.
+        assert!(b.next_delay_at(t + Duration::from_secs(60)) >= Duration::from_millis(100));
+        assert_eq!(b.attempts(), 2);
     }
 }

@@ -457,6 +457,11 @@ impl Process {
         }
     }
 
+    /// Every log line written since the last call (or since it started), without waiting.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Sends `signal` (such as `HUP`).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -613,7 +618,7 @@ pub fn assert_rows_eq(got: &[Row], want: &[Row]) {
 
 // ---- InfluxDB-compatible servers (the InfluxDB sinks' tests) ----
 
-fn server_binary(name: &str, package: &str) -> PathBuf {
+pub fn server_binary(name: &str, package: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {

@@ -12,6 +12,7 @@ mod dashboards;
 mod harness;
 mod influxdb;
 mod mqtt;
+mod oversized;
 mod resilience;
 mod scaling;
 mod serial;

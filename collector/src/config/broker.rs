@@ -239,24 +239,34 @@ pub(super) fn validate(
 }
 
 fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
-    p.check(
-        tls.client_cert_file.is_some() == tls.client_key_file.is_some(),
-        path,
-        "`client_cert_file` and `client_key_file` go together",
-    );
+    for (key, message) in tls_problems(tls) {
+        p.add(format!("{path}{key}"), message);
+    }
+}
+
+/// What is wrong with a `tls` section (MQTT or InfluxDB alike): each problem as the key
+/// (`""` for the section itself, `.ca_file`, ...) and its message.
+pub(super) fn tls_problems(tls: &TlsConfig) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        problems.push((
+            String::new(),
+            "`client_cert_file` and `client_key_file` go together".to_string(),
+        ));
+    }
     for (key, file) in [
         ("ca_file", &tls.ca_file),
         ("client_cert_file", &tls.client_cert_file),
         ("client_key_file", &tls.client_key_file),
     ] {
-        if let Some(f) = file {
-            p.check(
-                f.is_file(),
-                format!("{path}.{key}"),
+        if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
+            problems.push((
+                format!(".{key}"),
                 format!("{} is not a readable file", f.display()),
-            );
+            ));
         }
     }
+    problems
 }
 
 /// This machine's host name (Linux), or `$HOSTNAME`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BackoffConfig, BatchConfig, ByteSize, Secret};
+use super::{BackoffConfig, BatchConfig, ByteSize, Secret, TlsConfig};
 use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
 use crate::sinks::line_protocol::Precision;
 
@@ -80,6 +80,9 @@ pub struct InfluxDbConfig {
     /// Compress request bodies with gzip (default: yes, unless the server is on this machine,
     /// see [`gzip_by_default`]).
     pub gzip: Option<bool>,
+    /// TLS for an https:// server: its CA (default: the system's roots) and a client
+    /// certificate, as for MQTT brokers.
+    pub tls: Option<TlsConfig>,
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -184,6 +187,8 @@ pub struct InfluxSettings {
     pub timeout: Duration,
     /// Gzip request bodies.
     pub gzip: bool,
+    /// TLS settings (`None`: the system's roots, no client certificate).
+    pub tls: Option<TlsConfig>,
     /// Batching.
     pub batch: BatchConfig,
     /// Retry backoff.
@@ -410,6 +415,17 @@ pub(crate) fn validate(
             }
         }
     };
+    if let Some(tls) = &c.tls {
+        for (key, message) in super::broker::tls_problems(tls) {
+            problems.push((format!("{path}.tls{key}"), message));
+        }
+        if url.as_ref().is_some_and(|u| u.scheme() != "https") {
+            problems.push((
+                format!("{path}.tls"),
+                "only for an https:// url".to_string(),
+            ));
+        }
+    }
     let gzip = c
         .gzip
         .unwrap_or_else(|| url.as_ref().is_none_or(gzip_by_default));
@@ -420,6 +436,7 @@ pub(crate) fn validate(
         precision: c.precision,
         timeout: c.timeout,
         gzip,
+        tls: c.tls.clone(),
         batch: c.batch,
         retry: c.retry,
         dead_letter_dir: data_dir.join("dead-letter"),

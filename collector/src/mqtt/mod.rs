@@ -12,8 +12,6 @@
 //! As with rumqttc itself, the connection must be polled continuously, and requests that may
 //! wait on its bounded request channel must not be sent from the task that polls it.
 
-mod tls;
-
 use std::fmt;
 use std::time::Duration;
 
@@ -74,7 +72,11 @@ impl Options {
     pub fn new(broker: &BrokerSettings, tuning: Tuning) -> anyhow::Result<Options> {
         let b = broker;
         let transport = match &b.tls {
-            Some(tls) => Some(tls::transport(tls).context("TLS")?),
+            Some(tls) => Some(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(
+                    crate::tls::client_config(Some(tls)).context("TLS")?,
+                )),
+            )),
             None => None,
         };
         let password = b.password.as_ref().map(|p| p.expose()).unwrap_or("");

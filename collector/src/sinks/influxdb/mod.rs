@@ -44,12 +44,22 @@ pub enum InfluxError {
         /// Why (never the secret itself).
         reason: String,
     },
-    /// The HTTP client cannot be built (TLS setup).
-    #[error("{sink}: cannot build the HTTP client: {source}")]
+    /// The TLS configuration cannot be built (a CA or client certificate file).
+    #[error("{sink}: TLS")]
+    Tls {
+        /// The sink.
+        sink: String,
+        /// What is wrong.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    /// The HTTP client cannot be built.
+    #[error("{sink}: cannot build the HTTP client")]
     Client {
         /// The sink.
         sink: String,
         /// What reqwest said.
+        #[source]
         source: reqwest::Error,
     },
 }
@@ -134,7 +144,14 @@ impl InfluxSink {
                 (url, auth, ping, format!("database {database}"))
             }
         };
+        let tls = crate::tls::client_config(settings.tls.as_ref()).map_err(|source| {
+            InfluxError::Tls {
+                sink: name.clone(),
+                source,
+            }
+        })?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .user_agent(concat!("telemetry-collector/", env!("CARGO_PKG_VERSION")))

@@ -18,3 +18,4 @@ mod scaling;
 mod serial;
 mod service;
 mod systemd_unit;
+mod tls;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use std::hash::{BuildHasher as _, Hasher as _};
 
 use crate::config::BackoffConfig;
 
@@ -69,7 +69,7 @@ impl Backoff {
             .min(self.config.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = step / 2;
-        half + rand::thread_rng().gen_range(Duration::ZERO..=step - half)
+        half + jitter(step - half)
     }
 
     /// Back to the first step (after a success).
@@ -88,6 +88,19 @@ impl Backoff {
     pub fn attempts(&self) -> u32 {
         self.attempt
     }
+}
+
+/// A duration drawn uniformly from `0..=max` (at nanosecond resolution).
+///
+/// Jitter needs no cryptographic quality, only different draws in different processes and
+/// calls: std's `RandomState` is randomly keyed per thread and changes key on every `new`,
+/// so hashing nothing with a fresh one is a random `u64`, with no dependency.
+fn jitter(max: Duration) -> Duration {
+    let span = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_nanos(random % span.saturating_add(1).max(1))
 }
 
 /// Logs a repeated event without flooding the log: the first at once, then at most one line
@@ -128,6 +141,18 @@ impl LogLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_over_its_range() {
+        let max = Duration::from_millis(100);
+        let draws: Vec<Duration> = (0..200).map(|_| jitter(max)).collect();
+        assert!(draws.iter().all(|d| *d <= max));
+        // 200 draws from 100,000,001 values: all alike would be a broken source.
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 190, "{}", distinct.len());
+        assert!(draws.iter().any(|d| *d < max / 4) && draws.iter().any(|d| *d > max * 3 / 4));
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn log_limit_says_the_first_then_one_per_period_with_the_count_left_out() {

@@ -18,6 +18,8 @@
 //! - `Rejected`: the readings go to the sink's [dead-letter file](super::dead_letter),
 //!   counted in `readings_dead_lettered_total{sink}`, and the cursor moves on. Without a
 //!   dead-letter file they are counted in `readings_dropped_total{sink,reason="rejected_by_sink"}`.
+//! - `Refused`: the readings the sink cannot write at all go the same way (one dead-letter
+//!   entry per batch, with the reasons), and the others are written.
 
 use std::time::{Duration, Instant as StdInstant};
 
@@ -214,11 +216,11 @@ impl<S: Sink> SinkRunner<S> {
     /// is too large: then its two halves.
     async fn write_part(
         &mut self,
-        part: Batch,
+        mut part: Batch,
         abort: &CancellationToken,
     ) -> Result<Option<(Batch, Batch)>, Aborted> {
-        let n = part.len() as u64;
         loop {
+            let n = part.len() as u64;
             let started = StdInstant::now();
             let result = self.sink.write(&part).await;
             self.write_duration.observe(started.elapsed());
@@ -242,6 +244,21 @@ impl<S: Sink> SinkRunner<S> {
                 Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
                     self.reject(&part, &reason, abort).await?;
                     return Ok(None);
+                }
+                Err(SinkError::Refused(refused)) => {
+                    let at = refused.indices();
+                    if at.is_empty() || at.iter().any(|&i| i >= part.len()) {
+                        // Not what a sink may answer: the whole part, rather than a loop.
+                        self.reject(&part, &refused.reason(), abort).await?;
+                        return Ok(None);
+                    }
+                    let (refused_part, rest) = part.partition(&at);
+                    self.reject(&refused_part, &refused.reason(), abort).await?;
+                    if rest.is_empty() {
+                        return Ok(None);
+                    }
+                    part = rest;
+                    continue;
                 }
                 Err(SinkError::Unauthorized(reason)) => {
                     self.failures.inc();

@@ -505,6 +505,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readings_a_sink_refuses_go_to_the_dead_letter_file_and_the_others_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // Readings 3 and 7 cannot be said to this store: refused wherever they are.
+        let answer: Answer = Box::new(|values, _| {
+            let readings: Vec<(usize, String)> = values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| matches!(v, 3 | 7))
+                .map(|(i, v)| (i, format!("reading {v} cannot be said")))
+                .collect();
+            if readings.is_empty() {
+                Ok(())
+            } else {
+                Err(SinkError::Refused(crate::sinks::Refused { readings }))
+            }
+        });
+        let (metrics, attempts, journal) = run(dir.path(), 10, answer, true).await;
+        let parts: Vec<Vec<i64>> = attempts.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            parts,
+            vec![(0..10).collect::<Vec<_>>(), vec![0, 1, 2, 4, 5, 6, 8, 9]]
+        );
+        assert_eq!(metrics.sum("readings_written_total", &[("sink", "t")]), 8);
+        assert_eq!(
+            metrics.sum("readings_dead_lettered_total", &[("sink", "t")]),
+            2
+        );
+        let text = std::fs::read_to_string(dir.path().join("t.lp")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0]
+                .ends_with("readings=2 reason: reading 3 cannot be said; reading 7 cannot be said"),
+            "{text}"
+        );
+        assert_eq!(
+            &lines[1..],
+            [
+                "env,device=d v=3i 1700000000000000003",
+                "env,device=d v=7i 1700000000000000007"
+            ]
+        );
+        let mut reader = journal.reader("t").unwrap();
+        assert!(reader.read(100).unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_single_reading_that_is_too_large_is_rejected_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let answer: Answer = Box::new(|_, _| Err(SinkError::TooLarge("HTTP 413".into())));

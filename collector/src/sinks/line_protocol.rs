@@ -131,9 +131,10 @@ pub enum Unrepresentable {
     /// The line would start with `#`: a comment to every reader.
     #[error("the measurement starts with '#' (the line would be a comment)")]
     Comment,
-    /// InfluxDB 1.x drops a tab or a NUL character at the start of a line.
-    #[error("the measurement starts with a tab or a NUL character")]
-    LeadingBlank,
+    /// InfluxDB 1.x and 2.x drop a tab or a NUL character at the start of a line and of the
+    /// fields.
+    #[error("{0} starts with a tab or a NUL character")]
+    LeadingBlank(Part),
     /// The last character of a name is a backslash, which escapes the separator after it.
     #[error("{0} ends in a backslash")]
     TrailingBackslash(Part),
@@ -167,6 +168,8 @@ struct Rules {
     not_after_backslash: [bool; 256],
     /// A backslash is written as `\\`.
     double_backslash: bool,
+    /// A tab or a NUL character may not come first (InfluxDB 1.x/2.x skip them as blanks).
+    no_leading_blank: bool,
 }
 
 const fn set(bytes: &[u8]) -> [bool; 256] {
@@ -184,7 +187,7 @@ const fn rules(
     escaped: &[u8],
     refused: &[u8],
     not_after_backslash: &[u8],
-    double_backslash: bool,
+    (double_backslash, no_leading_blank): (bool, bool),
 ) -> Rules {
     let mut attention = set(escaped);
     let mut i = 0;
@@ -200,6 +203,7 @@ const fn rules(
         refused: set(refused),
         not_after_backslash: set(not_after_backslash),
         double_backslash,
+        no_leading_blank,
     }
 }
 
@@ -208,38 +212,46 @@ use Part::{FieldKey, Measurement, StringField, TagKey, TagValue};
 /// The rules of a dialect, one per [`Part`] (in the order of the enum).
 type DialectRules = [Rules; 5];
 
+// The last pair of each: whether a backslash is written as two, whether a tab or a NUL may
+// not come first.
+const PLAIN: (bool, bool) = (false, false);
+const NO_LEADING_BLANK: (bool, bool) = (false, true);
+const DOUBLE_BACKSLASH: (bool, bool) = (true, false);
+
 // InfluxDB 1.x/2.x. Separators are escaped; a backslash stays as it is. The scanners take a
 // character after a backslash as escaped, the line splitter skips any pair: so a backslash
 // before a space in a tag (the splitter would see the fields start), before any escapable
 // character in a field key (the field scanner pairs `\\` and then sees a bare separator),
 // and before an escapable character in the measurement (the index and the points disagree on
-// the name: the series cannot be queried) is refused.
+// the name: the series cannot be queried) is refused. A tab or a NUL first in the line or in
+// the fields is skipped as a blank.
 static INFLUXDB1: DialectRules = [
-    rules(Measurement, b", ", b"\n", b", \"=", false),
-    rules(TagKey, b",= ", b"\n", b" ", false),
-    rules(TagValue, b",= ", b"\n", b" ", false),
-    rules(FieldKey, b",= ", b"\n", b",= \"", false),
-    rules(StringField, b"\"\\", b"", b"", false),
+    rules(Measurement, b", ", b"\n", b", \"=", NO_LEADING_BLANK),
+    rules(TagKey, b",= ", b"\n", b" ", PLAIN),
+    rules(TagValue, b",= ", b"\n", b" ", PLAIN),
+    rules(FieldKey, b",= ", b"\n", b",= \"", NO_LEADING_BLANK),
+    rules(StringField, b"\"\\", b"", b"", PLAIN),
 ];
 
 // What the three read alike: a backslash only before a character none of them unescapes
-// there; no tab (InfluxDB 3), no NUL in the measurement (InfluxDB 3), no double quote in a
-// field key and no line break in a string (VictoriaMetrics splits lines at every `\n`).
+// there; no tab (InfluxDB 3), no NUL in the measurement (InfluxDB 3) or first in a field key
+// (InfluxDB 1.x/2.x), no double quote in a field key and no line break in a string
+// (VictoriaMetrics splits lines at every `\n`).
 static PORTABLE: DialectRules = [
-    rules(Measurement, b", ", b"\n\t\0", b"\\, \"=", false),
-    rules(TagKey, b",= ", b"\n\t", b"\\,= ", false),
-    rules(TagValue, b",= ", b"\n\t", b"\\,= ", false),
-    rules(FieldKey, b",= ", b"\n\t\"", b"\\,= \"", false),
-    rules(StringField, b"\"\\", b"\n", b"", false),
+    rules(Measurement, b", ", b"\n\t\0", b"\\, \"=", PLAIN),
+    rules(TagKey, b",= ", b"\n\t", b"\\,= ", PLAIN),
+    rules(TagValue, b",= ", b"\n\t", b"\\,= ", PLAIN),
+    rules(FieldKey, b",= ", b"\n\t\"", b"\\,= \"", NO_LEADING_BLANK),
+    rules(StringField, b"\"\\", b"\n", b"", PLAIN),
 ];
 
 // InfluxDB 3: every backslash is escaped, so only what it cannot read at all is refused.
 static INFLUXDB3: DialectRules = [
-    rules(Measurement, b", ", b"\n\t\0", b"", true),
-    rules(TagKey, b",= ", b"\n\t", b"", true),
-    rules(TagValue, b",= ", b"\n\t", b"", true),
-    rules(FieldKey, b",= ", b"\n\t", b"", true),
-    rules(StringField, b"\"\\", b"", b"", false),
+    rules(Measurement, b", ", b"\n\t\0", b"", DOUBLE_BACKSLASH),
+    rules(TagKey, b",= ", b"\n\t", b"", DOUBLE_BACKSLASH),
+    rules(TagValue, b",= ", b"\n\t", b"", DOUBLE_BACKSLASH),
+    rules(FieldKey, b",= ", b"\n\t", b"", DOUBLE_BACKSLASH),
+    rules(StringField, b"\"\\", b"", b"", PLAIN),
 ];
 
 impl Dialect {
@@ -348,12 +360,8 @@ fn write(
         return Ok(());
     }
     let [measurement, tag_key, tag_value, field_key, string] = dialect.rules();
-    match r.measurement.as_bytes().first() {
-        Some(b'#') if !lossy => return Err(Unrepresentable::Comment),
-        Some(b'\t' | b'\0') if !lossy && dialect == Dialect::InfluxDb1 => {
-            return Err(Unrepresentable::LeadingBlank)
-        }
-        _ => {}
+    if r.measurement.starts_with('#') && !lossy {
+        return Err(Unrepresentable::Comment);
     }
     put(buf, &r.measurement, measurement, lossy)?;
     for (k, v) in &r.tags {
@@ -406,6 +414,9 @@ fn put(buf: &mut Vec<u8>, s: &str, rules: &Rules, lossy: bool) -> Result<(), Unr
         } else {
             Err(Unrepresentable::Empty(rules.part))
         };
+    }
+    if rules.no_leading_blank && matches!(bytes[0], b'\t' | b'\0') && !lossy {
+        return Err(Unrepresentable::LeadingBlank(rules.part));
     }
     if !bytes.iter().any(|&b| rules.attention[b as usize]) {
         buf.extend_from_slice(bytes);

@@ -264,7 +264,8 @@ mod go {
     /// `scanFields` (which decides where the fields end and whether they are well formed),
     /// then `walkFields` (which splits them).
     fn fields(buf: &[u8], mut i: usize) -> Result<(Vec<(String, Value)>, usize), String> {
-        while i < buf.len() && buf[i] == b' ' {
+        // `skipWhitespace`: spaces, tabs and NULs.
+        while i < buf.len() && matches!(buf[i], b' ' | b'\t' | 0) {
             i += 1;
         }
         let start = i;
@@ -705,9 +706,25 @@ fn what_a_dialect_cannot_say_is_refused_with_the_reason() {
         (
             with_measurement("\tm"),
             [
-                Some(LeadingBlank),
+                Some(LeadingBlank(Part::Measurement)),
                 Some(Tab(Part::Measurement)),
                 Some(Tab(Part::Measurement)),
+            ],
+        ),
+        (
+            with_field("\0f", FieldValue::Float(1.0)),
+            [
+                Some(LeadingBlank(Part::FieldKey)),
+                Some(LeadingBlank(Part::FieldKey)),
+                None,
+            ],
+        ),
+        (
+            with_field("\tf", FieldValue::Float(1.0)),
+            [
+                Some(LeadingBlank(Part::FieldKey)),
+                Some(LeadingBlank(Part::FieldKey)),
+                Some(Tab(Part::FieldKey)),
             ],
         ),
         (with_measurement("m\0"), [None, Some(Nul), Some(Nul)]),

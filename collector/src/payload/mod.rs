@@ -376,8 +376,8 @@ pub(crate) mod tests {
                 f64::EPSILON,
                 5e-324,
                 -5e-324,
-                2.2250738585072009e-308, // the largest subnormal
-                9007199254740993.0,      // above 2^53: no exact integer
+                f64::from_bits(0x000f_ffff_ffff_ffff), // the largest subnormal
+                9007199254740993.0,                    // above 2^53: no exact integer
                 1e23,
             ] {
                 assert_exact(v);

@@ -545,9 +545,12 @@ fn without_strings(mut p: Point) -> Point {
     p
 }
 
+/// A reader: text to the points it reads.
+type Reader = fn(&str) -> Result<Vec<Point>, String>;
+
 /// Every reader of `dialect` reads `text` back as `want`.
 fn assert_read_back(dialect: Dialect, text: &str, want: &[Point]) {
-    let readers: &[(&str, fn(&str) -> Result<Vec<Point>, String>)] = match dialect {
+    let readers: &[(&str, Reader)] = match dialect {
         Dialect::InfluxDb1 => &[("influxdb 1.x/2.x", go::parse)],
         Dialect::Portable => &[
             ("influxdb 1.x/2.x", go::parse),

@@ -239,9 +239,13 @@ async fn any_finite_float_in_any_format_arrives_bit_for_bit_in_the_local_store_a
         .filter(|r| r.measurement == "exact")
         .cloned()
         .collect();
-    assert_same(&local, &want, "the local store", seed);
+    assert_same(&local, &want, &format!("the local store (seed {seed})"));
     assert_eq!(untimed(&stored, "exact_value"), want_bare, "seed {seed}");
-    assert_same(&influxd.rows(DB, "exact"), &want, "influxd", seed);
+    assert_same(
+        &influxd.rows(DB, "exact"),
+        &want,
+        &format!("influxd (seed {seed})"),
+    );
     assert_eq!(
         untimed(&influxd.rows(DB, "exact_value"), "exact_value"),
         want_bare,
@@ -287,19 +291,10 @@ async fn floats_victoriametrics_keeps_come_back_from_it_bit_for_bit() {
     })
     .await;
     collector.stop().await;
-    assert_same(&vm.export("exact_v"), &want, "VictoriaMetrics", seed);
-}
-
-fn assert_same(got: &[Row], want: &[Row], what: &str, seed: u64) {
-    if got == want {
-        return;
-    }
-    let missing: Vec<&Row> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
-    let extra: Vec<&Row> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
-    panic!(
-        "{what} holds {} values, {} sent (seed {seed})\nsent, not there (first 5): {missing:#?}\nthere, not sent (first 5): {extra:#?}",
-        got.len(),
-        want.len()
+    assert_same(
+        &vm.export("exact_v"),
+        &want,
+        &format!("VictoriaMetrics (seed {seed})"),
     );
 }
 
@@ -349,8 +344,8 @@ async fn the_issues_backslashes_and_float_arrive_unchanged_in_every_store() {
     .await;
     let store = collector.store.clone();
     collector.stop().await;
-    assert_same(&stored_rows(&store), &want, "the local store", 0);
-    assert_same(&influxd.rows(DB, "exact"), &want, "influxd", 0);
+    assert_same(&stored_rows(&store), &want, "the local store");
+    assert_same(&influxd.rows(DB, "exact"), &want, "influxd");
     // VictoriaMetrics keeps 12 significant digits of the first value: its names are the test.
     let got = vm.export("exact_v");
     let names: Vec<&Vec<(String, String)>> = got.iter().map(|r| &r.tags).collect();
@@ -641,14 +636,5 @@ async fn any_name_comes_back_from_victoriametrics_as_it_was_or_is_dead_lettered(
 fn assert_points(mut got: Vec<Point>, mut want: Vec<Point>, what: &str, seed: u64) {
     got.sort();
     want.sort();
-    if got == want {
-        return;
-    }
-    let missing: Vec<&Point> = want.iter().filter(|p| !got.contains(p)).take(5).collect();
-    let extra: Vec<&Point> = got.iter().filter(|p| !want.contains(p)).take(5).collect();
-    panic!(
-        "{what} gives back {} points, {} written (seed {seed})\nwritten, not given back (first 5): {missing:#?}\ngiven back, not written (first 5): {extra:#?}",
-        got.len(),
-        want.len()
-    );
+    assert_same(&got, &want, &format!("{what} (seed {seed})"));
 }

@@ -353,13 +353,12 @@ mod go {
         Ok((out, i))
     }
 
-    /// `escape.Unescape` (the measurement's name) and `escape.AppendUnescaped` (field keys):
-    /// a backslash before `,`, `"`, space or `=` is dropped.
-    fn unescape(b: &[u8]) -> String {
+    /// `b` without the backslash before each of `escaped`.
+    fn drop_escapes(b: &[u8], escaped: &[u8]) -> String {
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;
         while i < b.len() {
-            if b[i] == b'\\' && i + 1 < b.len() && matches!(b[i + 1], b',' | b'"' | b' ' | b'=') {
+            if b[i] == b'\\' && i + 1 < b.len() && escaped.contains(&b[i + 1]) {
                 out.push(b[i + 1]);
                 i += 2;
                 continue;
@@ -368,6 +367,11 @@ mod go {
             i += 1;
         }
         s(&out)
+    }
+
+    /// `escape.Unescape` (the measurement's name) and `escape.AppendUnescaped` (field keys).
+    fn unescape(b: &[u8]) -> String {
+        drop_escapes(b, b",\" =")
     }
 
     /// `unescapeTag`: `\,`, `\ ` and `\=` replaced, one after the other (`bytes.Replace`).
@@ -381,18 +385,7 @@ mod go {
 
     /// `unescapeStringField`: `\\` and `\"`.
     fn unescape_string(b: &[u8]) -> String {
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'\\' && i + 1 < b.len() && matches!(b[i + 1], b'\\' | b'"') {
-                out.push(b[i + 1]);
-                i += 2;
-                continue;
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        s(&out)
+        drop_escapes(b, b"\\\"")
     }
 }
 

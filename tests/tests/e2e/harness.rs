@@ -604,13 +604,18 @@ pub async fn wait_for_values(what: &str, n: usize, mut count: impl FnMut() -> us
 
 /// Asserts that two sorted row lists are equal, printing only the differences.
 pub fn assert_rows_eq(got: &[Row], want: &[Row]) {
+    assert_same(got, want, "store differs from what was sent");
+}
+
+/// Asserts that two sorted lists are equal, printing `context` and only the differences.
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], context: &str) {
     if got == want {
         return;
     }
-    let missing: Vec<&Row> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
-    let extra: Vec<&Row> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+    let missing: Vec<&T> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+    let extra: Vec<&T> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
     panic!(
-        "store differs from what was sent: {} stored, {} expected\nmissing (first 5): {missing:#?}\nunexpected (first 5): {extra:#?}",
+        "{context}: {} there, {} expected\nmissing (first 5): {missing:#?}\nunexpected (first 5): {extra:#?}",
         got.len(),
         want.len()
     );

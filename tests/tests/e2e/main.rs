@@ -9,6 +9,7 @@
 mod config_files;
 mod dashboard;
 mod dashboards;
+mod exact;
 mod harness;
 mod influxdb;
 mod mqtt;

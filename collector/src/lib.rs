@@ -31,6 +31,7 @@
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`doctor`]: checks every configured broker and store, writing no readings.
+//! - [`task`]: joining blocking work without mistaking a runtime shutdown for a panic.
 //! - [`cli`]: the `telemetry-collector` command line.
 
 pub mod backoff;
@@ -49,5 +50,6 @@ pub mod reading;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod task;
 
 pub use pipeline::run;

@@ -31,11 +31,12 @@ use crate::config::{InfluxApiSettings, InfluxSettings, Secret};
 /// The most of a server's error body kept in a reason.
 const MAX_REASON: usize = 1000;
 
-/// Why an InfluxDB sink cannot be built.
+/// Why an InfluxDB sink cannot be built. The message does not name the sink: those who
+/// print it (the pipeline, `doctor`) put the sink's name in front.
 #[derive(Debug, thiserror::Error)]
 pub enum InfluxError {
     /// The token or password cannot be read.
-    #[error("{sink}: cannot read the {what}: {reason}")]
+    #[error("cannot read the {what}: {reason}")]
     Secret {
         /// The sink.
         sink: String,
@@ -45,7 +46,7 @@ pub enum InfluxError {
         reason: String,
     },
     /// The HTTP client cannot be built (TLS setup).
-    #[error("{sink}: cannot build the HTTP client: {source}")]
+    #[error("cannot build the HTTP client: {source}")]
     Client {
         /// The sink.
         sink: String,

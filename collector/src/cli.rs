@@ -148,6 +148,9 @@ fn validate(path: &Path) -> ExitCode {
                     format!("; sinks {}", remote.join(", "))
                 },
             );
+            for note in &s.unchecked {
+                println!("  not checked: {}: {}", note.path, note.message);
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

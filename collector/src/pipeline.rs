@@ -218,7 +218,9 @@ pub async fn run_reloadable(
             error!(error = %e, "the journal writer failed; unacked messages will be redelivered");
         }
         Err(_) => {
-            warn!("the journal writer did not finish in time; unacked messages will be redelivered");
+            warn!(
+                "the journal writer did not finish in time; unacked messages will be redelivered"
+            );
             journal.close();
         }
     }

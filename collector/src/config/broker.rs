@@ -165,11 +165,16 @@ pub(super) fn validate(
     path: &str,
     p: &mut Problems,
 ) -> BrokerSettings {
-    p.check(
-        !k.host.trim().is_empty(),
-        format!("{path}.host"),
-        "must not be empty",
-    );
+    let host = k.host.trim();
+    if host.is_empty() {
+        p.add(format!("{path}.host"), "must not be empty");
+    } else if host.contains(['@', '/', ' ', '\t']) {
+        // `mqtt://user:password@host` would be printed wherever the host is (logs, doctor).
+        p.add(
+            format!("{path}.host"),
+            "must be a host name or an address, without scheme, user, password or path (set `port`, `username`, `password` and `tls` apart)",
+        );
+    }
     p.check(k.port != Some(0), format!("{path}.port"), "must not be 0");
     let written = k.client_id.unwrap_or(default_client_id);
     let client_id = if written.contains(HOSTNAME_PLACEHOLDER) {
@@ -250,11 +255,7 @@ fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
         ("client_key_file", &tls.client_key_file),
     ] {
         if let Some(f) = file {
-            p.check(
-                f.is_file(),
-                format!("{path}.{key}"),
-                format!("{} is not a readable file", f.display()),
-            );
+            p.readable_file(f, format!("{path}.{key}"));
         }
     }
 }
@@ -370,5 +371,17 @@ mod tests {
             .and_then(Config::validate)
             .unwrap();
         assert_eq!(s.mqtt[0].receive_maximum, 1024);
+    }
+
+    #[test]
+    fn credentials_in_the_host_are_refused_without_being_shown() {
+        let errs = errors(&source("").replace(
+            "host = \"localhost\"",
+            "host = \"mqtt://user:s3cret@broker\"",
+        ));
+        assert_eq!(
+            errs,
+            vec!["sources.mqtt[0].host: must be a host name or an address, without scheme, user, password or path (set `port`, `username`, `password` and `tls` apart)"]
+        );
     }
 }

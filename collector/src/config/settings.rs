@@ -7,6 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use super::broker::{self, SessionKeys};
+use super::files::{check_readable, FileCheck};
 use super::{
     BackoffConfig, BatchConfig, BrokerSettings, Config, ConfigErrors, CsvConfig, FormatName,
     JournalConfig, JsonConfig, LineProtocolConfig, LocalConfig, MqttConfig, MqttSinkSettings,
@@ -48,6 +49,10 @@ pub struct Settings {
     pub mqtt_sinks: Vec<MqttSinkSettings>,
     /// Where to serve `/metrics` and `/health`, if anywhere.
     pub http: Option<std::net::SocketAddr>,
+    /// Files and secrets validation could not check from this process, with why (a systemd
+    /// credential outside the service, a variable the service's environment may set):
+    /// `validate` prints them as notes.
+    pub unchecked: Vec<Problem>,
 }
 
 /// The journal's settings.
@@ -115,16 +120,36 @@ pub struct SubscriptionSettings {
     pub tags: Vec<(CompactString, CompactString)>,
 }
 
-/// Collects problems, one per key path.
+/// Collects problems, one per key path, and what could not be checked here.
 #[derive(Default)]
-pub(super) struct Problems(Vec<Problem>);
+pub(super) struct Problems {
+    problems: Vec<Problem>,
+    unchecked: Vec<Problem>,
+}
 
 impl Problems {
     pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// Notes that the file at key `path` could not be checked by this process, and why.
+    pub(super) fn not_checked(&mut self, path: impl Into<String>, why: impl Into<String>) {
+        self.unchecked.push(Problem {
+            path: path.into(),
+            message: why.into(),
+        });
+    }
+
+    /// Checks that the file at key `path` can be read (see [`check_readable`]).
+    pub(super) fn readable_file(&mut self, file: &std::path::Path, path: impl Into<String>) {
+        match check_readable(file) {
+            FileCheck::Readable => {}
+            FileCheck::Problem(why) => self.add(path, why),
+            FileCheck::NotChecked(why) => self.not_checked(path, why),
+        }
     }
 
     pub(super) fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
@@ -192,19 +217,13 @@ impl Config {
             .enabled
             .then(|| local_settings(&self.sinks.local, &self.data_dir, &mut p));
         // InfluxDB sinks: their own module validates them.
-        let mut influx_problems = Vec::new();
         let influxdb: Vec<super::InfluxSettings> = self
             .sinks
             .influxdb
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| {
-                super::influxdb::validate(c, i, &self.data_dir, &mut influx_problems)
-            })
+            .filter_map(|(i, c)| super::influxdb::validate(c, i, &self.data_dir, &mut p))
             .collect();
-        for (path, message) in influx_problems {
-            p.add(path, message);
-        }
         for (i, c) in self.sinks.influxdb.iter().enumerate() {
             if self.sinks.influxdb[..i].iter().any(|o| o.name == c.name) {
                 p.add(
@@ -272,8 +291,8 @@ impl Config {
             mqtt.push(source);
         }
 
-        if !p.0.is_empty() {
-            return Err(ConfigErrors(p.0));
+        if !p.problems.is_empty() {
+            return Err(ConfigErrors(p.problems));
         }
         Ok(Settings {
             data_dir: self.data_dir,
@@ -286,6 +305,7 @@ impl Config {
             influxdb,
             mqtt_sinks,
             http: self.http.enabled.then_some(self.http.listen),
+            unchecked: p.unchecked,
         })
     }
 }

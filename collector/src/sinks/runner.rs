@@ -528,9 +528,8 @@ mod tests {
             retry: BackoffConfig::default(),
         };
         let runner = SinkRunner::new(sink, journal.reader("t").unwrap(), settings, &metrics);
-        let result = crate::task::tests::with_blocking_pool_shut_down(
-            runner.run(CancellationToken::new()),
-        );
+        let result =
+            crate::task::tests::with_blocking_pool_shut_down(runner.run(CancellationToken::new()));
         assert!(result.is_ok(), "{result:?}");
     }
 

@@ -266,3 +266,27 @@ fn a_sink_that_cannot_start_ends_run_with_its_error_and_no_panic() {
         );
     }
 }
+
+/// Issue 15: log lines written to a file or a pipe carried colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let text = influx_sink("token_env = \"TELEMETRY_TEST_UNSET_TOKEN\"").replace(
+        "data_dir = \"/tmp/telemetry-test\"",
+        &format!("data_dir = {:?}", dir.path().join("data")),
+    );
+    std::fs::write(&file, text).unwrap();
+    // `output()` pipes stderr; the run logs at INFO and ERROR before it fails.
+    let out = collector()
+        .args(["run", "-c"])
+        .arg(&file)
+        .env_remove("TELEMETRY_TEST_UNSET_TOKEN")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    assert!(!out.stderr.contains(&0x1b), "{stderr:?}");
+}

@@ -191,13 +191,15 @@ fn store_path(config: &Path) -> anyhow::Result<PathBuf> {
         .context("the local store is disabled in this configuration")
 }
 
-/// Logs to stderr: `RUST_LOG` filters (default `info`). Under systemd (journald reads
+/// Logs to stderr: `RUST_LOG` filters (default `info`, hyper's own lines only from `error`). Under systemd (journald reads
 /// stderr and stamps each line itself) no timestamp is printed. Colours only on a terminal,
 /// and not with `NO_COLOR` set (see [`colours`]).
 fn init_logging() {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hyper logs a warning per client that times out, unlimited: the HTTP port logs
+        // its own, at most once a minute.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=error"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = colours(
         std::io::stderr().is_terminal(),

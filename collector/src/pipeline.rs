@@ -156,17 +156,24 @@ pub async fn run_reloadable(
     // without them.
     let dashboard =
         crate::dashboard::Dashboard::new(settings.local.as_ref().map(|l| l.path.clone()));
-    if let Some(addr) = settings.http {
+    if let Some(http) = &settings.http {
+        let addr = http.listen;
         match crate::http::bind(addr) {
             Ok(listener) => {
                 info!(%addr, "serving the dashboard (/), its API (/api/v1/), /metrics and /health");
-                let limits = crate::http::HealthLimits {
+                let limits = crate::http::ConnectionLimits {
+                    header_timeout: http.header_timeout,
+                    max_connections: http.max_connections,
+                };
+                let health = crate::http::HealthLimits {
                     journal_max_bytes: settings.journal.max_bytes,
                 };
                 let (m, stop) = (metrics.clone(), stop_supervisor.clone());
                 let dashboard = dashboard.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = crate::http::serve(listener, m, limits, dashboard, stop).await {
+                    if let Err(e) =
+                        crate::http::serve(listener, limits, m, health, dashboard, stop).await
+                    {
                         error!(error = %e, "the HTTP server stopped");
                     }
                 });

@@ -76,6 +76,13 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// The address to listen on; keep it on loopback unless a firewall guards it.
     pub listen: std::net::SocketAddr,
+    /// The longest a client may take to send a request head (and a kept-alive connection
+    /// may stay idle): a slow or silent client is disconnected then.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// The most connections open at once; more are refused (counted in
+    /// `http_connections_refused_total`).
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -83,8 +90,21 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9108)),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 64,
         }
     }
+}
+
+/// The validated `[http]` section, when enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The longest a request head may take.
+    pub header_timeout: Duration,
+    /// The most connections open at once.
+    pub max_connections: usize,
 }
 
 /// `[pipeline]`.

@@ -47,8 +47,8 @@ pub struct Settings {
     pub influxdb: Vec<super::InfluxSettings>,
     /// MQTT sinks, in the order written.
     pub mqtt_sinks: Vec<MqttSinkSettings>,
-    /// Where to serve `/metrics` and `/health`, if anywhere.
-    pub http: Option<std::net::SocketAddr>,
+    /// Where and how to serve `/metrics`, `/health` and the dashboard, if at all.
+    pub http: Option<super::HttpSettings>,
     /// Files and secrets validation could not check from this process, with why (a systemd
     /// credential outside the service, a variable the service's environment may set):
     /// `validate` prints them as notes.
@@ -291,6 +291,17 @@ impl Config {
             mqtt.push(source);
         }
 
+        p.check(
+            (Duration::from_millis(100)..=Duration::from_secs(60))
+                .contains(&self.http.header_timeout),
+            "http.header_timeout",
+            "must be between 100ms and 60s",
+        );
+        p.check(
+            (1..=65_536).contains(&self.http.max_connections),
+            "http.max_connections",
+            "must be between 1 and 65536",
+        );
         if !p.problems.is_empty() {
             return Err(ConfigErrors(p.problems));
         }
@@ -304,7 +315,11 @@ impl Config {
             local,
             influxdb,
             mqtt_sinks,
-            http: self.http.enabled.then_some(self.http.listen),
+            http: self.http.enabled.then_some(super::HttpSettings {
+                listen: self.http.listen,
+                header_timeout: self.http.header_timeout,
+                max_connections: self.http.max_connections,
+            }),
             unchecked: p.unchecked,
         })
     }

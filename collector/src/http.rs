@@ -228,8 +228,7 @@ pub async fn serve(
                 debug!(%peer, error = %e, "HTTP connection ended");
             }
             // A client that closes first does so before the timeout.
-            if !requested.load(Ordering::Relaxed) && accepted.elapsed() >= limits.header_timeout
-            {
+            if !requested.load(Ordering::Relaxed) && accepted.elapsed() >= limits.header_timeout {
                 events.closed(Closed::HeaderTimeout, peer);
             }
             events.open.add(-1);
@@ -256,7 +255,10 @@ async fn route(
 ) -> Response<Body> {
     if has_body(&req) {
         // Nothing here takes a body: refuse it unread, and close (it may still be coming).
-        let mut r = text(StatusCode::PAYLOAD_TOO_LARGE, "no request body is taken here\n");
+        let mut r = text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "no request body is taken here\n",
+        );
         r.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return r;
@@ -570,19 +572,13 @@ mod tests {
             let answer = closed_within(&mut fifth, BOUND).await.expect("refused");
             let answer = String::from_utf8_lossy(&answer);
             assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
-            assert_eq!(
-                server.metrics.sum("http_connections_refused_total", &[]),
-                1
-            );
+            assert_eq!(server.metrics.sum("http_connections_refused_total", &[]), 1);
             // The held ones are untouched; once they go, the port answers again.
             assert_eq!(open(&server.metrics), 4);
             drop(held);
             until("held connections closed", || open(&server.metrics) == 0).await;
             assert_eq!(get(server.addr, "/health").await.0, 200);
-            assert_eq!(
-                server.metrics.sum("http_connections_refused_total", &[]),
-                1
-            );
+            assert_eq!(server.metrics.sum("http_connections_refused_total", &[]), 1);
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +598,9 @@ mod tests {
             let (mut read, mut write) = s.into_split();
             let sender = tokio::spawn(async move {
                 write
-                    .write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+                    .write_all(
+                        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+                    )
                     .await
                     .unwrap();
                 let chunk = vec![b'x'; 64 * 1024];

@@ -44,6 +44,8 @@ pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod mqtt;
+#[cfg(test)]
+mod mutate;
 pub mod payload;
 pub mod pipeline;
 pub mod reading;

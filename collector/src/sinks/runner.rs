@@ -357,7 +357,7 @@ mod tests {
 
     use super::*;
     use crate::config::{JournalSettings, WhenFull};
-    use crate::journal::Journal;
+    use crate::journal::{Journal, JournalWriter};
     use crate::reading::{FieldValue, Reading, Readings};
 
     /// What the test sink answers to a write: by the batch's values and the attempt number.
@@ -397,16 +397,9 @@ mod tests {
         r
     }
 
-    /// Runs a runner over readings `0..n` (one journal entry) until it has written them all,
-    /// and returns its metrics and every write attempt.
-    async fn run(
-        dir: &Path,
-        n: i64,
-        answer: Answer,
-        dead_letter: bool,
-    ) -> (Metrics, Attempts, Journal) {
-        let metrics = Metrics::new();
-        let (journal, mut writer) = Journal::open(
+    /// A journal in `dir` with the one sink `t`.
+    fn journal(dir: &Path, metrics: &Metrics) -> (Journal, JournalWriter) {
+        let (journal, writer) = Journal::open(
             &JournalSettings {
                 path: dir.join("journal.db"),
                 max_bytes: 1 << 30,
@@ -418,6 +411,19 @@ mod tests {
         )
         .unwrap();
         journal.register_sinks(&["t"]).unwrap();
+        (journal, writer)
+    }
+
+    /// Runs a runner over readings `0..n` (one journal entry) until it has written them all,
+    /// and returns its metrics and every write attempt.
+    async fn run(
+        dir: &Path,
+        n: i64,
+        answer: Answer,
+        dead_letter: bool,
+    ) -> (Metrics, Attempts, Journal) {
+        let metrics = Metrics::new();
+        let (journal, mut writer) = journal(dir, &metrics);
         writer
             .append(&(0..n).map(reading).collect::<Vec<_>>())
             .unwrap();
@@ -506,18 +512,7 @@ mod tests {
     fn a_runner_stops_quietly_when_the_runtime_shuts_down() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
-        let (journal, mut writer) = Journal::open(
-            &JournalSettings {
-                path: dir.path().join("journal.db"),
-                max_bytes: 1 << 30,
-                when_full: WhenFull::Block,
-                sync: false,
-                commit_delay: std::time::Duration::ZERO,
-            },
-            metrics.clone(),
-        )
-        .unwrap();
-        journal.register_sinks(&["t"]).unwrap();
+        let (journal, mut writer) = journal(dir.path(), &metrics);
         writer.append(&[reading(1)]).unwrap();
         let sink = Scripted {
             answer: Box::new(|_, _| Ok(())),

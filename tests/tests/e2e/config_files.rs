@@ -241,20 +241,8 @@ fn validate_checks_a_token_file_and_says_what_it_could_not_check() {
 #[test]
 fn a_sink_that_cannot_start_ends_run_with_its_error_and_no_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("c.toml");
-    let text = influx_sink("token_env = \"TELEMETRY_TEST_UNSET_TOKEN\"").replace(
-        "data_dir = \"/tmp/telemetry-test\"",
-        &format!("data_dir = {:?}", dir.path().join("data")),
-    );
-    std::fs::write(&file, text).unwrap();
     for _ in 0..10 {
-        let out = collector()
-            .args(["run", "-c"])
-            .arg(&file)
-            .env_remove("TELEMETRY_TEST_UNSET_TOKEN")
-            .env("JOURNAL_STREAM", "1:1")
-            .output()
-            .unwrap();
+        let out = run_with_a_sink_that_cannot_start(dir.path(), Some("1:1"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -267,25 +255,38 @@ fn a_sink_that_cannot_start_ends_run_with_its_error_and_no_panic() {
     }
 }
 
+/// `run` with data in `dir` and an InfluxDB sink whose token variable is not set (not
+/// checked by validation: the sink fails as it starts, after the local one has); stderr
+/// piped, under journald if `journal_stream` is given.
+fn run_with_a_sink_that_cannot_start(
+    dir: &Path,
+    journal_stream: Option<&str>,
+) -> std::process::Output {
+    let file = dir.join("c.toml");
+    let text = influx_sink("token_env = \"TELEMETRY_TEST_UNSET_TOKEN\"").replace(
+        "data_dir = \"/tmp/telemetry-test\"",
+        &format!("data_dir = {:?}", dir.join("data")),
+    );
+    std::fs::write(&file, text).unwrap();
+    let mut command = collector();
+    command
+        .args(["run", "-c"])
+        .arg(&file)
+        .env_remove("TELEMETRY_TEST_UNSET_TOKEN")
+        .env_remove("NO_COLOR");
+    match journal_stream {
+        Some(s) => command.env("JOURNAL_STREAM", s),
+        None => command.env_remove("JOURNAL_STREAM"),
+    };
+    command.output().unwrap()
+}
+
 /// Issue 15: log lines written to a file or a pipe carried colour codes.
 #[test]
 fn logs_to_a_pipe_have_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("c.toml");
-    let text = influx_sink("token_env = \"TELEMETRY_TEST_UNSET_TOKEN\"").replace(
-        "data_dir = \"/tmp/telemetry-test\"",
-        &format!("data_dir = {:?}", dir.path().join("data")),
-    );
-    std::fs::write(&file, text).unwrap();
-    // `output()` pipes stderr; the run logs at INFO and ERROR before it fails.
-    let out = collector()
-        .args(["run", "-c"])
-        .arg(&file)
-        .env_remove("TELEMETRY_TEST_UNSET_TOKEN")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap();
+    // The run logs at INFO and ERROR before it fails.
+    let out = run_with_a_sink_that_cannot_start(dir.path(), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ERROR"), "{stderr}");
     assert!(!out.stderr.contains(&0x1b), "{stderr:?}");

@@ -8,12 +8,16 @@ cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+# A publisher nobody on the project wrote (the oversized-message test).
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS test
 # The systemd unit is checked with systemd-analyze (verify, security).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The InfluxDB sinks' tests: VictoriaMetrics (v2 write API) and InfluxDB 1.x (v1 API).
 [ -x /usr/bin/victoria-metrics ] || missing+=(victoria-metrics)
 [ -x /usr/bin/influxd ] || missing+=(influxdb)
+# A TLS front (with client certificates) for those two servers, in the TLS test.
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # The dashboard's test loads the page in a real browser (headless).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if ((${#missing[@]})); then

@@ -19,7 +19,7 @@ use collector::journal::Journal;
 use collector::metrics::Metrics;
 use collector::payload::{self, Context, Format, JsonOptions, TimeUnit, TimestampBounds};
 use collector::reading::{self, Batch, Encoded, Encoding, FieldValue, Reading, Readings};
-use collector::sinks::line_protocol::{self, Precision};
+use collector::sinks::line_protocol::{self, Dialect, Precision};
 use collector::sinks::local::LocalStore;
 
 const TS: i64 = 1_764_000_000_000_000_000;
@@ -96,11 +96,11 @@ fn encoding(c: &mut Criterion) {
     g.bench_function("line_protocol", |b| {
         b.iter(|| {
             buf.clear();
-            line_protocol::encode(&readings, Precision::Ns, &mut buf);
+            line_protocol::encode(&readings, Precision::Ns, Dialect::Portable, &mut buf).unwrap();
         })
     });
     buf.clear();
-    line_protocol::encode(&readings, Precision::Ns, &mut buf);
+    line_protocol::encode(&readings, Precision::Ns, Dialect::Portable, &mut buf).unwrap();
     let body = buf.clone();
     g.bench_function("gzip_line_protocol", |b| {
         b.iter(|| collector::sinks::influxdb::gzip_bytes(&body))
@@ -238,7 +238,7 @@ fn pipeline(c: &mut Criterion) {
             let mut batch = Batch::new();
             batch.push_shared(&Arc::new(read), 0..BATCH);
             lp.clear();
-            line_protocol::encode(&batch, Precision::Ns, &mut lp);
+            line_protocol::encode(&batch, Precision::Ns, Dialect::Portable, &mut lp).unwrap();
             let mut sum = 0.0;
             batch.for_each(|r| sum += r.fields.iter().filter_map(|(_, v)| v.as_f64()).sum::<f64>());
             sum

@@ -91,7 +91,7 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             },
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(crate::sinks::local::error_chain(&e)),
         };
         report(out, &s.sink, result)?;
     }

@@ -15,6 +15,7 @@
 //!   [`Settings`](config::Settings) with every problem reported at once.
 //! - [`mqtt`]: MQTT client connections (3.1.1 or 5) behind one interface, for the MQTT
 //!   source and the MQTT sink.
+//! - [`tls`]: the one rustls client configuration of every remote (brokers, InfluxDB).
 //! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`]); each source sends
 //!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
@@ -53,5 +54,6 @@ pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod task;
+pub mod tls;
 
 pub use pipeline::run;

@@ -393,17 +393,24 @@ impl SinkSettings {
                     Box::new(move |abort| runner.run(abort).boxed())
                 })
             }
-            SinkSettings::Influx(s) => remote(
-                InfluxSink::new(s)?,
-                DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes),
-                RunnerSettings {
-                    batch: s.batch,
-                    retry: s.retry,
-                },
-            ),
+            SinkSettings::Influx(s) => {
+                let sink = InfluxSink::new(s)?;
+                let dead_letter =
+                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes)
+                        .with_dialect(sink.dialect());
+                remote(
+                    sink,
+                    dead_letter,
+                    RunnerSettings {
+                        batch: s.batch,
+                        retry: s.retry,
+                    },
+                )
+            }
             SinkSettings::Mqtt(s) => remote(
                 MqttSink::new(s, metrics)?,
-                DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes),
+                DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes)
+                    .with_dialect(MqttSink::DIALECT),
                 RunnerSettings {
                     batch: s.batch,
                     retry: s.retry,

@@ -243,7 +243,8 @@ pub(super) fn validate(
     }
 }
 
-fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
+/// Checks a `tls` section (MQTT or InfluxDB alike) at key `path`: its files can be read.
+pub(super) fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
     p.check(
         tls.client_cert_file.is_some() == tls.client_key_file.is_some(),
         path,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::settings::Problems;
-use super::{BackoffConfig, BatchConfig, ByteSize, Secret};
+use super::{BackoffConfig, BatchConfig, ByteSize, Secret, TlsConfig};
 use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
 use crate::sinks::line_protocol::Precision;
 
@@ -82,6 +82,9 @@ pub struct InfluxDbConfig {
     /// Compress request bodies with gzip (default: yes, unless the server is on this machine,
     /// see [`gzip_by_default`]).
     pub gzip: Option<bool>,
+    /// TLS for an https:// server: its CA (default: the system's roots) and a client
+    /// certificate, as for MQTT brokers.
+    pub tls: Option<TlsConfig>,
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -186,6 +189,8 @@ pub struct InfluxSettings {
     pub timeout: Duration,
     /// Gzip request bodies.
     pub gzip: bool,
+    /// TLS settings (`None`: the system's roots, no client certificate).
+    pub tls: Option<TlsConfig>,
     /// Batching.
     pub batch: BatchConfig,
     /// Retry backoff.
@@ -441,6 +446,12 @@ pub(super) fn validate(
             }
         }
     };
+    if let Some(tls) = &c.tls {
+        super::broker::check_tls(tls, &format!("{path}.tls"), problems);
+        if url.as_ref().is_some_and(|u| u.scheme() != "https") {
+            problems.add(format!("{path}.tls"), "only for an https:// url");
+        }
+    }
     let gzip = c
         .gzip
         .unwrap_or_else(|| url.as_ref().is_none_or(gzip_by_default));
@@ -451,6 +462,7 @@ pub(super) fn validate(
         precision: c.precision,
         timeout: c.timeout,
         gzip,
+        tls: c.tls.clone(),
         batch: c.batch,
         retry: c.retry,
         dead_letter_dir: data_dir.join("dead-letter"),

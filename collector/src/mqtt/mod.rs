@@ -12,8 +12,6 @@
 //! As with rumqttc itself, the connection must be polled continuously, and requests that may
 //! wait on its bounded request channel must not be sent from the task that polls it.
 
-mod tls;
-
 use std::fmt;
 use std::time::Duration;
 
@@ -74,7 +72,11 @@ impl Options {
     pub fn new(broker: &BrokerSettings, tuning: Tuning) -> anyhow::Result<Options> {
         let b = broker;
         let transport = match &b.tls {
-            Some(tls) => Some(tls::transport(tls).context("TLS")?),
+            Some(tls) => Some(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(
+                    crate::tls::client_config(Some(tls)).context("TLS")?,
+                )),
+            )),
             None => None,
         };
         let password = b.password.as_ref().map(|p| p.expose()).unwrap_or("");
@@ -313,6 +315,8 @@ pub struct Message {
     pub qos: QoS,
     /// Its packet id (0 at QoS 0): what [`Client::ack`] takes.
     pub pkid: u16,
+    /// The broker sent it before (a QoS 1 message resent after a reconnect).
+    pub dup: bool,
 }
 
 /// What the collector acts on; every other packet is [`Event::Other`].
@@ -388,7 +392,28 @@ pub enum ConnError {
     Other(String),
 }
 
+/// The largest remaining length an MQTT packet can have (a 4-byte variable integer).
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
 impl Connection {
+    /// From the next connection on, accepts packets of up to `incoming` bytes (after the
+    /// fixed header; at most [`MAX_REMAINING_LENGTH`]); the open connection keeps its limit.
+    /// MQTT 5 announces the new limit to the broker. `outgoing` is the limit on what we send,
+    /// unchanged (3.1.1 sets both at once).
+    pub fn set_max_incoming_packet(&mut self, incoming: usize, outgoing: usize) {
+        let incoming = incoming.min(MAX_REMAINING_LENGTH);
+        match self {
+            Connection::V311(e) => {
+                e.mqtt_options.set_max_packet_size(incoming, outgoing);
+            }
+            Connection::V5(e) => {
+                // MQTT 5's Maximum Packet Size counts the fixed header too (at most 5 bytes).
+                let total = u32::try_from(incoming + 5).unwrap_or(u32::MAX);
+                e.options.set_max_packet_size(Some(total));
+            }
+        }
+    }
+
     /// Polls the event loop for the next event.
     ///
     /// # Cancel safety
@@ -424,6 +449,7 @@ fn event_v311(e: rumqttc::Event) -> Event {
             payload: p.payload,
             qos: p.qos,
             pkid: p.pkid,
+            dup: p.dup,
         }),
         E::Incoming(Packet::PubAck(a)) => Event::PubAck {
             pkid: a.pkid,
@@ -457,6 +483,7 @@ fn event_v5(e: v5::Event) -> Event {
             payload: p.payload,
             qos: qos_from_v5(p.qos),
             pkid: p.pkid,
+            dup: p.dup,
         }),
         E::Incoming(Packet::PubAck(a)) => Event::PubAck {
             pkid: a.pkid,

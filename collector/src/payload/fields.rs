@@ -23,6 +23,10 @@ impl<'a> Scalar<'a> {
     /// no store takes it.
     pub(super) fn from_text(text: &'a str) -> Scalar<'a> {
         if let Ok(v) = text.parse::<i64>() {
+            // `-0` is a float's negative zero, as JSON reads it; the integer would lose the sign.
+            if v == 0 && text.starts_with('-') {
+                return Scalar::Float(-0.0);
+            }
             return Scalar::Int(v);
         }
         if let Ok(v) = text.parse::<u64>() {

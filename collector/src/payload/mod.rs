@@ -298,4 +298,107 @@ pub(crate) mod tests {
             vec![Reject::InvalidUtf8]
         );
     }
+
+    /// Every format reads a float correctly rounded, whatever its text (shortest, exponent,
+    /// 17 significant digits), and keeps the sign of zero.
+    mod floats {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::{ctx, NOW};
+
+        /// `text` in each format that carries a number, and the value each read.
+        fn read_back(text: &str) -> Vec<(&'static str, Option<FieldValue>)> {
+            let tags = vec![("device".into(), "d".into())];
+            let c = ctx(&tags);
+            let csv = Format::Csv(CsvOptions {
+                columns: vec!["v".into()],
+                delimiter: ',',
+                fields: JsonOptions::default(),
+            });
+            let cases = [
+                (
+                    "json",
+                    Format::Json(JsonOptions::default()),
+                    format!(r#"{{"v":{text}}}"#),
+                ),
+                (
+                    "line protocol",
+                    Format::LineProtocol {
+                        precision: TimeUnit::Ns,
+                    },
+                    format!("m v={text} {NOW}"),
+                ),
+                (
+                    "key=value",
+                    Format::KeyValue(JsonOptions::default()),
+                    format!("v={text}"),
+                ),
+                ("csv", csv, text.to_string()),
+                ("bare value", Format::Value, text.to_string()),
+            ];
+            cases
+                .into_iter()
+                .map(|(name, format, payload)| {
+                    let mut out = Vec::new();
+                    let rejects = parse(&format, payload.as_bytes(), &c, &mut out);
+                    assert!(rejects.is_empty(), "{name} {payload}: {rejects:?}");
+                    let field = if name == "bare value" { "value" } else { "v" };
+                    (name, out.first().and_then(|r| r.field(field)).cloned())
+                })
+                .collect()
+        }
+
+        fn assert_exact(v: f64) {
+            for text in [
+                format!("{v}"),
+                format!("{v:e}"),
+                format!("{v:?}"),
+                format!("{v:.16e}"),
+            ] {
+                for (format, got) in read_back(&text) {
+                    match got {
+                        Some(FieldValue::Float(got)) if got.to_bits() == v.to_bits() => {}
+                        other => panic!("{format} reads {text} as {other:?}, not {v:?}"),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn the_issues_value_and_the_extremes() {
+            for v in [
+                30.338208860383602,
+                0.1,
+                -0.0,
+                0.0,
+                f64::MAX,
+                f64::MIN,
+                f64::MIN_POSITIVE,
+                f64::EPSILON,
+                5e-324,
+                -5e-324,
+                f64::from_bits(0x000f_ffff_ffff_ffff), // the largest subnormal
+                9007199254740993.0,                    // above 2^53: no exact integer
+                1e23,
+            ] {
+                assert_exact(v);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_finite_float_reads_back_bit_for_bit(
+                v in prop_oneof![
+                    any::<u64>().prop_map(f64::from_bits),
+                    (0u64..(1 << 52)).prop_map(f64::from_bits),
+                ]
+                .prop_filter("finite", |v| v.is_finite())
+            ) {
+                assert_exact(v);
+            }
+        }
+    }
 }

@@ -204,6 +204,27 @@ impl Batch {
         (head, tail)
     }
 
+    /// The readings at `indices` (ascending, each once) and the others, both in order
+    /// (sharing the entries, copying no reading).
+    pub fn partition(&self, indices: &[usize]) -> (Batch, Batch) {
+        let (mut picked, mut rest) = (Batch::new(), Batch::new());
+        let mut next = indices.iter().copied().peekable();
+        let mut start = 0;
+        for (entry, range) in &self.parts {
+            let end = start + range.len();
+            let mut from = range.start;
+            while let Some(i) = next.next_if(|&i| i < end) {
+                let at = range.start + (i - start);
+                rest.push_shared(entry, from..at);
+                picked.push_shared(entry, at..at + 1);
+                from = at + 1;
+            }
+            rest.push_shared(entry, from..range.end);
+            start = end;
+        }
+        (picked, rest)
+    }
+
     /// The readings as a vector of their own (decoded copies; for tests and tools).
     pub fn to_vec(&self) -> Vec<Reading> {
         let mut out = Vec::with_capacity(self.len);
@@ -281,6 +302,20 @@ mod tests {
             let mut joined = head.clone();
             joined.append(tail);
             assert_eq!(times(&joined), times(&batch), "split at {at}");
+        }
+        for picked in [
+            vec![],
+            vec![0],
+            vec![1, 2],
+            vec![0, 3, 4, 6],
+            (0..7).collect(),
+        ] {
+            let (some, others) = batch.partition(&picked);
+            let all = times(&batch);
+            let want: Vec<i64> = picked.iter().map(|&i| all[i]).collect();
+            assert_eq!(times(&some), want, "{picked:?}");
+            let rest: Vec<i64> = all.iter().copied().filter(|t| !want.contains(t)).collect();
+            assert_eq!(times(&others), rest, "{picked:?}");
         }
         // Sinks' batches and the journal share one copy.
         assert_eq!(Arc::strong_count(&a), 2);

@@ -1,11 +1,15 @@
 //! The dead-letter file: where a sink's batches go when the store refuses them for good (an
-//! HTTP 4xx other than 401, 403, 413 and 429), so that they never block the readings behind
-//! them and are never dropped silently.
+//! HTTP 4xx other than 401, 403, 413 and 429), and the readings its line protocol cannot say
+//! (a line break in a tag, a name ending in a backslash: see
+//! [`Unrepresentable`](super::line_protocol::Unrepresentable)), so that they never block the
+//! readings behind them and are never dropped silently.
 //!
 //! One file per sink, `<data_dir>/dead-letter/<sink>.lp` (characters other than letters,
 //! digits, `.`, `_` and `-` in the sink's name become `_`). Each entry is a header line
-//! starting with `#`, then the readings as line protocol with nanosecond timestamps, ready to
-//! be fixed and written again by hand (`influx write`, `curl --data-binary @file`):
+//! starting with `#`, then the readings as line protocol with nanosecond timestamps, in the
+//! sink's dialect, ready to be fixed and written again by hand (`influx write`, `curl
+//! --data-binary @file`); a reading the dialect cannot say is written as near as it can be,
+//! on one line (a line break in a name as a backslash and an `n`):
 //!
 //! ```text
 //! # 2026-11-25T01:40:02.123Z sink=influxdb:main readings=2 reason: HTTP 400: partial write: field type conflict ...
@@ -23,7 +27,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::reading::Readings;
-use crate::sinks::line_protocol::{self, Precision};
+use crate::sinks::line_protocol::{self, Dialect, Precision};
 
 /// The default bound of one dead-letter file.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
@@ -33,6 +37,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 pub struct DeadLetter {
     path: PathBuf,
     max_bytes: u64,
+    dialect: Dialect,
 }
 
 impl DeadLetter {
@@ -52,7 +57,15 @@ impl DeadLetter {
         DeadLetter {
             path: dir.join(format!("{name}.lp")),
             max_bytes,
+            dialect: Dialect::InfluxDb3,
         }
+    }
+
+    /// Writes the readings in `dialect`, the sink's (by default InfluxDB 3's), so that an
+    /// entry can be written again to the same store as it is.
+    pub fn with_dialect(mut self, dialect: Dialect) -> DeadLetter {
+        self.dialect = dialect;
+        self
     }
 
     /// The file entries are appended to.
@@ -82,7 +95,7 @@ impl DeadLetter {
             reason.trim()
         )
         .into_bytes();
-        line_protocol::encode(readings, Precision::Ns, &mut entry);
+        line_protocol::encode_lossy(readings, Precision::Ns, self.dialect, &mut entry);
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }

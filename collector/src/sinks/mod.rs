@@ -7,7 +7,7 @@
 //! - [`runner`]: the loop every sink shares (journal cursor, batching, retry with backoff,
 //!   Retry-After, splitting batches that are too large, the dead-letter file).
 //! - [`dead_letter`]: where batches a store refused for good are kept, with the reason.
-//! - [`line_protocol`]: readings as InfluxDB line protocol (through the escaping builder).
+//! - [`line_protocol`]: readings as InfluxDB line protocol, in the dialect of each store.
 
 pub mod dead_letter;
 pub mod influxdb;
@@ -56,6 +56,39 @@ pub enum SinkError {
     /// dead-letter file and moves on.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// Some readings of the batch cannot be written to this store at all (its line protocol
+    /// has no way to say them): the sink wrote nothing; the runner puts those in the
+    /// dead-letter file and writes the others.
+    #[error("refused: {}", .0.reason())]
+    Refused(Refused),
+}
+
+/// The readings of a batch a sink cannot write, by their place in the batch, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// (index in the batch, reason), indices ascending.
+    pub readings: Vec<(usize, String)>,
+}
+
+impl Refused {
+    /// The distinct reasons, `; `-separated (a batch's refusals usually share one or two).
+    pub fn reason(&self) -> String {
+        let mut reasons: Vec<&str> = Vec::new();
+        for (_, why) in &self.readings {
+            if !reasons.contains(&why.as_str()) {
+                reasons.push(why);
+            }
+        }
+        reasons.join("; ")
+    }
+
+    /// The indices, ascending and each once.
+    pub fn indices(&self) -> Vec<usize> {
+        let mut at: Vec<usize> = self.readings.iter().map(|(i, _)| *i).collect();
+        at.sort_unstable();
+        at.dedup();
+        at
+    }
 }
 
 impl SinkError {

@@ -18,6 +18,8 @@
 //! - `Rejected`: the readings go to the sink's [dead-letter file](super::dead_letter),
 //!   counted in `readings_dead_lettered_total{sink}`, and the cursor moves on. Without a
 //!   dead-letter file they are counted in `readings_dropped_total{sink,reason="rejected_by_sink"}`.
+//! - `Refused`: the readings the sink cannot write at all go the same way (one dead-letter
+//!   entry per batch, with the reasons), and the others are written.
 
 use std::time::{Duration, Instant as StdInstant};
 
@@ -226,11 +228,11 @@ impl<S: Sink> SinkRunner<S> {
     /// is too large: then its two halves.
     async fn write_part(
         &mut self,
-        part: Batch,
+        mut part: Batch,
         abort: &CancellationToken,
     ) -> Result<Option<(Batch, Batch)>, Aborted> {
-        let n = part.len() as u64;
         loop {
+            let n = part.len() as u64;
             let started = StdInstant::now();
             let result = self.sink.write(&part).await;
             self.write_duration.observe(started.elapsed());
@@ -254,6 +256,21 @@ impl<S: Sink> SinkRunner<S> {
                 Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
                     self.reject(&part, &reason, abort).await?;
                     return Ok(None);
+                }
+                Err(SinkError::Refused(refused)) => {
+                    let at = refused.indices();
+                    if at.is_empty() || at.iter().any(|&i| i >= part.len()) {
+                        // Not what a sink may answer: the whole part, rather than a loop.
+                        self.reject(&part, &refused.reason(), abort).await?;
+                        return Ok(None);
+                    }
+                    let (refused_part, rest) = part.partition(&at);
+                    self.reject(&refused_part, &refused.reason(), abort).await?;
+                    if rest.is_empty() {
+                        return Ok(None);
+                    }
+                    part = rest;
+                    continue;
                 }
                 Err(SinkError::Unauthorized(reason)) => {
                     self.failures.inc();
@@ -526,6 +543,52 @@ mod tests {
         let result =
             crate::task::tests::with_blocking_pool_shut_down(runner.run(CancellationToken::new()));
         assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn readings_a_sink_refuses_go_to_the_dead_letter_file_and_the_others_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // Readings 3 and 7 cannot be said to this store: refused wherever they are.
+        let answer: Answer = Box::new(|values, _| {
+            let readings: Vec<(usize, String)> = values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| matches!(v, 3 | 7))
+                .map(|(i, v)| (i, format!("reading {v} cannot be said")))
+                .collect();
+            if readings.is_empty() {
+                Ok(())
+            } else {
+                Err(SinkError::Refused(crate::sinks::Refused { readings }))
+            }
+        });
+        let (metrics, attempts, journal) = run(dir.path(), 10, answer, true).await;
+        let parts: Vec<Vec<i64>> = attempts.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            parts,
+            vec![(0..10).collect::<Vec<_>>(), vec![0, 1, 2, 4, 5, 6, 8, 9]]
+        );
+        assert_eq!(metrics.sum("readings_written_total", &[("sink", "t")]), 8);
+        assert_eq!(
+            metrics.sum("readings_dead_lettered_total", &[("sink", "t")]),
+            2
+        );
+        let text = std::fs::read_to_string(dir.path().join("t.lp")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0]
+                .ends_with("readings=2 reason: reading 3 cannot be said; reading 7 cannot be said"),
+            "{text}"
+        );
+        assert_eq!(
+            &lines[1..],
+            [
+                "env,device=d v=3i 1700000000000000003",
+                "env,device=d v=7i 1700000000000000007"
+            ]
+        );
+        let mut reader = journal.reader("t").unwrap();
+        assert!(reader.read(100).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -100,7 +100,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     let ec = [
         "-newkey",
         "ec",
@@ -457,6 +457,11 @@ impl Process {
         }
     }
 
+    /// Every log line written since the last call (or since it started), without waiting.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// Sends `signal` (such as `HUP`).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -599,13 +604,18 @@ pub async fn wait_for_values(what: &str, n: usize, mut count: impl FnMut() -> us
 
 /// Asserts that two sorted row lists are equal, printing only the differences.
 pub fn assert_rows_eq(got: &[Row], want: &[Row]) {
+    assert_same(got, want, "store differs from what was sent");
+}
+
+/// Asserts that two sorted lists are equal, printing `context` and only the differences.
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], context: &str) {
     if got == want {
         return;
     }
-    let missing: Vec<&Row> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
-    let extra: Vec<&Row> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+    let missing: Vec<&T> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+    let extra: Vec<&T> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
     panic!(
-        "store differs from what was sent: {} stored, {} expected\nmissing (first 5): {missing:#?}\nunexpected (first 5): {extra:#?}",
+        "{context}: {} there, {} expected\nmissing (first 5): {missing:#?}\nunexpected (first 5): {extra:#?}",
         got.len(),
         want.len()
     );
@@ -613,7 +623,7 @@ pub fn assert_rows_eq(got: &[Row], want: &[Row]) {
 
 // ---- InfluxDB-compatible servers (the InfluxDB sinks' tests) ----
 
-fn server_binary(name: &str, package: &str) -> PathBuf {
+pub fn server_binary(name: &str, package: &str) -> PathBuf {
     for dir in ["/usr/bin", "/usr/sbin"] {
         let p = Path::new(dir).join(name);
         if p.exists() {
@@ -940,5 +950,99 @@ impl Influxd {
     /// How many field values `measurement` holds.
     pub fn count(&self, database: &str, measurement: &str) -> usize {
         self.rows(database, measurement).len()
+    }
+}
+
+// ---- A TLS front (nginx) for the HTTP servers that have none we can test with ----
+
+/// A real nginx terminating TLS in front of an HTTP server on this machine, with a
+/// certificate from a CA the test makes: `port` takes any client, `mtls_port` only one with a
+/// client certificate from that CA. (VictoriaMetrics' own client-certificate check is in its
+/// enterprise edition only, and influxd 1.x has none.)
+pub struct TlsFront {
+    child: Option<Child>,
+    /// The TLS port.
+    pub port: u16,
+    /// The TLS port that requires a client certificate.
+    pub mtls_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    /// Starts nginx in front of `127.0.0.1:upstream` and waits until both ports accept.
+    pub async fn start(upstream: u16) -> TlsFront {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_certificates(dir.path());
+        let (port, mtls_port) = (free_port(), free_port());
+        let d = dir.path().display();
+        let server = |port: u16, mtls: &str| {
+            format!(
+                "server {{\n\
+                   listen 127.0.0.1:{port} ssl;\n\
+                   ssl_certificate {d}/server.pem;\n\
+                   ssl_certificate_key {d}/server.key;\n\
+                   {mtls}\n\
+                   location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n\
+                 }}\n"
+            )
+        };
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nuser {user};\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\nevents {{}}\n\
+                 http {{\n\
+                   access_log off;\n\
+                   client_max_body_size 64m;\n\
+                   client_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
+                   fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n\
+                   {plain}{mtls}\
+                 }}\n",
+                user = current_user(),
+                plain = server(port, ""),
+                mtls = server(
+                    mtls_port,
+                    &format!("ssl_client_certificate {d}/ca.pem; ssl_verify_client on;")
+                ),
+            ),
+        )
+        .expect("write nginx.conf");
+        let child = Command::new(server_binary("nginx", "nginx-light"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_for("nginx to accept connections", WAIT, || {
+            [port, mtls_port]
+                .iter()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        })
+        .await;
+        TlsFront {
+            child: Some(child),
+            port,
+            mtls_port,
+            dir,
+        }
+    }
+
+    /// A file of the test CA's set (`ca.pem`, `client.pem`, `client.key`).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

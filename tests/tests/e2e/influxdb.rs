@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::*;
 use crate::mqtt::{fleet, publish_all, publisher};
 
-const DB: &str = "telemetry";
+pub(crate) const DB: &str = "telemetry";
 
 /// A v2 sink (`influxdb:<name>`) writing to `url` in milliseconds, token from a file.
 pub(crate) fn v2_sink(name: &str, url: &str, token_file: &Path) -> String {
@@ -35,7 +35,7 @@ retry = {{ initial = "50ms", max = "300ms" }}
 }
 
 /// A v1 sink (`influxdb:<name>`) writing to `url`, database [`DB`], nanoseconds.
-fn v1_sink(name: &str, url: &str) -> String {
+pub(crate) fn v1_sink(name: &str, url: &str) -> String {
     format!(
         r#"
 [[sinks.influxdb]]
@@ -71,7 +71,7 @@ fn victoria_rows(vm: &VictoriaMetrics) -> Vec<Row> {
     vm.export("env_.*")
 }
 
-fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
+pub(crate) fn token_file(dir: &Path, token: &str) -> std::path::PathBuf {
     let path = dir.join("influx-token");
     std::fs::write(&path, format!("{token}\n")).unwrap();
     path

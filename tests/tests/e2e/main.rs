@@ -9,11 +9,14 @@
 mod config_files;
 mod dashboard;
 mod dashboards;
+mod exact;
 mod harness;
 mod influxdb;
 mod mqtt;
+mod oversized;
 mod resilience;
 mod scaling;
 mod serial;
 mod service;
 mod systemd_unit;
+mod tls;

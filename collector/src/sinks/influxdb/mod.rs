@@ -3,7 +3,9 @@
 //! (`reqwest`, rustls, no OpenSSL).
 //!
 //! Both encode a batch as line protocol ([`super::line_protocol`]) with the configured
-//! precision, optionally gzip it (at the fast level: a fraction of the CPU of the best level
+//! precision, in the dialect of its servers (v1: InfluxDB 1.x's; v2: what InfluxDB 2.x, 3 and
+//! VictoriaMetrics all read alike), leaving out for the dead-letter file the readings the
+//! dialect cannot say ([`SinkError::Refused`]), optionally gzip it (at the fast level: a fraction of the CPU of the best level
 //! for a slightly larger body), and classify what went wrong by the runner's classes
 //! ([`SinkError`]): a connection error or timeout, 5xx and 408 retry with backoff; 429 and
 //! 503 retry after `Retry-After` when the server sends it; 413 splits the batch; 401 and 403
@@ -24,7 +26,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-use super::line_protocol::{self, Precision};
+use super::line_protocol::{self, Dialect, Precision};
 use super::{Batch, Sink, SinkError};
 use crate::config::{InfluxApiSettings, InfluxSettings, Secret};
 
@@ -45,12 +47,22 @@ pub enum InfluxError {
         /// Why (never the secret itself).
         reason: String,
     },
-    /// The HTTP client cannot be built (TLS setup).
-    #[error("cannot build the HTTP client: {source}")]
+    /// The TLS configuration cannot be built (a CA or client certificate file).
+    #[error("TLS")]
+    Tls {
+        /// The sink.
+        sink: String,
+        /// What is wrong.
+        #[source]
+        source: crate::tls::TlsError,
+    },
+    /// The HTTP client cannot be built.
+    #[error("cannot build the HTTP client")]
     Client {
         /// The sink.
         sink: String,
         /// What reqwest said.
+        #[source]
         source: reqwest::Error,
     },
 }
@@ -60,6 +72,7 @@ pub enum InfluxError {
 pub struct InfluxSink {
     name: String,
     precision: Precision,
+    dialect: Dialect,
     http: reqwest::Client,
     /// The write endpoint with its query (org, bucket or database, precision).
     write_url: Url,
@@ -98,7 +111,7 @@ impl InfluxSink {
                 reason,
             })
         };
-        let (write_url, auth, ping_url, target) = match &settings.api {
+        let (write_url, auth, ping_url, target, dialect) = match &settings.api {
             InfluxApiSettings::V2 { org, bucket, token } => {
                 let mut url = endpoint(&settings.url, "api/v2/write");
                 url.query_pairs_mut()
@@ -106,7 +119,8 @@ impl InfluxSink {
                     .append_pair("bucket", bucket)
                     .append_pair("precision", settings.precision.as_str());
                 let target = format!("{} accepts writes to bucket {bucket}", settings.url);
-                (url, Auth::Token(secret("token", token)?), None, target)
+                let auth = Auth::Token(secret("token", token)?);
+                (url, auth, None, target, Dialect::Portable)
             }
             InfluxApiSettings::V1 {
                 database,
@@ -132,10 +146,18 @@ impl InfluxSink {
                     None => Auth::None,
                 };
                 let ping = Some(endpoint(&settings.url, "ping"));
-                (url, auth, ping, format!("database {database}"))
+                let target = format!("database {database}");
+                (url, auth, ping, target, Dialect::InfluxDb1)
             }
         };
+        let tls = crate::tls::client_config(settings.tls.as_ref()).map_err(|source| {
+            InfluxError::Tls {
+                sink: name.clone(),
+                source,
+            }
+        })?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .user_agent(concat!("telemetry-collector/", env!("CARGO_PKG_VERSION")))
@@ -147,6 +169,7 @@ impl InfluxSink {
         Ok(InfluxSink {
             name,
             precision: settings.precision,
+            dialect,
             http,
             write_url,
             auth,
@@ -159,6 +182,12 @@ impl InfluxSink {
     /// The sink's name (`influxdb:<name>`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The line protocol its servers read: InfluxDB 1.x's for the v1 API; for the v2 API,
+    /// whose server may be InfluxDB 2.x, 3 or VictoriaMetrics, what all of them read alike.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Checks that the server answers and takes our credentials, writing nothing: for v1
@@ -229,14 +258,16 @@ impl Sink for InfluxSink {
     /// Writes the batch as line protocol in one request.
     ///
     /// # Errors
-    /// The classes described in the [module documentation](self).
+    /// The classes described in the [module documentation](self); `Refused`, without
+    /// writing, when the sink's dialect cannot say some of the readings.
     ///
     /// # Cancel safety
     /// Dropping the future abandons the request; the server may or may not have stored the
     /// batch, and writing it again is harmless (identical points overwrite each other).
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let mut body = Vec::with_capacity(batch.len() * 128);
-        line_protocol::encode(batch, self.precision, &mut body);
+        line_protocol::encode(batch, self.precision, self.dialect, &mut body)
+            .map_err(|r| SinkError::Refused(r.refused(self.dialect)))?;
         self.post(body).await
     }
 }

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::line_protocol::{self, Precision};
+use super::line_protocol::{self, Dialect, Precision};
 use super::{Batch, Sink, SinkError};
 use crate::config::MqttSinkSettings;
 use crate::metrics::{Counter, Metrics};
@@ -89,6 +89,10 @@ struct Live {
 }
 
 impl MqttSink {
+    /// The line protocol it publishes: InfluxDB 3's, which the collectors reading the topics
+    /// parse (`format = "line_protocol"`).
+    pub const DIALECT: Dialect = Dialect::InfluxDb3;
+
     /// Builds the sink. Connects to nothing until the first write.
     ///
     /// # Errors
@@ -288,7 +292,8 @@ impl Sink for MqttSink {
 ///
 /// # Errors
 /// `TooLarge` when a reading cannot fit in a message and the batch has others (the runner
-/// halves it), `Rejected` when it is alone.
+/// halves it), `Rejected` when it is alone; `Refused` for the readings line protocol cannot
+/// say (a line break in a tag...).
 fn encode(
     batch: &Batch,
     pattern: &TopicPattern,
@@ -299,11 +304,18 @@ fn encode(
     // The message still open for each topic.
     let mut open: HashMap<String, usize> = HashMap::new();
     let (mut topic, mut line) = (String::new(), Vec::new());
+    let mut refused = line_protocol::Refusals::default();
+    let mut at = 0;
     batch.try_for_each(|r| {
+        at += 1;
+        line.clear();
+        if let Err(why) = line_protocol::encode_one(r, Precision::Ns, MqttSink::DIALECT, &mut line)
+        {
+            refused.readings.push((at - 1, why));
+            return Ok(());
+        }
         topic.clear();
         pattern.render(r, &mut topic);
-        line.clear();
-        line_protocol::encode_one(r, Precision::Ns, &mut line);
         let limit = broker_max_packet.map_or(max, |b| {
             max.min(b.saturating_sub(topic.len() + PACKET_OVERHEAD))
         });
@@ -330,6 +342,9 @@ fn encode(
         }
         Ok(())
     })?;
+    if !refused.readings.is_empty() {
+        return Err(SinkError::Refused(refused.refused(MqttSink::DIALECT)));
+    }
     Ok(messages
         .into_iter()
         .map(|(t, p)| (t, Bytes::from(p)))

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{now_ns, timestamp_bounds, Ack, Envelope, Inlet, Rejections, SourceCounters};
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, LogLimit};
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::mqtt::{ConnError, Event, Message, Options, Tuning};
+use crate::mqtt::{ConnError, Event, Message, Options, Tuning, MAX_REMAINING_LENGTH};
 use crate::payload::{self, Context, Reject};
 use crate::reading::{CompactString, Reading};
 
@@ -38,6 +38,9 @@ const ACK_CHANNEL_CAPACITY: usize = 65_535;
 /// How long a stopping source keeps its connection up to send the acks of messages that are
 /// still on their way into the journal.
 const ACK_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Nothing is published on a source's connection: a small limit on what it sends.
+const MAX_OUTGOING_PACKET: usize = 64 * 1024;
 
 /// The most readings one envelope collects from messages that arrive together, before it is
 /// sent into the pipeline even though more are waiting.
@@ -84,10 +87,8 @@ impl MqttSource {
             &s.broker,
             Tuning {
                 manual_acks: true,
-                // A publish packet is the payload plus at most a 64 KiB topic and a few
-                // header bytes: anything larger cannot be a payload we would accept.
-                max_incoming_packet: s.max_payload_size.saturating_add(70 * 1024),
-                max_outgoing_packet: 64 * 1024,
+                max_incoming_packet: packet_limit(s),
+                max_outgoing_packet: MAX_OUTGOING_PACKET,
                 receive_maximum: (s.broker.protocol == Protocol::V5).then_some(s.receive_maximum),
                 // Nothing is published on this connection.
                 max_inflight: 1,
@@ -162,6 +163,8 @@ impl MqttSource {
             .collect();
         let mut backoff = Backoff::new(s.reconnect);
         let mut connected = false;
+        let mut packet_limit = packet_limit(s);
+        let mut oversized_logs = LogLimit::new(Duration::from_secs(60));
         let mut reader = Reader::new(&self, &m);
         info!(source = %label, host = %b.host, port = b.port, protocol = %b.protocol, client_id = %b.client_id, "connecting");
 
@@ -179,7 +182,13 @@ impl MqttSource {
         // into one envelope: it is sent when no further event is ready, when it is full, or
         // before any other event is handled.
         let mut collected: Option<Envelope> = None;
+        // Set when an oversized message closed the connection: the next one reads packets up
+        // to `packet_limit`.
+        let mut raise_limit = false;
         loop {
+            if std::mem::take(&mut raise_limit) {
+                conn.set_max_incoming_packet(packet_limit, MAX_OUTGOING_PACKET);
+            }
             let mut next = std::pin::pin!(conn.poll());
             // Whether the connection was polled: `Pending` then means every message
             // waiting has been read.
@@ -253,7 +262,7 @@ impl MqttSource {
                 }) => {
                     connected = true;
                     m.counters.connected.set(1);
-                    backoff.reset();
+                    backoff.connected();
                     info!(source = %label, session_present, "connected");
                     // Subscribing from this task could wait on rumqttc's request channel,
                     // which only this task drains: hand it to another task.
@@ -287,8 +296,22 @@ impl MqttSource {
                     let delay = backoff.next_delay();
                     match &e {
                         ConnError::Oversized { size } => {
+                            // The message is lost (QoS 0) or comes again (QoS 1, and with
+                            // MQTT 3.1.1 after every reconnect, for as long as it is not
+                            // acked). Take it on the next connection, once, so that it is
+                            // rejected and acked like any oversized payload: its memory
+                            // is paid once, and nothing behind it waits.
                             reader.rejections.counter(Reject::Oversized.reason()).inc();
-                            error!(source = %label, size, "a message larger than the packet limit closed the connection; raise max_payload_size, or limit message sizes on the broker");
+                            reader.oversized_counted += 1;
+                            let limit = (*size).max(packet_limit).min(MAX_REMAINING_LENGTH);
+                            if limit > packet_limit {
+                                packet_limit = limit;
+                                raise_limit = true;
+                            }
+                            if let Some(unsaid) = oversized_logs.event(std::time::Instant::now()) {
+                                error!(source = %label, size, max_payload_size = s.max_payload_size, unsaid,
+                                    "a message larger than the packet limit closed the connection: it is rejected as oversized, and the next connection reads packets up to its size so that the broker does not send it again (raise max_payload_size to accept such messages, or limit message sizes on the broker)");
+                            }
                         }
                         ConnError::TakenOver => {
                             error!(source = %label, client_id = %b.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
@@ -316,6 +339,14 @@ impl MqttSource {
     }
 }
 
+/// The largest packet a source reads: a publish packet is the payload plus at most a 64 KiB
+/// topic and a few header bytes, so anything larger cannot be a payload it would accept.
+/// A larger one closes the connection (MQTT 3.1.1 cannot tell the broker a limit); see the
+/// handling of [`ConnError::Oversized`] in [`MqttSource::run`].
+fn packet_limit(s: &MqttSettings) -> usize {
+    s.max_payload_size.saturating_add(70 * 1024)
+}
+
 /// Counts the readings of `envelope` (per device, once per envelope rather than per message)
 /// and sends it into the pipeline. Messages are only collected while the source runs (`out`
 /// is `Some`); once it stops, what it had collected was sent already.
@@ -339,6 +370,9 @@ struct Reader<'a> {
     /// The tags of the message being parsed (the subscription's and the topic's), kept
     /// from one message to the next for its capacity.
     tags: Vec<(CompactString, CompactString)>,
+    /// Oversized messages already counted when they closed the connection: when one comes
+    /// again (resent, with its DUP flag), it is rejected and acked but not counted twice.
+    oversized_counted: u32,
 }
 
 impl<'a> Reader<'a> {
@@ -348,6 +382,7 @@ impl<'a> Reader<'a> {
             m,
             rejections: Rejections::new(m.metrics.clone(), &m.name),
             tags: Vec::new(),
+            oversized_counted: 0,
         }
     }
 
@@ -358,6 +393,14 @@ impl<'a> Reader<'a> {
         let envelope = collected.get_or_insert_with(|| Envelope::new(Vec::new(), None, 0));
         let before = envelope.readings.len();
         match &msg.topic {
+            Some(_)
+                if msg.dup
+                    && self.oversized_counted > 0
+                    && msg.payload.len() > self.source.settings.max_payload_size =>
+            {
+                // Counted when it closed the connection.
+                self.oversized_counted -= 1;
+            }
             Some(topic) => self.parse(topic, &msg.payload, &mut envelope.readings),
             None => self.reject("(a topic that is not UTF-8)", Reject::InvalidUtf8.reason()),
         }

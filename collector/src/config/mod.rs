@@ -537,11 +537,13 @@ impl Config {
         syntax::check(&text).map_err(in_file)?;
         let source = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            // Values stay text (`try_parsing` would turn a path `0123` into `123` and a
+            // `1e3` into `1000`); numbers and booleans are read from the text when the key
+            // wants one.
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                    .separator("__"),
             )
             .build()
             .map_err(|e| in_file(build_error(&e)))?;

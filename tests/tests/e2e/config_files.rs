@@ -124,6 +124,28 @@ fn environment_variables_override_keys_and_a_misspelt_one_is_an_error() {
         "{stdout}"
     );
 
+    // Text stays text, and numbers and booleans are read where a key wants one.
+    let out = collector()
+        .args(["validate", "-c"])
+        .arg(&file)
+        .env("COLLECTOR__SINKS__LOCAL__PATH", "0123")
+        .env("COLLECTOR__DATA_DIR", "1e3")
+        .env("COLLECTOR__PIPELINE__CHANNEL_CAPACITY", "2048")
+        .env("COLLECTOR__JOURNAL__SYNC", "false")
+        .env("COLLECTOR__HTTP__ENABLED", "false")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("journal 1e3/journal.db; local store 0123"),
+        "{stdout}"
+    );
+
     let out = collector()
         .args(["validate", "-c"])
         .arg(&file)

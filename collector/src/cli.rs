@@ -148,6 +148,9 @@ fn validate(path: &Path) -> ExitCode {
                     format!("; sinks {}", remote.join(", "))
                 },
             );
+            for note in &s.unchecked {
+                println!("  not checked: {}: {}", note.path, note.message);
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -188,21 +191,38 @@ fn store_path(config: &Path) -> anyhow::Result<PathBuf> {
         .context("the local store is disabled in this configuration")
 }
 
-/// Logs to stderr: `RUST_LOG` filters (default `info`). Under systemd (journald reads
-/// stderr and stamps each line itself) no timestamp and no colours are printed.
+/// Logs to stderr: `RUST_LOG` filters (default `info`, hyper's own lines only from `error`). Under systemd (journald reads
+/// stderr and stamps each line itself) no timestamp is printed. Colours only on a terminal,
+/// and not with `NO_COLOR` set (see [`colours`]).
 fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hyper logs a warning per client that times out, unlimited: the HTTP port logs
+        // its own, at most once a minute.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=error"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let ansi = colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+        under_journald,
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     if under_journald {
-        builder.without_time().with_ansi(false).init();
+        builder.without_time().init();
     } else {
         builder.init();
     }
+}
+
+/// Whether log lines get colour codes: only when stderr is a terminal, `NO_COLOR` is unset
+/// or empty (<https://no-color.org>), and journald is not the reader. A file, a pipe or the
+/// journal gets plain text.
+fn colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>, journald: bool) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty()) && !journald
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits at once. On SIGHUP
@@ -248,4 +268,20 @@ async fn watch_signals(
     }
     warn!("second signal: exiting now; what is not written stays in the journal");
     std::process::exit(130);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color_outside_journald() {
+        assert!(colours(true, None, false));
+        assert!(colours(true, Some(OsStr::new("")), false));
+        assert!(!colours(false, None, false), "a file or a pipe");
+        assert!(!colours(true, Some(OsStr::new("1")), false), "NO_COLOR");
+        assert!(!colours(true, None, true), "journald");
+    }
 }

@@ -3,27 +3,69 @@
 //! page at `/` and its JSON API under `/api/v1/`.
 //!
 //! Served with the hyper that reqwest already brings (no second HTTP stack), read-only, GET
-//! only.
+//! only. A client cannot hold the port or the process's file descriptors (see
+//! [`ConnectionLimits`]): a request head must arrive within `header_timeout` (and a kept-alive
+//! connection idle that long is closed), a head is at most [`MAX_HEAD_BYTES`], a request
+//! with a body is refused (413) and its connection closed, at most `max_connections` are
+//! open at once (more are refused: closed at once, with a best-effort 503), and a connection
+//! lives at most [`MAX_CONNECTION_AGE`]. Each is counted in
+//! `http_connections_closed_total{reason}` or `http_connections_refused_total`, and logged
+//! at most once a minute.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use hyper::service::{make_service_fn, service_fn};
-use hyper::{Body, Method, Request, Response, Server, StatusCode};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::server::conn::Http;
+use hyper::service::service_fn;
+use hyper::{Body, Method, Request, Response, StatusCode};
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
+use crate::backoff::LogLimit;
 use crate::dashboard::Dashboard;
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Gauge, Metrics};
 
 /// The journal is "nearly full" above this share of `max_bytes`.
 const JOURNAL_NEARLY_FULL: f64 = 0.9;
+
+/// The largest request head (request line and headers) read; a longer one closes the
+/// connection. The dashboard's longest queries are a few hundred bytes. (hyper's minimum.)
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// The longest a connection stays open: then it is closed once its request under way is
+/// answered, or at once after another `header_timeout` (a client that does not read its
+/// answer holds nothing for longer).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
+/// A pause after a failed `accept` (out of file descriptors), so as not to spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often each kind of refusal or cut-off connection is logged at most.
+const LOG_PERIOD: Duration = Duration::from_secs(60);
 
 /// What `/health` needs besides the metrics.
 #[derive(Debug, Clone)]
 pub struct HealthLimits {
     /// The journal's bound in bytes.
     pub journal_max_bytes: u64,
+}
+
+/// What a client may hold of the port (`[http]` in the configuration, which has the
+/// defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// The longest a client may take to send a request head, and the longest a kept-alive
+    /// connection may wait for the next one.
+    pub header_timeout: Duration,
+    /// The most connections open at once.
+    pub max_connections: usize,
 }
 
 /// Binds `addr`.
@@ -36,33 +78,173 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves until `stop`.
+/// Why the server closed a connection it had taken (a label of
+/// `http_connections_closed_total`).
+#[derive(Debug, Clone, Copy)]
+enum Closed {
+    /// No whole request head arrived within `header_timeout` (a silent or slow client).
+    /// (A kept-alive connection that idles that long after its requests is closed too, as
+    /// usual, and not counted.)
+    HeaderTimeout,
+    /// The connection reached [`MAX_CONNECTION_AGE`].
+    MaxAge,
+}
+
+impl Closed {
+    const ALL: [Closed; 2] = [Closed::HeaderTimeout, Closed::MaxAge];
+
+    fn reason(self) -> &'static str {
+        match self {
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::MaxAge => "max_age",
+        }
+    }
+}
+
+/// Counts and logs (at most once per [`LOG_PERIOD`] each) what the server refuses or cuts off.
+struct Events {
+    open: Gauge,
+    refused: Counter,
+    closed: [Counter; 2],
+    /// One per [`Closed`], then the refusals.
+    logs: Mutex<[LogLimit; 3]>,
+}
+
+impl Events {
+    fn new(metrics: &Metrics) -> Events {
+        Events {
+            open: metrics.gauge("http_connections_open", &[]),
+            refused: metrics.counter("http_connections_refused_total", &[]),
+            closed: Closed::ALL.map(|c| {
+                metrics.counter("http_connections_closed_total", &[("reason", c.reason())])
+            }),
+            logs: Mutex::new(std::array::from_fn(|_| LogLimit::new(LOG_PERIOD))),
+        }
+    }
+
+    /// Whether the event `index` (a [`Closed`], or 2 for a refusal) is to be logged now, and
+    /// how many went unlogged since the last line.
+    fn log(&self, index: usize) -> Option<u64> {
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner)[index]
+            .event(std::time::Instant::now())
+    }
+
+    fn refused(&self, limits: &ConnectionLimits, peer: SocketAddr) {
+        self.refused.inc();
+        if let Some(unlogged) = self.log(2) {
+            warn!(%peer, max_connections = limits.max_connections, unlogged,
+                "too many HTTP connections: refusing new ones (http.max_connections)");
+        }
+    }
+
+    fn closed(&self, why: Closed, peer: SocketAddr) {
+        self.closed[why as usize].inc();
+        if let Some(unlogged) = self.log(why as usize) {
+            warn!(%peer, reason = why.reason(), unlogged, "HTTP connection closed");
+        }
+    }
+}
+
+/// Serves until `stop`, within `limits`; then lets the requests under way finish (at most
+/// `header_timeout` more) and returns.
 ///
 /// # Errors
-/// The listener cannot be handed to the server.
+/// The listener cannot be handed to the runtime.
 pub async fn serve(
     listener: TcpListener,
+    limits: ConnectionLimits,
     metrics: Metrics,
-    limits: HealthLimits,
+    health: HealthLimits,
     dashboard: Dashboard,
     stop: CancellationToken,
-) -> hyper::Result<()> {
-    let make = make_service_fn(move |_| {
-        let metrics = metrics.clone();
-        let limits = limits.clone();
-        let dashboard = dashboard.clone();
-        async move {
-            Ok::<_, Infallible>(service_fn(move |req| {
-                let (metrics, limits, dashboard) =
-                    (metrics.clone(), limits.clone(), dashboard.clone());
-                async move { Ok::<_, Infallible>(route(req, &metrics, &limits, &dashboard).await) }
-            }))
-        }
-    });
-    Server::from_tcp(listener)?
-        .serve(make)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let events = Arc::new(Events::new(&metrics));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = Http::new();
+    http.http1_only(true)
+        .http1_header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connections = TaskTracker::new();
+    let mut accept_errors = LogLimit::new(LOG_PERIOD);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or the client gave up: wait a little, go on.
+                    if let Some(unlogged) = accept_errors.event(std::time::Instant::now()) {
+                        warn!(error = %e, unlogged, "cannot accept an HTTP connection");
+                    }
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refuse(&stream);
+            events.refused(&limits, peer);
+            continue;
+        };
+        let accepted = std::time::Instant::now();
+        // Whether a whole request head arrived: hyper closes a connection on which none
+        // did within `header_timeout` without saying so.
+        let requested = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (metrics, health, dashboard) = (metrics.clone(), health.clone(), dashboard.clone());
+            let requested = Arc::clone(&requested);
+            service_fn(move |req| {
+                requested.store(true, Ordering::Relaxed);
+                let (metrics, health, dashboard) =
+                    (metrics.clone(), health.clone(), dashboard.clone());
+                async move { Ok::<_, Infallible>(route(req, &metrics, &health, &dashboard).await) }
+            })
+        };
+        let conn = http.serve_connection(stream, service);
+        let (events, stop) = (Arc::clone(&events), stop.clone());
+        events.open.add(1);
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            let winding_down = tokio::select! {
+                result = conn.as_mut() => Some(result),
+                () = stop.cancelled() => None,
+                () = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+                    events.closed(Closed::MaxAge, peer);
+                    None
+                }
+            };
+            let result = match winding_down {
+                Some(result) => Some(result),
+                None => {
+                    // Finish the request under way, if any; a client that does not read
+                    // its answer gets `header_timeout` more.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(limits.header_timeout, conn).await.ok()
+                }
+            };
+            if let Some(Err(e)) = result {
+                debug!(%peer, error = %e, "HTTP connection ended");
+            }
+            // A client that closes first does so before the timeout.
+            if !requested.load(Ordering::Relaxed) && accepted.elapsed() >= limits.header_timeout {
+                events.closed(Closed::HeaderTimeout, peer);
+            }
+            events.open.add(-1);
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(limits.header_timeout, connections.wait()).await;
+    Ok(())
+}
+
+/// Answers a connection over the limit with a 503, if the socket takes it at once, and
+/// closes it.
+fn refuse(stream: &tokio::net::TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+        Content-Type: text/plain\r\nContent-Length: 29\r\n\r\ntoo many connections, retry\r\n";
+    let _ = stream.try_write(BUSY);
 }
 
 async fn route(
@@ -71,6 +253,16 @@ async fn route(
     limits: &HealthLimits,
     dashboard: &Dashboard,
 ) -> Response<Body> {
+    if has_body(&req) {
+        // Nothing here takes a body: refuse it unread, and close (it may still be coming).
+        let mut r = text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "no request body is taken here\n",
+        );
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     if let Some(r) = handle(&req, metrics, limits) {
         return r;
     }
@@ -115,6 +307,15 @@ fn handle(req: &Request<Body>, metrics: &Metrics, limits: &HealthLimits) -> Opti
         }
         _ => return None,
     })
+}
+
+/// Whether the request has a body (or says one follows).
+fn has_body(req: &Request<Body>) -> bool {
+    let length = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+    req.headers().contains_key(TRANSFER_ENCODING) || !matches!(length, None | Some(Some(0)))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -175,6 +376,7 @@ pub fn health(metrics: &Metrics, limits: &HealthLimits) -> (bool, serde_json::Va
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -201,5 +403,223 @@ mod tests {
         let (ok, body) = health(&m, &limits);
         assert!(!ok);
         assert_eq!(body["journal"]["status"], "nearly full");
+    }
+
+    /// The port, seen only through raw TCP (independent of the HTTP library behind it).
+    mod limits {
+        use std::time::Instant;
+
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::net::TcpStream;
+
+        use super::*;
+
+        /// The longest any test waits for what must happen much sooner.
+        const BOUND: Duration = Duration::from_secs(10);
+
+        struct Server {
+            addr: SocketAddr,
+            metrics: Metrics,
+            stop: CancellationToken,
+        }
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                self.stop.cancel();
+            }
+        }
+
+        fn start(header_timeout: Duration, max_connections: usize) -> Server {
+            let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (metrics, stop) = (Metrics::new(), CancellationToken::new());
+            tokio::spawn(serve(
+                listener,
+                ConnectionLimits {
+                    header_timeout,
+                    max_connections,
+                },
+                metrics.clone(),
+                HealthLimits {
+                    journal_max_bytes: 1 << 30,
+                },
+                Dashboard::new(None),
+                stop.clone(),
+            ));
+            Server {
+                addr,
+                metrics,
+                stop,
+            }
+        }
+
+        /// Reads until the server closes `stream` (end of stream, or a reset) and returns
+        /// what it sent; `None` if it is still open after `within`.
+        async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+            let mut got = Vec::new();
+            let read = async {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            tokio::time::timeout(within, read).await.ok().map(|()| got)
+        }
+
+        /// A plain request on a new connection: the status code and the body.
+        async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let answer = closed_within(&mut s, BOUND).await.expect("an answer");
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+            (status, body.unwrap_or_default())
+        }
+
+        /// Waits (bounded) until `f` holds.
+        async fn until(what: &str, f: impl Fn() -> bool) {
+            let deadline = Instant::now() + BOUND;
+            while !f() {
+                assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        fn open(m: &Metrics) -> i64 {
+            m.gauges()
+                .into_iter()
+                .find(|(k, _)| k.name == "http_connections_open")
+                .map_or(0, |(_, v)| v)
+        }
+
+        /// Issue 15: 200 connections sending a byte a second were all still open after 10 s.
+        /// Now a client that is silent, or sends its head a byte at a time, is cut off at
+        /// the header timeout; beyond the connection limit clients are refused; and the port
+        /// answers a normal client afterwards.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn slow_and_silent_clients_are_cut_off_and_the_port_answers_after() {
+            let header_timeout = Duration::from_millis(500);
+            let server = start(header_timeout, 16);
+            let started = Instant::now();
+            let mut clients = Vec::new();
+            for i in 0..200 {
+                let s = TcpStream::connect(server.addr).await.unwrap();
+                let (mut read, mut write) = s.into_split();
+                if i % 2 == 0 {
+                    // A head that never ends, a byte every 50 ms until the server is gone.
+                    tokio::spawn(async move {
+                        let head = b"GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+                        for b in head.iter().cycle() {
+                            if write.write_all(&[*b]).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    });
+                } else {
+                    std::mem::forget(write); // silent, and never half-closed
+                }
+                clients.push(tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match read.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                }));
+            }
+            for c in clients {
+                tokio::time::timeout(BOUND, c)
+                    .await
+                    .expect("every slow or silent client is disconnected")
+                    .unwrap();
+            }
+            assert!(started.elapsed() >= header_timeout);
+            let m = &server.metrics;
+            let refused = m.sum("http_connections_refused_total", &[]);
+            let timed_out = || {
+                m.sum(
+                    "http_connections_closed_total",
+                    &[("reason", "header_timeout")],
+                )
+            };
+            until("every taken connection counted", || {
+                refused + timed_out() == 200 && open(m) == 0
+            })
+            .await;
+            assert!(timed_out() >= 16, "{} timed out", timed_out());
+            let (status, body) = get(server.addr, "/health").await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains("\"status\":\"ok\""), "{body}");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn beyond_the_limit_connections_are_refused_at_once_and_counted() {
+            // A timeout far longer than the test: only the limit can close a connection.
+            let server = start(Duration::from_secs(600), 4);
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(TcpStream::connect(server.addr).await.unwrap());
+            }
+            until("4 connections open", || open(&server.metrics) == 4).await;
+            let mut fifth = TcpStream::connect(server.addr).await.unwrap();
+            let answer = closed_within(&mut fifth, BOUND).await.expect("refused");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+            assert_eq!(server.metrics.sum("http_connections_refused_total", &[]), 1);
+            // The held ones are untouched; once they go, the port answers again.
+            assert_eq!(open(&server.metrics), 4);
+            drop(held);
+            until("held connections closed", || open(&server.metrics) == 0).await;
+            assert_eq!(get(server.addr, "/health").await.0, 200);
+            assert_eq!(server.metrics.sum("http_connections_refused_total", &[]), 1);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_request_body_is_refused_and_a_large_one_is_not_read() {
+            let server = start(Duration::from_secs(600), 4);
+            let mut s = TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .unwrap();
+            let answer = closed_within(&mut s, BOUND).await.expect("closed");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+
+            // A gigabyte announced, and sent for as long as the server takes it: it closes
+            // the connection long before.
+            let s = TcpStream::connect(server.addr).await.unwrap();
+            let (mut read, mut write) = s.into_split();
+            let sender = tokio::spawn(async move {
+                write
+                    .write_all(
+                        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0usize;
+                while write.write_all(&chunk).await.is_ok() {
+                    sent += chunk.len();
+                }
+                sent
+            });
+            let sent = tokio::time::timeout(BOUND, sender)
+                .await
+                .expect("the server stops taking the body")
+                .unwrap();
+            assert!(sent < 64 << 20, "{sent} bytes taken");
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(BOUND, read.read_to_end(&mut buf))
+                .await
+                .expect("closed");
+            assert_eq!(get(server.addr, "/health").await.0, 200);
+        }
     }
 }

@@ -32,6 +32,7 @@
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`doctor`]: checks every configured broker and store, writing no readings.
+//! - [`task`]: joining blocking work without mistaking a runtime shutdown for a panic.
 //! - [`cli`]: the `telemetry-collector` command line.
 
 pub mod backoff;
@@ -44,12 +45,15 @@ pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod mqtt;
+#[cfg(test)]
+mod mutate;
 pub mod payload;
 pub mod pipeline;
 pub mod reading;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod task;
 pub mod tls;
 
 pub use pipeline::run;

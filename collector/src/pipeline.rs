@@ -33,9 +33,13 @@ use crate::sinks::Sink;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
 use crate::sources::Inlet;
+use crate::task::blocking;
 
 /// The name of the local store sink (its journal cursor and metrics label).
 pub const LOCAL_SINK: &str = "local";
+
+/// How long aborted sinks may take to stop (a write under way is not interrupted).
+const SINK_ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the collector until `shutdown` is cancelled, then stops in order.
 ///
@@ -66,7 +70,7 @@ pub async fn run_reloadable(
     mut reloads: mpsc::Receiver<Settings>,
 ) -> anyhow::Result<()> {
     let journal_settings = settings.journal.clone();
-    let (journal, writer) = tokio::task::spawn_blocking({
+    let (journal, writer) = blocking({
         let metrics = metrics.clone();
         move || Journal::open(&journal_settings, metrics).context("cannot open the journal")
     })
@@ -87,7 +91,16 @@ pub async fn run_reloadable(
         journal: journal.clone(),
         metrics: metrics.clone(),
     };
-    sinks.apply(&settings).await?;
+    if let Err(e) = sinks.apply(&settings).await {
+        // Stop the sinks that did start before returning: the runtime is shut down next,
+        // and must not find them halfway through a journal read.
+        abort_sinks.cancel();
+        sink_tasks.close();
+        if !wait_until(sink_tasks.wait(), Instant::now() + SINK_ABORT_TIMEOUT).await {
+            warn!("sinks did not stop in time");
+        }
+        return Err(e);
+    }
 
     let (tx, rx) = Inlet::new(settings.pipeline.channel_capacity);
     let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
@@ -143,17 +156,24 @@ pub async fn run_reloadable(
     // without them.
     let dashboard =
         crate::dashboard::Dashboard::new(settings.local.as_ref().map(|l| l.path.clone()));
-    if let Some(addr) = settings.http {
+    if let Some(http) = &settings.http {
+        let addr = http.listen;
         match crate::http::bind(addr) {
             Ok(listener) => {
                 info!(%addr, "serving the dashboard (/), its API (/api/v1/), /metrics and /health");
-                let limits = crate::http::HealthLimits {
+                let limits = crate::http::ConnectionLimits {
+                    header_timeout: http.header_timeout,
+                    max_connections: http.max_connections,
+                };
+                let health = crate::http::HealthLimits {
                     journal_max_bytes: settings.journal.max_bytes,
                 };
                 let (m, stop) = (metrics.clone(), stop_supervisor.clone());
                 let dashboard = dashboard.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = crate::http::serve(listener, m, limits, dashboard, stop).await {
+                    if let Err(e) =
+                        crate::http::serve(listener, limits, m, health, dashboard, stop).await
+                    {
                         error!(error = %e, "the HTTP server stopped");
                     }
                 });
@@ -199,15 +219,23 @@ pub async fn run_reloadable(
         warn!("sources did not stop in time");
     }
     info!("sources stopped; draining the journal writer");
-    if !wait_until(writer_task, deadline).await {
-        warn!("the journal writer did not finish in time; unacked messages will be redelivered");
-        journal.close();
+    match tokio::time::timeout_at(deadline, writer_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            error!(error = %e, "the journal writer failed; unacked messages will be redelivered");
+        }
+        Err(_) => {
+            warn!(
+                "the journal writer did not finish in time; unacked messages will be redelivered"
+            );
+            journal.close();
+        }
     }
     info!("journal complete; waiting for the sinks to write it");
     if !wait_until(sink_tasks.wait(), deadline).await {
         warn!("sinks did not finish in time; the rest stays in the journal for the next start");
         abort_sinks.cancel();
-        wait_until(sink_tasks.wait(), Instant::now() + Duration::from_secs(5)).await;
+        wait_until(sink_tasks.wait(), Instant::now() + SINK_ABORT_TIMEOUT).await;
     }
     info!(journal_bytes = journal.bytes(), "stopped");
     Ok(())
@@ -457,7 +485,7 @@ impl Sinks {
         // Cursors: new sinks get one, removed ones (stopped above) lose theirs.
         let journal = self.journal.clone();
         let names: Vec<String> = wanted.keys().cloned().collect();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             journal.register_sinks(&names.iter().map(String::as_str).collect::<Vec<_>>())
         })
         .await??;
@@ -467,7 +495,7 @@ impl Sinks {
                 continue;
             }
             let (opening, metrics) = (s.clone(), self.metrics.clone());
-            let open = match tokio::task::spawn_blocking(move || opening.open(&metrics)).await? {
+            let open = match blocking(move || opening.open(&metrics)).await? {
                 Ok(open) => open,
                 Err(e) => {
                     error!(sink = %name, error = format!("{e:#}"), "cannot start the sink");
@@ -480,8 +508,7 @@ impl Sinks {
                 stopped += 1;
             }
             let (journal, reader_name) = (self.journal.clone(), name.clone());
-            let reader =
-                tokio::task::spawn_blocking(move || journal.reader(&reader_name)).await??;
+            let reader = blocking(move || journal.reader(&reader_name)).await??;
             let run = open(reader, &self.metrics);
             let abort = self.abort.child_token();
             let task_name = name.clone();

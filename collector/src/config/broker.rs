@@ -165,11 +165,16 @@ pub(super) fn validate(
     path: &str,
     p: &mut Problems,
 ) -> BrokerSettings {
-    p.check(
-        !k.host.trim().is_empty(),
-        format!("{path}.host"),
-        "must not be empty",
-    );
+    let host = k.host.trim();
+    if host.is_empty() {
+        p.add(format!("{path}.host"), "must not be empty");
+    } else if host.contains(['@', '/', ' ', '\t']) {
+        // `mqtt://user:password@host` would be printed wherever the host is (logs, doctor).
+        p.add(
+            format!("{path}.host"),
+            "must be a host name or an address, without scheme, user, password or path (set `port`, `username`, `password` and `tls` apart)",
+        );
+    }
     p.check(k.port != Some(0), format!("{path}.port"), "must not be 0");
     let written = k.client_id.unwrap_or(default_client_id);
     let client_id = if written.contains(HOSTNAME_PLACEHOLDER) {
@@ -238,35 +243,22 @@ pub(super) fn validate(
     }
 }
 
-fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
-    for (key, message) in tls_problems(tls) {
-        p.add(format!("{path}{key}"), message);
-    }
-}
-
-/// What is wrong with a `tls` section (MQTT or InfluxDB alike): each problem as the key
-/// (`""` for the section itself, `.ca_file`, ...) and its message.
-pub(super) fn tls_problems(tls: &TlsConfig) -> Vec<(String, String)> {
-    let mut problems = Vec::new();
-    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
-        problems.push((
-            String::new(),
-            "`client_cert_file` and `client_key_file` go together".to_string(),
-        ));
-    }
+/// Checks a `tls` section (MQTT or InfluxDB alike) at key `path`: its files can be read.
+pub(super) fn check_tls(tls: &TlsConfig, path: &str, p: &mut Problems) {
+    p.check(
+        tls.client_cert_file.is_some() == tls.client_key_file.is_some(),
+        path,
+        "`client_cert_file` and `client_key_file` go together",
+    );
     for (key, file) in [
         ("ca_file", &tls.ca_file),
         ("client_cert_file", &tls.client_cert_file),
         ("client_key_file", &tls.client_key_file),
     ] {
-        if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
-            problems.push((
-                format!(".{key}"),
-                format!("{} is not a readable file", f.display()),
-            ));
+        if let Some(f) = file {
+            p.readable_file(f, format!("{path}.{key}"));
         }
     }
-    problems
 }
 
 /// This machine's host name (Linux), or `$HOSTNAME`.
@@ -380,5 +372,17 @@ mod tests {
             .and_then(Config::validate)
             .unwrap();
         assert_eq!(s.mqtt[0].receive_maximum, 1024);
+    }
+
+    #[test]
+    fn credentials_in_the_host_are_refused_without_being_shown() {
+        let errs = errors(&source("").replace(
+            "host = \"localhost\"",
+            "host = \"mqtt://user:s3cret@broker\"",
+        ));
+        assert_eq!(
+            errs,
+            vec!["sources.mqtt[0].host: must be a host name or an address, without scheme, user, password or path (set `port`, `username`, `password` and `tls` apart)"]
+        );
     }
 }

@@ -13,7 +13,8 @@ impl ByteSize {
     /// Parses `"64KiB"`, `"1.5 GB"`, `"512"`.
     ///
     /// # Errors
-    /// A message naming the accepted units.
+    /// A message naming the accepted units; it does not quote `text` (a configuration error
+    /// never shows a value, which could be a secret written under the wrong key).
     pub fn parse(text: &str) -> Result<ByteSize, String> {
         let t = text.trim();
         let split = t
@@ -22,7 +23,7 @@ impl ByteSize {
         let (num, unit) = t.split_at(split);
         let num: f64 = num
             .parse()
-            .map_err(|_| format!("`{text}` is not a size such as 65536, \"64KiB\" or \"1GiB\""))?;
+            .map_err(|_| "not a size such as 65536, \"64KiB\" or \"1GiB\"".to_string())?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -33,15 +34,11 @@ impl ByteSize {
             "gib" => 1 << 30,
             "t" | "tb" => 1_000_000_000_000,
             "tib" => 1 << 40,
-            other => {
-                return Err(format!(
-                    "unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB, GiB)"
-                ))
-            }
+            _ => return Err("unknown size unit (use B, KB, KiB, MB, MiB, GB, GiB)".to_string()),
         };
         let bytes = num * mult as f64;
         if !(0.0..1.8e19).contains(&bytes) {
-            return Err(format!("`{text}` is out of range"));
+            return Err("out of range".to_string());
         }
         Ok(ByteSize(bytes as u64))
     }

@@ -5,14 +5,16 @@
 //! variable (`token_env = "INFLUX_TOKEN"`), or a systemd credential (`token_credential =
 //! "influx-token"`: the file of that name in `$CREDENTIALS_DIRECTORY`, which systemd's
 //! `LoadCredential=` provides to the service only). Validation checks that exactly one is
-//! given, not that it can be read: the secret is read when the collector starts (and by
-//! `doctor`), where the service's environment and credentials exist.
+//! given, and that a file can be read where this process can tell (a systemd credential or a
+//! variable the service's environment sets are noted as not checked); the secret itself is
+//! read when the collector starts (and by `doctor`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::settings::Problems;
 use super::{BackoffConfig, BatchConfig, ByteSize, Secret, TlsConfig};
 use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
 use crate::sinks::line_protocol::Precision;
@@ -238,7 +240,7 @@ fn secret_source(
     (value, file, env, credential): SecretKeys<'_>,
     path: &str,
     required: bool,
-    problems: &mut Vec<(String, String)>,
+    p: &mut Problems,
 ) -> Option<SecretSource> {
     let mut given = Vec::new();
     if let Some(v) = value {
@@ -249,50 +251,74 @@ fn secret_source(
     }
     if let Some(e) = env {
         if e.is_empty() {
-            problems.push((format!("{path}.{key}_env"), "must not be empty".into()));
+            p.add(format!("{path}.{key}_env"), "must not be empty");
         }
         given.push(SecretSource::Env(e.clone()));
     }
+    let mut credential_ok = true;
     if let Some(c) = credential {
         if c.is_empty() || c.contains('/') {
-            problems.push((
+            credential_ok = false;
+            p.add(
                 format!("{path}.{key}_credential"),
-                "must be a credential name (no `/`)".into(),
-            ));
+                "must be a credential name (no `/`)",
+            );
         }
         given.push(SecretSource::Credential(c.clone()));
     }
-    match given.len() {
+    let source = match given.len() {
         0 if required => {
-            problems.push((
+            p.add(
                 format!("{path}.{key}"),
                 format!("set one of `{key}`, `{key}_file`, `{key}_env` or `{key}_credential`"),
-            ));
+            );
             None
         }
         0 => None,
         1 => given.pop(),
         _ => {
-            problems.push((
+            p.add(
                 format!("{path}.{key}"),
                 format!(
                     "give only one of `{key}`, `{key}_file`, `{key}_env` and `{key}_credential`"
                 ),
-            ));
+            );
             None
         }
+    };
+    // Read where this process can tell (`run` would fail on it), never printed.
+    match &source {
+        Some(SecretSource::File(f)) => p.readable_file(f, format!("{path}.{key}_file")),
+        Some(SecretSource::Credential(c)) if credential_ok => {
+            let at = format!("{path}.{key}_credential");
+            match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) => p.readable_file(&Path::new(&dir).join(c), at),
+                None => p.not_checked(
+                    at,
+                    "$CREDENTIALS_DIRECTORY is not set here (systemd sets it for the service only, with LoadCredential=)",
+                ),
+            }
+        }
+        Some(SecretSource::Env(v)) if !v.is_empty() && std::env::var_os(v).is_none() => {
+            p.not_checked(
+                format!("{path}.{key}_env"),
+                format!("{v} is not set here (the service's environment may set it)"),
+            );
+        }
+        _ => {}
     }
+    source
 }
 
-/// Validates `[[sinks.influxdb]]` entry `index`; problems are `(key path, message)`.
-pub(crate) fn validate(
+/// Validates `[[sinks.influxdb]]` entry `index`.
+pub(super) fn validate(
     c: &InfluxDbConfig,
     index: usize,
     data_dir: &Path,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut Problems,
 ) -> Option<InfluxSettings> {
     let path = format!("sinks.influxdb[{index}]");
-    let mut p = |key: &str, message: &str| problems.push((format!("{path}.{key}"), message.into()));
+    let mut p = |key: &str, message: &str| problems.add(format!("{path}.{key}"), message);
     let name_ok = !c.name.is_empty()
         && c.name
             .chars()
@@ -301,6 +327,14 @@ pub(crate) fn validate(
         p("name", "must be letters, digits, `-`, `_` or `.`");
     }
     let url = match reqwest::Url::parse(&c.url) {
+        // Credentials in a URL end up wherever the URL is shown (`Debug`, `doctor`).
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            p(
+                "url",
+                "must not hold a user name or password: use `token` (v2) or `username` and `password` (v1), each of which can come from a file, a variable or a credential",
+            );
+            None
+        }
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
         Ok(_) => {
             p("url", "must be an http:// or https:// URL with a host");
@@ -402,10 +436,7 @@ pub(crate) fn validate(
                 problems,
             );
             if password.is_some() && c.username.is_none() {
-                problems.push((
-                    format!("{path}.password"),
-                    "a password needs a `username`".into(),
-                ));
+                problems.add(format!("{path}.password"), "a password needs a `username`");
             }
             InfluxApiSettings::V1 {
                 database: database?,
@@ -416,14 +447,9 @@ pub(crate) fn validate(
         }
     };
     if let Some(tls) = &c.tls {
-        for (key, message) in super::broker::tls_problems(tls) {
-            problems.push((format!("{path}.tls{key}"), message));
-        }
+        super::broker::check_tls(tls, &format!("{path}.tls"), problems);
         if url.as_ref().is_some_and(|u| u.scheme() != "https") {
-            problems.push((
-                format!("{path}.tls"),
-                "only for an https:// url".to_string(),
-            ));
+            problems.add(format!("{path}.tls"), "only for an https:// url");
         }
     }
     let gzip = c
@@ -486,5 +512,63 @@ mod tests {
         );
         std::fs::write(&file, " \n").unwrap();
         assert!(src.load().unwrap_err().ends_with(": empty"));
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_being_shown() {
+        let errs = super::super::settings::tests::errors(
+            "[[sinks.influxdb]]\nname = \"a\"\napi = \"v1\"\ndatabase = \"d\"\n\
+             url = \"http://admin:s3cret@localhost:8086\"\n",
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}"); // and: no source
+        assert!(errs[0].starts_with("sinks.influxdb[0].url: must not hold a user name or password"));
+        assert!(!errs.iter().any(|e| e.contains("s3cret")));
+    }
+
+    /// Issue 15: `validate` said OK to a `token_file` that `run` could not read.
+    #[test]
+    fn a_secret_file_that_cannot_be_read_is_a_problem_and_a_credential_is_not_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = |secret: &str| {
+            format!(
+                "[[sources.serial]]\npath = \"/dev/ttyUSB0\"\nformat = \"value\"\nmeasurement = \"m\"\n\
+                 [[sinks.influxdb]]\nname = \"a\"\nurl = \"http://localhost:8086\"\n\
+                 org = \"o\"\nbucket = \"b\"\n{secret}\n"
+            )
+        };
+        let errors = super::super::settings::tests::errors;
+        assert_eq!(
+            errors(&sink(&format!("token_file = {:?}", dir.path()))),
+            vec![format!(
+                "sinks.influxdb[0].token_file: {} is a directory, not a file",
+                dir.path().display()
+            )]
+        );
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            errors(&sink(&format!("token_file = {missing:?}"))),
+            vec![format!(
+                "sinks.influxdb[0].token_file: {} does not exist",
+                missing.display()
+            )]
+        );
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t0ken\n").unwrap();
+        let settings = crate::config::Config::from_toml(&sink(&format!("token_file = {file:?}")))
+            .and_then(crate::config::Config::validate)
+            .unwrap();
+        assert!(settings.unchecked.is_empty());
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+            let settings = crate::config::Config::from_toml(&sink("token_credential = \"tok\""))
+                .and_then(crate::config::Config::validate)
+                .unwrap();
+            assert_eq!(
+                settings.unchecked,
+                vec![crate::config::Problem {
+                    path: "sinks.influxdb[0].token_credential".into(),
+                    message: "$CREDENTIALS_DIRECTORY is not set here (systemd sets it for the service only, with LoadCredential=)".into(),
+                }]
+            );
+        }
     }
 }

@@ -7,11 +7,13 @@
 
 mod broker;
 mod bytesize;
+mod files;
 mod influxdb;
 mod mqtt_sink;
 mod secret;
 mod serial;
 mod settings;
+mod syntax;
 
 pub use broker::{BrokerSettings, Protocol, HOSTNAME_PLACEHOLDER};
 pub use bytesize::ByteSize;
@@ -74,6 +76,13 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// The address to listen on; keep it on loopback unless a firewall guards it.
     pub listen: std::net::SocketAddr,
+    /// The longest a client may take to send a request head (and a kept-alive connection
+    /// may stay idle): a slow or silent client is disconnected then.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// The most connections open at once; more are refused (counted in
+    /// `http_connections_refused_total`).
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -81,8 +90,21 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9108)),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 64,
         }
     }
+}
+
+/// The validated `[http]` section, when enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The longest a request head may take.
+    pub header_timeout: Duration,
+    /// The most connections open at once.
+    pub max_connections: usize,
 }
 
 /// `[pipeline]`.
@@ -504,21 +526,27 @@ impl Config {
     /// # Errors
     /// [`ConfigErrors`]: the file cannot be read or parsed, keys that are not ours (all of
     /// them), or the first value of a wrong type, each with its key path.
+    ///
+    /// No message quotes the file or a value from it (a syntax error on a `password` line
+    /// would otherwise print the password): a syntax error is told by line, column and key.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let in_file =
+            |message: String| ConfigErrors::one("", format!("{}: {message}", path.display()));
+        let text =
+            std::fs::read_to_string(path).map_err(|e| in_file(format!("cannot read: {e}")))?;
+        syntax::check(&text).map_err(in_file)?;
         let source = config::Config::builder()
-            .add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            )
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            // Values stay text (`try_parsing` would turn a path `0123` into `123` and a
+            // `1e3` into `1000`); numbers and booleans are read from the text when the key
+            // wants one.
             .add_source(
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                    .separator("__"),
             )
             .build()
-            .map_err(|e| ConfigErrors::one("", format!("{}: {e}", path.display())))?;
+            .map_err(|e| in_file(build_error(&e)))?;
         Config::from_source(source)
     }
 
@@ -528,10 +556,11 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        syntax::check(text).map_err(|m| ConfigErrors::one("", m))?;
         let source = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .map_err(|e| ConfigErrors::one("", e.to_string()))?;
+            .map_err(|e| ConfigErrors::one("", build_error(&e)))?;
         Config::from_source(source)
     }
 
@@ -552,7 +581,7 @@ impl Config {
             Ok(_) => Err(ConfigErrors(problems)),
             Err(e) => {
                 let path = e.path().to_string();
-                let message = clean_type_error(&e.inner().to_string());
+                let message = clean_type_error(&without_value(&e.inner().to_string()));
                 problems.push(Problem {
                     path: if path == "." { String::new() } else { path },
                     message,
@@ -583,11 +612,121 @@ fn format_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
+/// Why the `config` crate could not gather the file and the environment. Its parse errors
+/// quote the file (already checked by [`syntax::check`], so not expected here).
+fn build_error(e: &config::ConfigError) -> String {
+    match e {
+        config::ConfigError::FileParse { .. } => "not a valid TOML file".to_string(),
+        e => clean_type_error(&without_value(&e.to_string())),
+    }
+}
+
+/// A type error without the value it found: `invalid type: string "hunter2", expected u16`
+/// becomes `invalid type: string, expected u16`, and `unknown variant `hunter2`, expected
+/// one of ...` becomes `unknown variant, expected one of ...` (the value may be a secret
+/// written under the wrong key; the key path is in front of the message).
+fn without_value(message: &str) -> String {
+    // serde's enums: "unknown variant `hunter2`, expected one of `json`, ...".
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some(end) = rest.rfind("`, expected ") {
+            return format!("unknown variant{}", &rest[end + 1..]);
+        }
+    }
+    for lead in ["invalid type: ", "invalid value: "] {
+        let Some(start) = message.find(lead).map(|i| i + lead.len()) else {
+            continue;
+        };
+        let Some(end) = message.rfind(", expected ").filter(|end| *end >= start) else {
+            continue;
+        };
+        let found = &message[start..end];
+        let Some(kind_end) = found.find(['"', '`', '\'']) else {
+            continue;
+        };
+        return format!(
+            "{}{}{}",
+            &message[..start],
+            found[..kind_end].trim_end(),
+            &message[end..]
+        );
+    }
+    message.to_string()
+}
+
 /// The `config` crate appends its own, less precise, location to type errors: drop it, the
 /// path is already in front.
 fn clean_type_error(message: &str) -> String {
     match message.find(" for key `") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "hunter2-s3cret";
+
+    /// Issue 15: a missing closing quote after a password printed the line, password
+    /// included, through `validate`, `run` and a SIGHUP reload alike (all go through `load`).
+    #[test]
+    fn a_syntax_error_names_the_place_and_the_key_but_not_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "data_dir = \"/tmp/x\"\n[[sources.mqtt]]\nhost = \"localhost\"\n\
+                 username = \"u\"\npassword = \"{SECRET}\n"
+            ),
+        )
+        .unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(!e.contains(SECRET), "{e}");
+        assert_eq!(
+            e,
+            format!(
+                "{}: TOML syntax error at line 5, column {} (at key sources.mqtt[0].password): \
+                 invalid basic string, expected `\"`",
+                file.display(),
+                "password = \"".len() + SECRET.len() + 1
+            )
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_not_shown() {
+        for (key, value) in [
+            ("port", format!("\"{SECRET}\"")),
+            ("keep_alive", format!("\"{SECRET}\"")),
+            ("clean_session", format!("\"{SECRET}\"")),
+            ("max_payload_size", format!("\"{SECRET}\"")),
+            ("max_payload_size", format!("\"1{SECRET}\"")),
+            ("protocol", format!("\"{SECRET}\"")),
+            ("reconnect", format!("\"{SECRET}\"")),
+            ("tls", format!("{{ ca_file = [\"{SECRET}\"] }}")),
+        ] {
+            let text = format!(
+                "[[sources.mqtt]]\nhost = \"localhost\"\n{key} = {value}\n\
+                 [[sources.mqtt.subscriptions]]\ntopic = \"a/{{device}}/{{measurement}}\"\n"
+            );
+            let e = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(!e.contains(SECRET), "{e}");
+            assert!(e.starts_with(&format!("sources.mqtt[0].{key}")), "{e}");
+        }
+        assert_eq!(
+            without_value("invalid type: string \"a, expected b\", expected u16 for key `x`"),
+            "invalid type: string, expected u16 for key `x`"
+        );
+        assert_eq!(
+            without_value("invalid value: 64-bit integer `-1`, expected u16"),
+            "invalid value: 64-bit integer, expected u16"
+        );
+        assert_eq!(
+            without_value("unknown variant `jsn`, expected one of `json`, `csv`"),
+            "unknown variant, expected one of `json`, `csv`"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use super::broker::{self, SessionKeys};
+use super::files::{check_readable, FileCheck};
 use super::{
     BackoffConfig, BatchConfig, BrokerSettings, Config, ConfigErrors, CsvConfig, FormatName,
     JournalConfig, JsonConfig, LineProtocolConfig, LocalConfig, MqttConfig, MqttSinkSettings,
@@ -46,8 +47,12 @@ pub struct Settings {
     pub influxdb: Vec<super::InfluxSettings>,
     /// MQTT sinks, in the order written.
     pub mqtt_sinks: Vec<MqttSinkSettings>,
-    /// Where to serve `/metrics` and `/health`, if anywhere.
-    pub http: Option<std::net::SocketAddr>,
+    /// Where and how to serve `/metrics`, `/health` and the dashboard, if at all.
+    pub http: Option<super::HttpSettings>,
+    /// Files and secrets validation could not check from this process, with why (a systemd
+    /// credential outside the service, a variable the service's environment may set):
+    /// `validate` prints them as notes.
+    pub unchecked: Vec<Problem>,
 }
 
 /// The journal's settings.
@@ -115,16 +120,36 @@ pub struct SubscriptionSettings {
     pub tags: Vec<(CompactString, CompactString)>,
 }
 
-/// Collects problems, one per key path.
+/// Collects problems, one per key path, and what could not be checked here.
 #[derive(Default)]
-pub(super) struct Problems(Vec<Problem>);
+pub(super) struct Problems {
+    problems: Vec<Problem>,
+    unchecked: Vec<Problem>,
+}
 
 impl Problems {
     pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// Notes that the file at key `path` could not be checked by this process, and why.
+    pub(super) fn not_checked(&mut self, path: impl Into<String>, why: impl Into<String>) {
+        self.unchecked.push(Problem {
+            path: path.into(),
+            message: why.into(),
+        });
+    }
+
+    /// Checks that the file at key `path` can be read (see [`check_readable`]).
+    pub(super) fn readable_file(&mut self, file: &std::path::Path, path: impl Into<String>) {
+        match check_readable(file) {
+            FileCheck::Readable => {}
+            FileCheck::Problem(why) => self.add(path, why),
+            FileCheck::NotChecked(why) => self.not_checked(path, why),
+        }
     }
 
     pub(super) fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
@@ -192,19 +217,13 @@ impl Config {
             .enabled
             .then(|| local_settings(&self.sinks.local, &self.data_dir, &mut p));
         // InfluxDB sinks: their own module validates them.
-        let mut influx_problems = Vec::new();
         let influxdb: Vec<super::InfluxSettings> = self
             .sinks
             .influxdb
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| {
-                super::influxdb::validate(c, i, &self.data_dir, &mut influx_problems)
-            })
+            .filter_map(|(i, c)| super::influxdb::validate(c, i, &self.data_dir, &mut p))
             .collect();
-        for (path, message) in influx_problems {
-            p.add(path, message);
-        }
         for (i, c) in self.sinks.influxdb.iter().enumerate() {
             if self.sinks.influxdb[..i].iter().any(|o| o.name == c.name) {
                 p.add(
@@ -272,8 +291,19 @@ impl Config {
             mqtt.push(source);
         }
 
-        if !p.0.is_empty() {
-            return Err(ConfigErrors(p.0));
+        p.check(
+            (Duration::from_millis(100)..=Duration::from_secs(60))
+                .contains(&self.http.header_timeout),
+            "http.header_timeout",
+            "must be between 100ms and 60s",
+        );
+        p.check(
+            (1..=65_536).contains(&self.http.max_connections),
+            "http.max_connections",
+            "must be between 1 and 65536",
+        );
+        if !p.problems.is_empty() {
+            return Err(ConfigErrors(p.problems));
         }
         Ok(Settings {
             data_dir: self.data_dir,
@@ -285,7 +315,12 @@ impl Config {
             local,
             influxdb,
             mqtt_sinks,
-            http: self.http.enabled.then_some(self.http.listen),
+            http: self.http.enabled.then_some(super::HttpSettings {
+                listen: self.http.listen,
+                header_timeout: self.http.header_timeout,
+                max_connections: self.http.max_connections,
+            }),
+            unchecked: p.unchecked,
         })
     }
 }

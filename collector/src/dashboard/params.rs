@@ -317,4 +317,135 @@ mod tests {
             "epoch: \"h\" is not one of ns, us, ms, s"
         );
     }
+
+    /// Fuzz-style: every endpoint's query parser over arbitrary query strings and over
+    /// mutations of valid ones, at any `now`.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::super::api::{self, Request, MAX_POINTS, MAX_SERIES, MAX_STEPS};
+        use crate::mutate::{edits, mutate};
+
+        const PATHS: [&str; 4] = [
+            "/api/v1/devices",
+            "/api/v1/latest",
+            "/api/v1/points",
+            "/api/v1/downsample",
+        ];
+
+        const SEEDS: &[&str] = &[
+            "stale=5m&limit=10&epoch=ms",
+            "measurement=env&field=t&device=a%2Fb&tag=site%3Dlab&tag=k=v&limit=5",
+            "device=d&from=-1h&to=now&limit=100000&epoch=s",
+            "from=2024-05-01T12:00:00Z&to=1714568400000000000&step=1m30s&field=t",
+        ];
+
+        const TOKENS: &[&str] = &[
+            "%",
+            "%z",
+            "%zz",
+            "%FF",
+            "%C3%BC",
+            "%00",
+            "&",
+            "=",
+            "+",
+            "tag=",
+            "from=",
+            "to=",
+            "step=",
+            "limit=",
+            "epoch=",
+            "stale=",
+            "-",
+            "now",
+            "0",
+            "1",
+            "1ns",
+            "0s",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "99999999999999999999",
+            "1e400",
+            "-400years",
+            "292years",
+            "584942417355years",
+            "-292years",
+            "2262-04-11T23:47:16.854775807Z",
+            "1677-09-21T00:12:43.145224192Z",
+            "9999-12-31T23:59:59Z",
+        ];
+
+        /// What a refusal may echo of the query, at most.
+        fn bounded(message: &str, query: &str) -> bool {
+            message.len() <= 10 * query.len() + 1024
+        }
+
+        fn check(path: &str, query: &str, now: i64) -> Result<(), TestCaseError> {
+            let Some(result) = api::parse(path, Some(query), now) else {
+                return Err(TestCaseError::fail(format!("{path} is an endpoint")));
+            };
+            match result {
+                Err(e) => prop_assert!(bounded(&e.0, query), "{} bytes", e.0.len()),
+                Ok(Request::Devices { limit, .. }) => {
+                    prop_assert!((1..=MAX_SERIES).contains(&limit))
+                }
+                Ok(Request::Latest { query: q, .. }) => {
+                    prop_assert!(q.limit.is_some_and(|l| (1..=MAX_SERIES).contains(&l)));
+                }
+                Ok(Request::Points { query: q, .. }) => {
+                    prop_assert!(q.limit.is_some_and(|l| (1..=MAX_POINTS).contains(&l)));
+                    prop_assert!(q.from_ns < q.to_ns);
+                }
+                Ok(Request::Downsample {
+                    query: q,
+                    step_ns,
+                    steps,
+                    ..
+                }) => {
+                    prop_assert!(step_ns > 0 && (1..=MAX_STEPS).contains(&steps));
+                    prop_assert!(q.from_ns < q.to_ns);
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_queries(
+                path in 0..PATHS.len(),
+                query in prop_oneof![
+                    any::<String>(),
+                    proptest::collection::vec((0..TOKENS.len()).prop_map(|t| TOKENS[t]), 0..24)
+                        .prop_map(|t| t.concat()),
+                ],
+                now in prop_oneof![any::<i64>(), Just(1_750_000_000_000_000_000i64)],
+            ) {
+                check(PATHS[path], &query, now)?;
+            }
+
+            #[test]
+            fn mutations_of_valid_queries(
+                path in 0..PATHS.len(),
+                seed in 0..SEEDS.len(),
+                edits in edits(TOKENS.len()),
+                now in prop_oneof![any::<i64>(), Just(1_750_000_000_000_000_000i64)],
+            ) {
+                let bytes = mutate(SEEDS[seed].as_bytes(), &edits, TOKENS);
+                // The server hands over the query as text.
+                let query = String::from_utf8_lossy(&bytes);
+                check(PATHS[path], &query, now)?;
+            }
+        }
+
+        #[test]
+        fn the_seeds_are_valid() {
+            for (path, seed) in PATHS.iter().zip(SEEDS) {
+                let parsed = api::parse(path, Some(seed), 1_750_000_000_000_000_000);
+                assert!(matches!(parsed, Some(Ok(_))), "{path}?{seed}: {parsed:?}");
+            }
+        }
+    }
 }

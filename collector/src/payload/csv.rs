@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::fields::{Builder, Scalar};
+use super::fields::Builder;
 use super::{Context, CsvOptions, Reject};
 use crate::reading::Reading;
 
@@ -34,7 +34,7 @@ pub(super) fn parse(
         if cell.is_empty() || name.is_empty() || name == "_" {
             continue;
         }
-        builder.put(Cow::Borrowed(name), Scalar::from_text(cell));
+        builder.put_text(Cow::Borrowed(name), cell);
     }
     builder.finish().map(Some)
 }
@@ -88,5 +88,9 @@ mod tests {
         assert_eq!(one(",,,,"), Err(Reject::NoFields));
         assert_eq!(one(",inf,,,"), Err(Reject::UnsupportedValue));
         assert_eq!(one("1,2,,,"), Err(Reject::TimestampOutOfRange));
+        assert_eq!(
+            one("1750000000.000000001,2,,,").map(|r| r.unwrap().timestamp),
+            Ok(NOW + 1)
+        );
     }
 }

@@ -66,6 +66,20 @@ impl<'o, 'c> Builder<'o, 'c> {
         }
     }
 
+    /// Takes one pair written as text (`key=value`, a CSV cell): the timestamp is read
+    /// exactly from its digits ([`TimeUnit::text_to_ns`](super::TimeUnit::text_to_ns)), any
+    /// other value as [`Scalar::from_text`] says.
+    pub(super) fn put_text(&mut self, key: Cow<'_, str>, text: &str) {
+        if self.reject.is_none() && key == self.opts.timestamp_key {
+            match self.opts.timestamp_unit.text_to_ns(text) {
+                Ok(ts) => self.reading.timestamp = ts,
+                Err(r) => self.reject = Some(r),
+            }
+            return;
+        }
+        self.put(key, Scalar::from_text(text));
+    }
+
     /// Takes one pair: the timestamp, a tag, or a field (a repeated field keeps its last value).
     pub(super) fn put(&mut self, key: Cow<'_, str>, value: Scalar<'_>) {
         if self.reject.is_some() {

@@ -245,4 +245,15 @@ mod tests {
         assert_eq!(one(r#"{"ts":1750000000}"#), Err(Reject::NoFields));
         assert_eq!(one(r#"{"room":"lab"}"#), Err(Reject::NoFields));
     }
+
+    #[test]
+    fn a_fractional_timestamp_is_the_decimal_written() {
+        let ts = |text: &str| one(text).map(|r| r.timestamp);
+        assert_eq!(ts(r#"{"ts":1750000000.123,"t":1}"#), Ok(NOW + 123_000_000));
+        assert_eq!(
+            ts(r#"{"ts":1750000000123.456,"t":1}"#),
+            Ok(NOW + 123_456_000)
+        );
+        assert_eq!(ts(r#"{"ts":1.75e18,"t":1}"#), Ok(NOW));
+    }
 }

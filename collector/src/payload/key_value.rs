@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::fields::{Builder, Scalar};
+use super::fields::Builder;
 use super::{Context, JsonOptions, Reject};
 use crate::reading::Reading;
 
@@ -19,7 +19,7 @@ pub(super) fn parse(text: &str, opts: &JsonOptions, ctx: &Context<'_>) -> Result
         if key.is_empty() || value.is_empty() {
             return Err(Reject::InvalidKeyValue);
         }
-        builder.put(Cow::Borrowed(key), Scalar::from_text(value));
+        builder.put_text(Cow::Borrowed(key), value);
         pairs += 1;
     }
     if pairs == 0 {
@@ -78,5 +78,14 @@ mod tests {
         assert_eq!(one("ts=1 t=1"), Err(Reject::TimestampOutOfRange));
         assert_eq!(one("ts=soon t=1"), Err(Reject::InvalidTimestamp));
         assert_eq!(one("t=1").unwrap().timestamp, NOW);
+    }
+
+    #[test]
+    fn a_fractional_timestamp_is_read_exactly() {
+        let one = |t: &str| parse(t, &opts(), &ctx(&[])).map(|r| r.timestamp);
+        assert_eq!(one("ts=1750000000.123456789 t=1"), Ok(NOW + 123_456_789));
+        assert_eq!(one("ts=1750000000123.5 t=1"), Ok(NOW + 123_500_000));
+        assert_eq!(one("ts=2025-06-15T15:06:40.5Z t=1"), Ok(NOW + 500_000_000));
+        assert_eq!(one("ts=1.75e9 t=1"), Ok(NOW));
     }
 }

@@ -112,4 +112,56 @@ mod tests {
         assert_eq!(out[0].timestamp, secs * 1_000_000_000);
         assert_eq!(out[0].device(), Some("sensors/a/b"));
     }
+
+    /// Integers at and past their limits, with and without their suffixes, and timestamps
+    /// whose conversion to nanoseconds overflows: exact, or rejected, never wrapped.
+    #[test]
+    fn integer_extremes_are_exact_or_rejected() {
+        let one = |line: &str, precision: TimeUnit| {
+            let mut out = Vec::new();
+            let rejects = parse(line, precision, &ctx(&[]), &mut out);
+            (out.pop().map(|r| r.fields), rejects)
+        };
+        let field = |v: FieldValue| (Some(vec![("f".into(), v)]), vec![]);
+        let bad = (None, vec![Reject::InvalidLineProtocol]);
+        assert_eq!(
+            one("m f=-9223372036854775808i", TimeUnit::Ns),
+            field(FieldValue::Integer(i64::MIN))
+        );
+        assert_eq!(
+            one("m f=9223372036854775807i", TimeUnit::Ns),
+            field(FieldValue::Integer(i64::MAX))
+        );
+        assert_eq!(one("m f=9223372036854775808i", TimeUnit::Ns), bad);
+        assert_eq!(one("m f=-9223372036854775809i", TimeUnit::Ns), bad);
+        assert_eq!(
+            one("m f=18446744073709551615u", TimeUnit::Ns),
+            field(FieldValue::Unsigned(u64::MAX))
+        );
+        assert_eq!(one("m f=18446744073709551616u", TimeUnit::Ns), bad);
+        assert_eq!(one("m f=-1u", TimeUnit::Ns), bad);
+        assert_eq!(
+            one("m f=1.7976931348623157e308", TimeUnit::Ns),
+            field(FieldValue::Float(f64::MAX))
+        );
+        assert_eq!(one("m f=1e309", TimeUnit::Ns), bad);
+        assert_eq!(
+            one("m f=5e-324", TimeUnit::Ns),
+            field(FieldValue::Float(5e-324))
+        );
+        let out_of_range = (None, vec![Reject::TimestampOutOfRange]);
+        for (ts, precision) in [
+            ("9223372036854775807", TimeUnit::S),
+            ("-9223372036854775808", TimeUnit::Ms),
+            ("9223372036854776", TimeUnit::Us),
+            ("-9223372036854775808", TimeUnit::Ns),
+        ] {
+            assert_eq!(
+                one(&format!("m f=1i {ts}"), precision),
+                out_of_range,
+                "{ts} {precision:?}"
+            );
+        }
+        assert_eq!(one("m f=1i 9223372036854775808", TimeUnit::Ns), bad);
+    }
 }

@@ -7,6 +7,8 @@
 
 mod csv;
 mod fields;
+#[cfg(test)]
+mod fuzz;
 mod json;
 mod key_value;
 mod line_protocol;
@@ -396,79 +398,6 @@ pub(crate) mod tests {
                 .prop_filter("finite", |v| v.is_finite())
             ) {
                 assert_exact(v);
-            }
-        }
-    }
-
-    mod fuzz {
-        use proptest::prelude::*;
-
-        use super::super::*;
-        use super::{ctx, NOW};
-
-        fn formats() -> Vec<Format> {
-            let fields = JsonOptions {
-                tag_keys: vec!["room".into()],
-                ..JsonOptions::default()
-            };
-            vec![
-                Format::Json(fields.clone()),
-                Format::LineProtocol {
-                    precision: TimeUnit::Ns,
-                },
-                Format::Value,
-                Format::KeyValue(fields.clone()),
-                Format::Csv(CsvOptions {
-                    columns: ["ts", "t", "_", "room"].map(String::from).to_vec(),
-                    delimiter: ',',
-                    fields,
-                }),
-            ]
-        }
-
-        /// Bytes that look a little like payloads, so that the parsers get past their first
-        /// checks often enough.
-        fn payload() -> impl Strategy<Value = Vec<u8>> {
-            let piece = prop_oneof![
-                any::<u8>().prop_map(|b| vec![b]),
-                Just(b"{\"t\":".to_vec()),
-                Just(b"ts=".to_vec()),
-                Just(b"t=21.5 ".to_vec()),
-                Just(b"env,room=a t=1 ".to_vec()),
-                Just(NOW.to_string().into_bytes()),
-                Just(b",".to_vec()),
-                Just(b"\n".to_vec()),
-                Just(b"\xff".to_vec()),
-                Just(b"}".to_vec()),
-            ];
-            proptest::collection::vec(piece, 0..64).prop_map(|v| v.concat())
-        }
-
-        proptest! {
-            /// No input makes a parser panic; every reading has a field and a device, and
-            /// their number is bounded by the input's lines.
-            #[test]
-            fn no_input_panics_any_parser(data in payload()) {
-                let tags = vec![("site".into(), "s".into())];
-                let c = ctx(&tags);
-                for format in formats() {
-                    let mut out = Vec::new();
-                    let rejects = parse(&format, &data, &c, &mut out);
-                    let lines = data.split(|b| *b == b'\n').count();
-                    prop_assert!(out.len() + rejects.len() <= lines.max(1), "{format:?}");
-                    for r in &out {
-                        prop_assert!(!r.fields.is_empty());
-                        prop_assert!(r.device().is_some());
-                        for (k, v) in &r.fields {
-                            let text = match v {
-                                FieldValue::String(s) => s.len(),
-                                _ => 0,
-                            };
-                            // "value" is the context's field name for bare values.
-                            prop_assert!(k.len() + text <= data.len() + "value".len());
-                        }
-                    }
-                }
             }
         }
     }

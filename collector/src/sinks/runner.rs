@@ -34,6 +34,7 @@ use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
 use crate::journal::{JournalError, JournalReader, Position};
 use crate::metrics::{Counter, Gauge, Histogram, Metrics};
+use crate::task::{blocking, ShuttingDown};
 
 /// The longest `Retry-After` honoured; a store asking for more is asked again after this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -67,7 +68,8 @@ pub struct SinkRunner<S> {
     unauthorized: Gauge,
 }
 
-/// The runner was told to stop before its batch was written; the batch stays in the journal.
+/// The runner was told to stop (or the runtime is shutting down) before its batch was
+/// written; the batch stays in the journal.
 struct Aborted;
 
 impl<S: Sink> SinkRunner<S> {
@@ -123,7 +125,11 @@ impl<S: Sink> SinkRunner<S> {
         loop {
             committed.borrow_and_update();
             let room = self.batcher.room();
-            let chunk = self.read(room).await?;
+            let Ok(chunk) = self.read(room).await else {
+                debug!(sink = %self.name, "the runtime is shutting down; the rest stays in the journal");
+                return Ok(());
+            };
+            let chunk = chunk?;
             let caught_up = chunk.len() < room;
             self.batcher.extend(chunk, Instant::now());
             if self.batcher.is_due(Instant::now()) {
@@ -167,26 +173,28 @@ impl<S: Sink> SinkRunner<S> {
     }
 
     /// Runs `f` on the reader in a blocking task (SQLite calls block).
+    ///
+    /// # Errors
+    /// [`ShuttingDown`]: `f` did not run, and the reader is gone; the runner must stop.
     async fn with_reader<T: Send + 'static>(
         &mut self,
         f: impl FnOnce(&mut JournalReader) -> T + Send + 'static,
-    ) -> T {
+    ) -> Result<T, ShuttingDown> {
         let Some(mut reader) = self.reader.take() else {
             unreachable!("journal reader in use")
         };
-        let (reader, out) = tokio::task::spawn_blocking(move || {
+        let (reader, out) = blocking(move || {
             let out = f(&mut reader);
             (reader, out)
         })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        .await?;
         self.reader = Some(reader);
-        out
+        Ok(out)
     }
 
-    async fn read(&mut self, max: usize) -> Result<Batch, JournalError> {
+    async fn read(&mut self, max: usize) -> Result<Result<Batch, JournalError>, ShuttingDown> {
         if max == 0 {
-            return Ok(Batch::new());
+            return Ok(Ok(Batch::new()));
         }
         self.with_reader(move |r| r.read(max)).await
     }
@@ -205,11 +213,15 @@ impl<S: Sink> SinkRunner<S> {
                 parts.push(first);
             }
         }
-        if let Err(e) = self.with_reader(move |r| r.commit(pos)).await {
+        match self.with_reader(move |r| r.commit(pos)).await {
+            Ok(Ok(())) => Ok(()),
             // The readings are written; the old cursor only means writing them again.
-            warn!(sink = %self.name, error = %e, "cannot save the sink's cursor");
+            Ok(Err(e)) => {
+                warn!(sink = %self.name, error = %e, "cannot save the sink's cursor");
+                Ok(())
+            }
+            Err(ShuttingDown) => Err(Aborted),
         }
-        Ok(())
     }
 
     /// Writes one part until it is written or dead-lettered (`None`), or the store says it
@@ -321,9 +333,9 @@ impl<S: Sink> SinkRunner<S> {
                 self.name.clone(),
                 reason.to_string(),
             );
-            let written = tokio::task::spawn_blocking(move || dl.append(&name, &why, &part))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let Ok(written) = blocking(move || dl.append(&name, &why, &part)).await else {
+                return Err(Aborted);
+            };
             match written {
                 Ok(()) => {
                     self.dead_lettered.add(n);
@@ -362,7 +374,7 @@ mod tests {
 
     use super::*;
     use crate::config::{JournalSettings, WhenFull};
-    use crate::journal::Journal;
+    use crate::journal::{Journal, JournalWriter};
     use crate::reading::{FieldValue, Reading, Readings};
 
     /// What the test sink answers to a write: by the batch's values and the attempt number.
@@ -402,16 +414,9 @@ mod tests {
         r
     }
 
-    /// Runs a runner over readings `0..n` (one journal entry) until it has written them all,
-    /// and returns its metrics and every write attempt.
-    async fn run(
-        dir: &Path,
-        n: i64,
-        answer: Answer,
-        dead_letter: bool,
-    ) -> (Metrics, Attempts, Journal) {
-        let metrics = Metrics::new();
-        let (journal, mut writer) = Journal::open(
+    /// A journal in `dir` with the one sink `t`.
+    fn journal(dir: &Path, metrics: &Metrics) -> (Journal, JournalWriter) {
+        let (journal, writer) = Journal::open(
             &JournalSettings {
                 path: dir.join("journal.db"),
                 max_bytes: 1 << 30,
@@ -423,6 +428,19 @@ mod tests {
         )
         .unwrap();
         journal.register_sinks(&["t"]).unwrap();
+        (journal, writer)
+    }
+
+    /// Runs a runner over readings `0..n` (one journal entry) until it has written them all,
+    /// and returns its metrics and every write attempt.
+    async fn run(
+        dir: &Path,
+        n: i64,
+        answer: Answer,
+        dead_letter: bool,
+    ) -> (Metrics, Attempts, Journal) {
+        let metrics = Metrics::new();
+        let (journal, mut writer) = journal(dir, &metrics);
         writer
             .append(&(0..n).map(reading).collect::<Vec<_>>())
             .unwrap();
@@ -502,6 +520,29 @@ mod tests {
         // The cursor is past everything: nothing is left for this sink.
         let mut reader = journal.reader("t").unwrap();
         assert!(reader.read(100).unwrap().is_empty());
+    }
+
+    /// Issue 15: a sink still running while `main` shuts the runtime down (a start-up error
+    /// elsewhere) got `JoinError::Cancelled` from its journal read and panicked on
+    /// `into_panic()`. It stops quietly instead.
+    #[test]
+    fn a_runner_stops_quietly_when_the_runtime_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let (journal, mut writer) = journal(dir.path(), &metrics);
+        writer.append(&[reading(1)]).unwrap();
+        let sink = Scripted {
+            answer: Box::new(|_, _| Ok(())),
+            attempts: Arc::new(Mutex::new(Vec::new())),
+        };
+        let settings = RunnerSettings {
+            batch: BatchConfig::default(),
+            retry: BackoffConfig::default(),
+        };
+        let runner = SinkRunner::new(sink, journal.reader("t").unwrap(), settings, &metrics);
+        let result =
+            crate::task::tests::with_blocking_pool_shut_down(runner.run(CancellationToken::new()));
+        assert!(result.is_ok(), "{result:?}");
     }
 
     #[tokio::test]

@@ -33,11 +33,12 @@ use crate::config::{InfluxApiSettings, InfluxSettings, Secret};
 /// The most of a server's error body kept in a reason.
 const MAX_REASON: usize = 1000;
 
-/// Why an InfluxDB sink cannot be built.
+/// Why an InfluxDB sink cannot be built. The message does not name the sink: those who
+/// print it (the pipeline, `doctor`) put the sink's name in front.
 #[derive(Debug, thiserror::Error)]
 pub enum InfluxError {
     /// The token or password cannot be read.
-    #[error("{sink}: cannot read the {what}: {reason}")]
+    #[error("cannot read the {what}: {reason}")]
     Secret {
         /// The sink.
         sink: String,
@@ -47,7 +48,7 @@ pub enum InfluxError {
         reason: String,
     },
     /// The TLS configuration cannot be built (a CA or client certificate file).
-    #[error("{sink}: TLS")]
+    #[error("TLS")]
     Tls {
         /// The sink.
         sink: String,
@@ -56,7 +57,7 @@ pub enum InfluxError {
         source: crate::tls::TlsError,
     },
     /// The HTTP client cannot be built.
-    #[error("{sink}: cannot build the HTTP client")]
+    #[error("cannot build the HTTP client")]
     Client {
         /// The sink.
         sink: String,

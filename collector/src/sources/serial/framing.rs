@@ -248,4 +248,50 @@ mod tests {
             prop_assert_eq!(chunked, frames(ending, max, &[&data]));
         }
     }
+
+    /// What a hostile or broken device splices into its lines.
+    const TOKENS: &[&str] = &[
+        "\r", "\n", "\r\n", "\n\r", "\0", "\u{fffd}", "\x1b[2J", "\u{ff}",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Mutations of a valid stream of lines: no panic, no line longer than `max`, no
+        /// more frames than line endings (and one overflow of an unfinished line), no more
+        /// bytes out than in, and never more than `max` bytes held.
+        #[test]
+        fn mutated_streams_are_framed_within_bounds(
+            lines in proptest::collection::vec("[ -~]{0,40}", 1..16),
+            edits in crate::mutate::edits(TOKENS.len()),
+            max in 1usize..64,
+            ending in any_ending(),
+        ) {
+            let end = match ending {
+                LineEnding::Lf | LineEnding::Any => "\n",
+                LineEnding::Cr => "\r",
+                LineEnding::Crlf => "\r\n",
+            };
+            let stream = lines.join(end) + end;
+            let data = crate::mutate::mutate(stream.as_bytes(), &edits, TOKENS);
+            let mut d = LineDecoder::new(ending, max);
+            let (mut frames, mut bytes) = (0usize, 0usize);
+            let mut too_long_line = false;
+            d.feed(&data, |f| {
+                frames += 1;
+                match f {
+                    Frame::Line(l) => {
+                        too_long_line |= l.is_empty() || l.len() > max;
+                        bytes += l.len();
+                    }
+                    Frame::TooLong => {}
+                }
+            });
+            prop_assert!(!too_long_line);
+            let endings = data.iter().filter(|b| matches!(**b, b'\n' | b'\r')).count();
+            prop_assert!(frames <= endings + 1, "{frames} frames, {endings} endings");
+            prop_assert!(bytes <= data.len());
+            prop_assert!(d.buffered() <= max);
+        }
+    }
 }

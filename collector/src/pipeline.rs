@@ -157,31 +157,7 @@ pub async fn run_reloadable(
     let dashboard =
         crate::dashboard::Dashboard::new(settings.local.as_ref().map(|l| l.path.clone()));
     if let Some(http) = &settings.http {
-        let addr = http.listen;
-        match crate::http::bind(addr) {
-            Ok(listener) => {
-                info!(%addr, "serving the dashboard (/), its API (/api/v1/), /metrics and /health");
-                let limits = crate::http::ConnectionLimits {
-                    header_timeout: http.header_timeout,
-                    max_connections: http.max_connections,
-                };
-                let health = crate::http::HealthLimits {
-                    journal_max_bytes: settings.journal.max_bytes,
-                };
-                let (m, stop) = (metrics.clone(), stop_supervisor.clone());
-                let dashboard = dashboard.clone();
-                tokio::spawn(async move {
-                    if let Err(e) =
-                        crate::http::serve(listener, limits, m, health, dashboard, stop).await
-                    {
-                        error!(error = %e, "the HTTP server stopped");
-                    }
-                });
-            }
-            Err(e) => {
-                error!(%addr, error = %e, "cannot serve /metrics and /health (set http.listen, or http.enabled = false); collecting goes on without them")
-            }
-        }
+        serve_http(http, &settings, &metrics, &dashboard, &stop_supervisor);
     }
     info!(
         sources = settings.mqtt.len(),
@@ -552,6 +528,60 @@ impl Sinks {
             error!(sink = %name, error = %e, "the sink's task failed");
         }
     }
+}
+
+/// Starts the HTTP port (`/metrics`, `/health`, the dashboard): useful, not essential, so a
+/// port that cannot be served is logged and collecting goes on without it. It is never
+/// served with less protection than configured: without its certificate or its secret, it
+/// is not served at all.
+fn serve_http(
+    http: &crate::config::HttpSettings,
+    settings: &Settings,
+    metrics: &Metrics,
+    dashboard: &crate::dashboard::Dashboard,
+    stop: &CancellationToken,
+) {
+    let addr = http.listen;
+    let tls = match http.tls.as_ref().map(crate::tls::server_config).transpose() {
+        Ok(tls) => tls.map(std::sync::Arc::new),
+        Err(e) => {
+            error!(%addr, error = %format!("{:#}", anyhow::Error::from(e)), "cannot serve the HTTP port: [http.tls]; collecting goes on without it");
+            return;
+        }
+    };
+    let auth = match http.auth.as_ref().map(crate::http::Auth::load).transpose() {
+        Ok(auth) => auth,
+        Err(e) => {
+            error!(%addr, error = %e, "cannot serve the HTTP port: [http.auth]; collecting goes on without it");
+            return;
+        }
+    };
+    if auth.is_some() && tls.is_none() && !addr.ip().is_loopback() {
+        warn!(%addr, "the HTTP port asks for credentials over plain HTTP: they cross the network readable by anyone on the way (set [http.tls])");
+    }
+    let listener = match crate::http::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(%addr, error = %e, "cannot serve /metrics and /health (set http.listen, or http.enabled = false); collecting goes on without them");
+            return;
+        }
+    };
+    info!(%addr, tls = tls.is_some(), auth = auth.is_some(), "serving the dashboard (/), its API (/api/v1/), /metrics and /health");
+    let limits = crate::http::ConnectionLimits {
+        header_timeout: http.header_timeout,
+        max_connections: http.max_connections,
+    };
+    let access = crate::http::Access { tls, auth };
+    let health = crate::http::HealthLimits {
+        journal_max_bytes: settings.journal.max_bytes,
+    };
+    let (m, stop, dashboard) = (metrics.clone(), stop.clone(), dashboard.clone());
+    tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, limits, access, m, health, dashboard, stop).await
+        {
+            error!(error = %e, "the HTTP server stopped");
+        }
+    });
 }
 
 /// Logs the changes a reload cannot apply in place.

@@ -1,7 +1,7 @@
 //! TLS for every remote the collector connects to (MQTT brokers, InfluxDB servers): one
 //! rustls configuration, built here from the same keys wherever they appear (`ca_file`,
 //! `client_cert_file`, `client_key_file`), with the ring provider, the one crypto provider of
-//! the whole build.
+//! the whole build. And the server side, for the HTTP port ([`server_config`]).
 //!
 //! Trust: the CA certificates of `ca_file` when it is given (a private CA, or a server's own
 //! self-signed certificate if it was made as a CA), else the system's roots. There is no
@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::TlsConfig;
+use crate::config::{HttpTlsConfig, TlsConfig};
 
 /// Why a TLS configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,18 @@ pub enum TlsError {
     /// The client certificate and key do not belong together, or rustls refuses them.
     #[error("the client certificate and key cannot be used together")]
     ClientAuth(#[source] rustls::Error),
+    /// The server certificate and key do not belong together, or rustls refuses them.
+    #[error("the server certificate and key cannot be used together")]
+    ServerCert(#[source] rustls::Error),
+    /// The client CAs cannot verify client certificates.
+    #[error("{}: cannot verify client certificates with it", path.display())]
+    ClientVerifier {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
     /// No protocol version is left (cannot happen with rustls' safe defaults).
     #[error("TLS protocol versions")]
     Versions(#[source] rustls::Error),
@@ -85,6 +98,43 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
             .map_err(TlsError::ClientAuth)?,
         None => builder.with_no_client_auth(),
     };
+    Ok(config)
+}
+
+/// The server configuration of the HTTP port: its certificate chain and key, and, with
+/// `client_ca_file`, a client certificate from one of those CAs required of every client.
+/// It offers only HTTP/1.1 (ALPN), the one protocol the port speaks.
+///
+/// # Errors
+/// A file that cannot be read or holds no usable certificate or key ([`TlsError`]).
+pub fn server_config(tls: &HttpTlsConfig) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Versions)?;
+    let builder = match &tls.client_ca_file {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certs(path)? {
+                roots.add(cert).map_err(|source| TlsError::InvalidCa {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|source| TlsError::ClientVerifier {
+                    path: path.clone(),
+                    source,
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs(&tls.cert_file)?, private_key(&tls.key_file)?)
+        .map_err(TlsError::ServerCert)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

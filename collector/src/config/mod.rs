@@ -8,6 +8,7 @@
 mod broker;
 mod bytesize;
 mod files;
+mod http;
 mod influxdb;
 mod mqtt_sink;
 mod secret;
@@ -17,11 +18,12 @@ mod syntax;
 
 pub use broker::{BrokerSettings, Protocol, HOSTNAME_PLACEHOLDER};
 pub use bytesize::ByteSize;
+pub use http::{HttpAuthConfig, HttpAuthSettings, HttpConfig, HttpSettings, HttpTlsConfig};
 pub use influxdb::{
-    InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SecretSource, SINK_PREFIX,
+    InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SINK_PREFIX,
 };
 pub use mqtt_sink::{MqttSinkConfig, MqttSinkSettings, MQTT_SINK_PREFIX};
-pub use secret::Secret;
+pub use secret::{Secret, SecretSource};
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
 // Serial ports (issue 3).
 pub use serial::{
@@ -65,46 +67,6 @@ pub struct Config {
     /// The local HTTP port: `/metrics`, `/health` and the dashboard.
     #[serde(default)]
     pub http: HttpConfig,
-}
-
-/// `[http]`: Prometheus `/metrics`, `/health`, and the dashboard (`/`, `/api/v1/`), on a
-/// local port.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct HttpConfig {
-    /// Whether to serve them.
-    pub enabled: bool,
-    /// The address to listen on; keep it on loopback unless a firewall guards it.
-    pub listen: std::net::SocketAddr,
-    /// The longest a client may take to send a request head (and a kept-alive connection
-    /// may stay idle): a slow or silent client is disconnected then.
-    #[serde(with = "humantime_serde")]
-    pub header_timeout: Duration,
-    /// The most connections open at once; more are refused (counted in
-    /// `http_connections_refused_total`).
-    pub max_connections: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            enabled: true,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9108)),
-            header_timeout: Duration::from_secs(10),
-            max_connections: 64,
-        }
-    }
-}
-
-/// The validated `[http]` section, when enabled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSettings {
-    /// The address to listen on.
-    pub listen: std::net::SocketAddr,
-    /// The longest a request head may take.
-    pub header_timeout: Duration,
-    /// The most connections open at once.
-    pub max_connections: usize,
 }
 
 /// `[pipeline]`.

@@ -291,17 +291,7 @@ impl Config {
             mqtt.push(source);
         }
 
-        p.check(
-            (Duration::from_millis(100)..=Duration::from_secs(60))
-                .contains(&self.http.header_timeout),
-            "http.header_timeout",
-            "must be between 100ms and 60s",
-        );
-        p.check(
-            (1..=65_536).contains(&self.http.max_connections),
-            "http.max_connections",
-            "must be between 1 and 65536",
-        );
+        let http = super::http::validate(&self.http, &mut p);
         if !p.problems.is_empty() {
             return Err(ConfigErrors(p.problems));
         }
@@ -315,11 +305,7 @@ impl Config {
             local,
             influxdb,
             mqtt_sinks,
-            http: self.http.enabled.then_some(super::HttpSettings {
-                listen: self.http.listen,
-                header_timeout: self.http.header_timeout,
-                max_connections: self.http.max_connections,
-            }),
+            http,
             unchecked: p.unchecked,
         })
     }
@@ -587,7 +573,7 @@ pub(super) fn payload_format(
 pub(super) mod tests {
     use super::super::Config;
 
-    const MINIMAL: &str = r#"
+    pub(in crate::config) const MINIMAL: &str = r#"
         data_dir = "/tmp/x"
         [[sources.mqtt]]
         host = "localhost"

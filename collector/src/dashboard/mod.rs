@@ -16,11 +16,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Body, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
 pub use params::BadRequest;
+
+use crate::http::Body;
 
 use crate::sinks::local::{now_ns, LocalStore};
 
@@ -215,7 +217,10 @@ mod tests {
     async fn devices(d: &Dashboard) -> (StatusCode, serde_json::Value) {
         let r = d.handle("/api/v1/devices", None).await.unwrap();
         let status = r.status();
-        let body = hyper::body::to_bytes(r.into_body()).await.unwrap();
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
     }
 

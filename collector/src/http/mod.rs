@@ -12,25 +12,40 @@
 //! `http_connections_closed_total{reason}` or `http_connections_refused_total`, and logged
 //! at most once a minute.
 
+mod auth;
+
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use hyper::server::conn::Http;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Body, Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+pub use auth::Auth;
+
 use crate::backoff::LogLimit;
 use crate::dashboard::Dashboard;
 use crate::metrics::{Counter, Gauge, Metrics};
+
+/// The body of every response: whole, in memory (the largest is a bounded API answer).
+pub type Body = Full<Bytes>;
 
 /// The journal is "nearly full" above this share of `max_bytes`.
 const JOURNAL_NEARLY_FULL: f64 = 0.9;
@@ -78,36 +93,52 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Who may use the port: HTTPS and credentials, each optional (`[http.tls]`, `[http.auth]`).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Answer 401 to a request without these credentials (but see [`route`] for `/health`).
+    pub auth: Option<Auth>,
+}
+
 /// Why the server closed a connection it had taken (a label of
 /// `http_connections_closed_total`).
 #[derive(Debug, Clone, Copy)]
 enum Closed {
-    /// No whole request head arrived within `header_timeout` (a silent or slow client).
-    /// (A kept-alive connection that idles that long after its requests is closed too, as
-    /// usual, and not counted.)
+    /// No whole request head (or, with TLS, no finished handshake) arrived within
+    /// `header_timeout` (a silent or slow client). (A kept-alive connection that idles that
+    /// long after its requests is closed too, as usual, and not counted.)
     HeaderTimeout,
     /// The connection reached [`MAX_CONNECTION_AGE`].
     MaxAge,
+    /// The TLS handshake failed: not TLS, no common cipher suite, or a client certificate
+    /// missing or refused.
+    TlsHandshake,
 }
 
 impl Closed {
-    const ALL: [Closed; 2] = [Closed::HeaderTimeout, Closed::MaxAge];
+    const ALL: [Closed; 3] = [Closed::HeaderTimeout, Closed::MaxAge, Closed::TlsHandshake];
 
     fn reason(self) -> &'static str {
         match self {
             Closed::HeaderTimeout => "header_timeout",
             Closed::MaxAge => "max_age",
+            Closed::TlsHandshake => "tls_handshake",
         }
     }
 }
+
+/// The index of refusals in [`Events::logs`], after the [`Closed`] reasons.
+const REFUSED: usize = Closed::ALL.len();
 
 /// Counts and logs (at most once per [`LOG_PERIOD`] each) what the server refuses or cuts off.
 struct Events {
     open: Gauge,
     refused: Counter,
-    closed: [Counter; 2],
+    closed: [Counter; Closed::ALL.len()],
     /// One per [`Closed`], then the refusals.
-    logs: Mutex<[LogLimit; 3]>,
+    logs: Mutex<[LogLimit; Closed::ALL.len() + 1]>,
 }
 
 impl Events {
@@ -122,16 +153,15 @@ impl Events {
         }
     }
 
-    /// Whether the event `index` (a [`Closed`], or 2 for a refusal) is to be logged now, and
-    /// how many went unlogged since the last line.
+    /// Whether the event `index` (a [`Closed`], or [`REFUSED`]) is to be logged now, and how
+    /// many went unlogged since the last line.
     fn log(&self, index: usize) -> Option<u64> {
-        self.logs.lock().unwrap_or_else(PoisonError::into_inner)[index]
-            .event(std::time::Instant::now())
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner)[index].event(Instant::now())
     }
 
     fn refused(&self, limits: &ConnectionLimits, peer: SocketAddr) {
         self.refused.inc();
-        if let Some(unlogged) = self.log(2) {
+        if let Some(unlogged) = self.log(REFUSED) {
             warn!(%peer, max_connections = limits.max_connections, unlogged,
                 "too many HTTP connections: refusing new ones (http.max_connections)");
         }
@@ -145,14 +175,23 @@ impl Events {
     }
 }
 
-/// Serves until `stop`, within `limits`; then lets the requests under way finish (at most
-/// `header_timeout` more) and returns.
+/// What every request is answered from.
+struct Site {
+    metrics: Metrics,
+    health: HealthLimits,
+    dashboard: Dashboard,
+    auth: Option<Auth>,
+}
+
+/// Serves until `stop`, within `limits`, with `access`; then lets the requests under way
+/// finish (at most `header_timeout` more) and returns.
 ///
 /// # Errors
 /// The listener cannot be handed to the runtime.
 pub async fn serve(
     listener: TcpListener,
     limits: ConnectionLimits,
+    access: Access,
     metrics: Metrics,
     health: HealthLimits,
     dashboard: Dashboard,
@@ -161,10 +200,17 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let events = Arc::new(Events::new(&metrics));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut http = Http::new();
-    http.http1_only(true)
-        .http1_header_read_timeout(limits.header_timeout)
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
+    let tls = access.tls.map(TlsAcceptor::from);
+    let site = Arc::new(Site {
+        metrics,
+        health,
+        dashboard,
+        auth: access.auth,
+    });
     let connections = TaskTracker::new();
     let mut accept_errors = LogLimit::new(LOG_PERIOD);
     loop {
@@ -174,7 +220,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors, or the client gave up: wait a little, go on.
-                    if let Some(unlogged) = accept_errors.event(std::time::Instant::now()) {
+                    if let Some(unlogged) = accept_errors.event(Instant::now()) {
                         warn!(error = %e, unlogged, "cannot accept an HTTP connection");
                     }
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -183,60 +229,105 @@ pub async fn serve(
             },
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            refuse(&stream);
+            if tls.is_none() {
+                // A TLS client would read a plain answer as garbage: it is just closed.
+                refuse(&stream);
+            }
             events.refused(&limits, peer);
             continue;
         };
-        let accepted = std::time::Instant::now();
-        // Whether a whole request head arrived: hyper closes a connection on which none
-        // did within `header_timeout` without saying so.
-        let requested = Arc::new(AtomicBool::new(false));
-        let service = {
-            let (metrics, health, dashboard) = (metrics.clone(), health.clone(), dashboard.clone());
-            let requested = Arc::clone(&requested);
-            service_fn(move |req| {
-                requested.store(true, Ordering::Relaxed);
-                let (metrics, health, dashboard) =
-                    (metrics.clone(), health.clone(), dashboard.clone());
-                async move { Ok::<_, Infallible>(route(req, &metrics, &health, &dashboard).await) }
-            })
+        let one = Connection {
+            http: http.clone(),
+            limits,
+            site: Arc::clone(&site),
+            events: Arc::clone(&events),
+            stop: stop.clone(),
+            peer,
         };
-        let conn = http.serve_connection(stream, service);
-        let (events, stop) = (Arc::clone(&events), stop.clone());
+        let tls = tls.clone();
         events.open.add(1);
         connections.spawn(async move {
             let _permit = permit;
-            let mut conn = std::pin::pin!(conn);
-            let winding_down = tokio::select! {
-                result = conn.as_mut() => Some(result),
-                () = stop.cancelled() => None,
-                () = tokio::time::sleep(MAX_CONNECTION_AGE) => {
-                    events.closed(Closed::MaxAge, peer);
-                    None
+            match tls {
+                None => one.serve(stream).await,
+                Some(tls) => {
+                    // A client that never finishes its hello holds the connection no longer
+                    // than one that never finishes its request head.
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => one.serve(stream).await,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            one.events.closed(Closed::TlsHandshake, peer);
+                        }
+                        Err(_) => one.events.closed(Closed::HeaderTimeout, peer),
+                    }
                 }
-            };
-            let result = match winding_down {
-                Some(result) => Some(result),
-                None => {
-                    // Finish the request under way, if any; a client that does not read
-                    // its answer gets `header_timeout` more.
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(limits.header_timeout, conn).await.ok()
-                }
-            };
-            if let Some(Err(e)) = result {
-                debug!(%peer, error = %e, "HTTP connection ended");
             }
-            // A client that closes first does so before the timeout.
-            if !requested.load(Ordering::Relaxed) && accepted.elapsed() >= limits.header_timeout {
-                events.closed(Closed::HeaderTimeout, peer);
-            }
-            events.open.add(-1);
+            one.events.open.add(-1);
         });
     }
     connections.close();
     let _ = tokio::time::timeout(limits.header_timeout, connections.wait()).await;
     Ok(())
+}
+
+/// One accepted connection, and what serving it needs.
+struct Connection {
+    http: http1::Builder,
+    limits: ConnectionLimits,
+    site: Arc<Site>,
+    events: Arc<Events>,
+    stop: CancellationToken,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 on `io` (a TCP stream, or a TLS stream over one) until the client
+    /// goes, the connection reaches its age or times out, or `stop`.
+    async fn serve<I>(&self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (limits, peer) = (self.limits, self.peer);
+        let started = Instant::now();
+        // Whether a whole request head arrived: hyper closes a connection on which none
+        // did within `header_timeout` without saying so.
+        let requested = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (site, requested) = (Arc::clone(&self.site), Arc::clone(&requested));
+            service_fn(move |req| {
+                requested.store(true, Ordering::Relaxed);
+                let site = Arc::clone(&site);
+                async move { Ok::<_, Infallible>(route(req, &site).await) }
+            })
+        };
+        let conn = self.http.serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        let winding_down = tokio::select! {
+            result = conn.as_mut() => Some(result),
+            () = self.stop.cancelled() => None,
+            () = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+                self.events.closed(Closed::MaxAge, peer);
+                None
+            }
+        };
+        let result = match winding_down {
+            Some(result) => Some(result),
+            None => {
+                // Finish the request under way, if any; a client that does not read its
+                // answer gets `header_timeout` more.
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout(limits.header_timeout, conn).await.ok()
+            }
+        };
+        if let Some(Err(e)) = result {
+            debug!(%peer, error = %e, "HTTP connection ended");
+        }
+        // A client that closes first does so before the timeout.
+        if !requested.load(Ordering::Relaxed) && started.elapsed() >= limits.header_timeout {
+            self.events.closed(Closed::HeaderTimeout, peer);
+        }
+    }
 }
 
 /// Answers a connection over the limit with a 503, if the socket takes it at once, and
@@ -247,12 +338,11 @@ fn refuse(stream: &tokio::net::TcpStream) {
     let _ = stream.try_write(BUSY);
 }
 
-async fn route(
-    req: Request<Body>,
-    metrics: &Metrics,
-    limits: &HealthLimits,
-    dashboard: &Dashboard,
-) -> Response<Body> {
+/// The answer to `req`. With [`Access::auth`], a request without the credentials gets a 401,
+/// except `/health`, which then answers only its status (`{"status":"ok"}` with 200, or
+/// `"failing"` with 503), not the per-component report: service managers and load
+/// balancers probe it without credentials, and the status is all they read.
+async fn route(req: Request<Incoming>, site: &Site) -> Response<Body> {
     if has_body(&req) {
         // Nothing here takes a body: refuse it unread, and close (it may still be coming).
         let mut r = text(
@@ -263,11 +353,33 @@ async fn route(
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
-    if let Some(r) = handle(&req, metrics, limits) {
-        return r;
+    if let Some(auth) = &site.auth {
+        if !auth.allows(req.headers()) {
+            if req.method() == Method::GET && req.uri().path() == "/health" {
+                return health_response(site, false);
+            }
+            let mut r = text(StatusCode::UNAUTHORIZED, "credentials required\n");
+            r.headers_mut().insert(WWW_AUTHENTICATE, auth.challenge());
+            return r;
+        }
+    }
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = Response::new(Body::from(site.metrics.render_prometheus()));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return r;
+        }
+        "/health" => return health_response(site, true),
+        _ => {}
     }
     let (path, query) = (req.uri().path(), req.uri().query());
-    match dashboard.handle(path, query).await {
+    match site.dashboard.handle(path, query).await {
         Some(r) => r,
         None => text(
             StatusCode::NOT_FOUND,
@@ -276,41 +388,27 @@ async fn route(
     }
 }
 
-/// The response to `/metrics` and `/health`, and to anything but a GET; `None` for the
-/// dashboard's paths.
-fn handle(req: &Request<Body>, metrics: &Metrics, limits: &HealthLimits) -> Option<Response<Body>> {
-    if req.method() != Method::GET {
-        return Some(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"));
-    }
-    Some(match req.uri().path() {
-        "/metrics" => {
-            let mut r = Response::new(Body::from(metrics.render_prometheus()));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        "/health" => {
-            let (healthy, body) = health(metrics, limits);
-            let mut r = Response::new(Body::from(body.to_string() + "\n"));
-            *r.status_mut() = if healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        _ => return None,
-    })
+/// `/health`: the whole report, or (`detailed` false) only its status.
+fn health_response(site: &Site, detailed: bool) -> Response<Body> {
+    let (healthy, body) = health(&site.metrics, &site.health);
+    let body = if detailed {
+        body
+    } else {
+        json!({ "status": body["status"] })
+    };
+    let mut r = Response::new(Body::from(body.to_string() + "\n"));
+    *r.status_mut() = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// Whether the request has a body (or says one follows).
-fn has_body(req: &Request<Body>) -> bool {
+fn has_body<B>(req: &Request<B>) -> bool {
     let length = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -439,6 +537,7 @@ mod tests {
                     header_timeout,
                     max_connections,
                 },
+                Access::default(),
                 metrics.clone(),
                 HealthLimits {
                     journal_max_bytes: 1 << 30,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need when it is missing (Mosquitto, openssl
-# for test certificates, VictoriaMetrics, InfluxDB, and Chromium for the dashboard), then
+# for test certificates, curl, VictoriaMetrics, InfluxDB, and Chromium for the dashboard), then
 # runs every test of the workspace: unit tests, and the end-to-end tests that start their
 # own brokers on free loopback ports.
 set -euo pipefail
@@ -11,6 +11,8 @@ missing=()
 # A publisher nobody on the project wrote (the oversized-message test).
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # certificates for the TLS test
+# The HTTPS client of the HTTP port's tests.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The systemd unit is checked with systemd-analyze (verify, security).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The InfluxDB sinks' tests: VictoriaMetrics (v2 write API) and InfluxDB 1.x (v1 API).

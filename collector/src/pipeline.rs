@@ -577,7 +577,8 @@ fn serve_http(
     };
     let (m, stop, dashboard) = (metrics.clone(), stop.clone(), dashboard.clone());
     tokio::spawn(async move {
-        if let Err(e) = crate::http::serve(listener, limits, access, m, health, dashboard, stop).await
+        if let Err(e) =
+            crate::http::serve(listener, limits, access, m, health, dashboard, stop).await
         {
             error!(error = %e, "the HTTP server stopped");
         }

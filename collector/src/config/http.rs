@@ -232,7 +232,9 @@ mod tests {
         let errs = errors("[http.auth]\ntoken = \"a\"\nusername = \"u\"\n");
         assert_eq!(
             errs,
-            vec!["http.auth: give either a bearer `token` or a `username` and `password`, not both"]
+            vec![
+                "http.auth: give either a bearer `token` or a `username` and `password`, not both"
+            ]
         );
         let errs = errors("[http.auth]\ntoken = \"a\"\ntoken_env = \"B\"\n");
         assert_eq!(
@@ -247,7 +249,9 @@ mod tests {
                 "http.auth.password: set one of `password`, `password_file`, `password_env` or `password_credential`",
             ]
         );
-        let errs = errors("[http.tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n");
+        let errs = errors(
+            "[http.tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n",
+        );
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].starts_with("http.tls.cert_file: "), "{errs:?}");
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::settings::Problems;
 use super::secret::secret_source;
+use super::settings::Problems;
 use super::{BackoffConfig, BatchConfig, ByteSize, Secret, SecretSource, TlsConfig};
 use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
 use crate::sinks::line_protocol::Precision;

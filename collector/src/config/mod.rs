@@ -19,9 +19,7 @@ mod syntax;
 pub use broker::{BrokerSettings, Protocol, HOSTNAME_PLACEHOLDER};
 pub use bytesize::ByteSize;
 pub use http::{HttpAuthConfig, HttpAuthSettings, HttpConfig, HttpSettings, HttpTlsConfig};
-pub use influxdb::{
-    InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SINK_PREFIX,
-};
+pub use influxdb::{InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SINK_PREFIX};
 pub use mqtt_sink::{MqttSinkConfig, MqttSinkSettings, MQTT_SINK_PREFIX};
 pub use secret::{Secret, SecretSource};
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};

@@ -19,7 +19,11 @@ pub struct Auth {
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.basic { "Auth(Basic ***)" } else { "Auth(Bearer ***)" })
+        f.write_str(if self.basic {
+            "Auth(Basic ***)"
+        } else {
+            "Auth(Bearer ***)"
+        })
     }
 }
 
@@ -96,7 +100,14 @@ mod tests {
         let bearer = Auth::bearer(&Secret::new("t0ken"));
         assert!(bearer.allows(&with("Bearer t0ken")));
         assert!(bearer.allows(&with("bearer  t0ken ")));
-        for wrong in ["Bearer t0ke", "Bearer t0kenn", "Basic t0ken", "Bearer", "t0ken", ""] {
+        for wrong in [
+            "Bearer t0ke",
+            "Bearer t0kenn",
+            "Basic t0ken",
+            "Bearer",
+            "t0ken",
+            "",
+        ] {
             assert!(!bearer.allows(&with(wrong)), "{wrong:?}");
         }
         assert!(!bearer.allows(&HeaderMap::new()));
@@ -106,8 +117,16 @@ mod tests {
         assert!(basic.allows(&with("Basic b3BzOnBhOnNz")));
         assert!(!basic.allows(&with("Basic b3BzOnBhOnN0")));
         assert!(!basic.allows(&with("Bearer b3BzOnBhOnNz")));
-        assert!(basic.challenge().to_str().unwrap().starts_with("Basic realm="));
-        assert!(bearer.challenge().to_str().unwrap().starts_with("Bearer realm="));
+        assert!(basic
+            .challenge()
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm="));
+        assert!(bearer
+            .challenge()
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer realm="));
     }
 
     #[test]

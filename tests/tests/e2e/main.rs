@@ -11,6 +11,7 @@ mod dashboard;
 mod dashboards;
 mod exact;
 mod harness;
+mod http_port;
 mod influxdb;
 mod mqtt;
 mod oversized;

@@ -2,15 +2,20 @@
 //! is failing or the journal is nearly full), and the [dashboard](crate::dashboard): the
 //! page at `/` and its JSON API under `/api/v1/`.
 //!
-//! Served with the hyper that reqwest already brings (no second HTTP stack), read-only, GET
-//! only. A client cannot hold the port or the process's file descriptors (see
+//! Served with hyper 1, the one reqwest already brings (no second HTTP stack), HTTP/1.1 only,
+//! read-only, GET only. A client cannot hold the port or the process's file descriptors (see
 //! [`ConnectionLimits`]): a request head must arrive within `header_timeout` (and a kept-alive
-//! connection idle that long is closed), a head is at most [`MAX_HEAD_BYTES`], a request
-//! with a body is refused (413) and its connection closed, at most `max_connections` are
-//! open at once (more are refused: closed at once, with a best-effort 503), and a connection
-//! lives at most [`MAX_CONNECTION_AGE`]. Each is counted in
-//! `http_connections_closed_total{reason}` or `http_connections_refused_total`, and logged
-//! at most once a minute.
+//! connection idle that long is closed; with TLS the handshake must finish within it too), a
+//! head is at most [`MAX_HEAD_BYTES`], a request with a body is refused (413) and its
+//! connection closed, at most `max_connections` are open at once (more are refused: closed at
+//! once, with a best-effort 503 on plain HTTP), and a connection lives at most
+//! [`MAX_CONNECTION_AGE`]. Each is counted in `http_connections_closed_total{reason}` or
+//! `http_connections_refused_total`, and logged at most once a minute.
+//!
+//! Beyond loopback it is served with [`Access`]: HTTPS (rustls, the ring provider, a client
+//! certificate optionally required) and credentials ([`Auth`]: a bearer token or basic
+//! authentication, compared in constant time). `/health` answers its status without them
+//! (probes need it; the per-component report needs the credentials).
 
 mod auth;
 

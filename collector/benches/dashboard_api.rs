@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use collector::dashboard::Dashboard;
-use collector::http::{bind, serve, ConnectionLimits, HealthLimits};
+use collector::http::{bind, serve, Access, ConnectionLimits, HealthLimits};
 use collector::metrics::Metrics;
 use collector::reading::{FieldValue, Reading};
 use collector::sinks::local::LocalStore;
@@ -132,6 +132,7 @@ fn main() {
                 header_timeout: std::time::Duration::from_secs(10),
                 max_connections: 64,
             },
+            Access::default(),
             Metrics::new(),
             HealthLimits {
                 journal_max_bytes: 1 << 30,

@@ -131,12 +131,17 @@ async fn oversized_message(protocol: &str, qos: u8) {
     assert_eq!(m.sum("source_reconnects_total", &[]), reconnects);
     assert_eq!(m2.sum("source_reconnects_total", &[]), reconnects);
     // Messages read whole: the good ones and the oversized ones, but not the QoS 0 one that
-    // closed the connection (the broker does not send it again).
+    // closed the connection (the broker does not send it again). At QoS 1 the reconnect
+    // also brings again the messages read but not yet acked when it closed (their
+    // readings are stored once: the store above is exact).
     let lost_with_the_connection = if qos == 0 { reconnects } else { 0 };
-    assert_eq!(
-        m2.sum("messages_received_total", &[]),
-        all.len() as u64 + rejected - lost_with_the_connection
-    );
+    let read = m2.sum("messages_received_total", &[]);
+    let once = all.len() as u64 + rejected - lost_with_the_connection;
+    if qos == 1 && reconnects > 0 {
+        assert!(read >= once, "{read} < {once}");
+    } else {
+        assert_eq!(read, once);
+    }
 
     // Bounded logging: for each oversized message that closed the connection, one line
     // about it, one about the connection and one about subscribing again.

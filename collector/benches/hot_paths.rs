@@ -1,5 +1,6 @@
 //! The hot paths, per reading of three float fields (the end-to-end benchmark's workload):
-//! payload parsing (JSON, line protocol, `key=value`), line protocol encoding, the journal's
+//! payload parsing (JSON, line protocol, `key=value`, and a hostile 64 KiB JSON object of
+//! 6,000 keys), line protocol encoding, the journal's
 //! append and read (without fsync: the CPU, not the disk), and the local store's insert.
 //!
 //! ```sh
@@ -62,6 +63,13 @@ fn parsing(c: &mut Criterion) {
         "env,device=dev-0042,site=site-02 temperature=21.53,humidity=48.2,pressure=1013.25 {TS}"
     );
     let kv = format!("ts={TS} temperature=21.53 humidity=48.2 pressure=1013.25");
+    // A hostile payload: 64 KiB of distinct keys (one reading of 6,000 fields).
+    let wide = format!(
+        "{{{}\"ts\":{TS}}}",
+        (0..6000)
+            .map(|i| format!("\"k{i}\":{i},"))
+            .collect::<String>()
+    );
     let cases = [
         ("json", Format::Json(JsonOptions::default()), json),
         (
@@ -72,6 +80,7 @@ fn parsing(c: &mut Criterion) {
             lp,
         ),
         ("key_value", Format::KeyValue(JsonOptions::default()), kv),
+        ("json_6000_keys", Format::Json(JsonOptions::default()), wide),
     ];
     let mut g = c.benchmark_group("parse");
     g.throughput(Throughput::Elements(1));

@@ -76,7 +76,9 @@ pub async fn run_reloadable(
     })
     .await??;
 
-    // Fail at start, before anything runs, if a source cannot be built (TLS files).
+    // Fail at start, before anything runs, if systemd's socket cannot be used or a source
+    // cannot be built (TLS files).
+    let notifier = crate::service::Notifier::from_env().context("NOTIFY_SOCKET")?;
     for m in &settings.mqtt {
         MqttSource::new(m.clone(), settings.timestamps.clone(), metrics.clone())?;
     }
@@ -123,7 +125,6 @@ pub async fn run_reloadable(
     // systemd: ready now; the watchdog is fed while the journal keeps up with the channel.
     // (A sink that cannot write is not wedged: it retries, and the journal holds the data;
     // a full journal waiting for it holds the sources back on purpose.)
-    let notifier = crate::service::Notifier::from_env().context("NOTIFY_SOCKET")?;
     let capacity = settings.pipeline.channel_capacity;
     let stop_supervisor = CancellationToken::new();
     let probe = {

@@ -246,6 +246,24 @@ mod tests {
         assert_eq!(one(r#"{"room":"lab"}"#), Err(Reject::NoFields));
     }
 
+    /// Past the first fields a repeated key is found through an index: the same answer as
+    /// the scan (the last value wins, in the place of the first).
+    #[test]
+    fn many_keys_and_repeated_ones() {
+        let mut text = String::from("{");
+        for i in 0..40 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str(r#""k3":-3,"k30":-30,"k39":"x","new":1}"#);
+        let r = one(&text).unwrap();
+        assert_eq!(r.fields.len(), 41);
+        assert_eq!(r.fields[3], ("k3".into(), FieldValue::Float(-3.0)));
+        assert_eq!(r.fields[30], ("k30".into(), FieldValue::Float(-30.0)));
+        assert_eq!(r.fields[39], ("k39".into(), FieldValue::String("x".into())));
+        assert_eq!(r.fields[40], ("new".into(), FieldValue::Float(1.0)));
+        assert_eq!(r.fields[20], ("k20".into(), FieldValue::Float(20.0)));
+    }
+
     #[test]
     fn a_fractional_timestamp_is_the_decimal_written() {
         let ts = |text: &str| one(text).map(|r| r.timestamp);

@@ -101,60 +101,60 @@ fn every_problem_is_reported_at_once() {
     }
 }
 
+/// `validate -c file` with `env`: whether it passed, its stdout and its stderr.
+fn validate_with_env(file: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = collector();
+    command.args(["validate", "-c"]).arg(file);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn environment_variables_override_keys_and_a_misspelt_one_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, GOOD).unwrap();
-    let out = collector()
-        .args(["validate", "-c"])
-        .arg(&file)
-        .env("COLLECTOR__SINKS__LOCAL__PATH", "/srv/Telemetry/store.db")
-        .env("COLLECTOR__JOURNAL__MAX_BYTES", "2GiB")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, stdout, stderr) = validate_with_env(
+        &file,
+        &[
+            ("COLLECTOR__SINKS__LOCAL__PATH", "/srv/Telemetry/store.db"),
+            ("COLLECTOR__JOURNAL__MAX_BYTES", "2GiB"),
+        ],
     );
+    assert!(ok, "{stderr}");
     assert!(
         stdout.contains("local store /srv/Telemetry/store.db"),
         "{stdout}"
     );
 
-    // Text stays text, and numbers and booleans are read where a key wants one.
-    let out = collector()
-        .args(["validate", "-c"])
-        .arg(&file)
-        .env("COLLECTOR__SINKS__LOCAL__PATH", "0123")
-        .env("COLLECTOR__DATA_DIR", "1e3")
-        .env("COLLECTOR__PIPELINE__CHANNEL_CAPACITY", "2048")
-        .env("COLLECTOR__JOURNAL__SYNC", "false")
-        .env("COLLECTOR__HTTP__ENABLED", "false")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Text stays text (a path `0123` was `123`, `1e3` was `1000`), and numbers and booleans
+    // are read where a key wants one.
+    let (ok, stdout, stderr) = validate_with_env(
+        &file,
+        &[
+            ("COLLECTOR__SINKS__LOCAL__PATH", "0123"),
+            ("COLLECTOR__DATA_DIR", "1e3"),
+            ("COLLECTOR__PIPELINE__CHANNEL_CAPACITY", "2048"),
+            ("COLLECTOR__JOURNAL__SYNC", "false"),
+            ("COLLECTOR__HTTP__ENABLED", "false"),
+        ],
     );
+    assert!(ok, "{stderr}");
     assert!(
         stdout.contains("journal 1e3/journal.db; local store 0123"),
         "{stdout}"
     );
 
-    let out = collector()
-        .args(["validate", "-c"])
-        .arg(&file)
-        .env("COLLECTOR__JOURNAL__MAX_BYTE", "2GiB")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("journal.max_byte: unknown key"), "{err}");
+    let (ok, _, stderr) = validate_with_env(&file, &[("COLLECTOR__JOURNAL__MAX_BYTE", "2GiB")]);
+    assert!(!ok);
+    assert!(stderr.contains("journal.max_byte: unknown key"), "{stderr}");
 }
 
 const SECRET: &str = "hunter2-s3cret";

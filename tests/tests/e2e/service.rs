@@ -10,13 +10,18 @@ use crate::influxdb::v2_sink;
 use crate::mqtt::{fleet, publish_all, publisher};
 use std::os::unix::net::UnixDatagram;
 
-/// The next notification datagram, within [`WAIT`].
+/// The next notification datagram, within [`WAIT`]. (A receive with a timeout is not
+/// restarted after a signal, such as the SIGCHLD Tokio's process handling catches: EINTR is
+/// tried again.)
 fn next_message(socket: &UnixDatagram) -> String {
     socket.set_read_timeout(Some(WAIT)).unwrap();
     let mut buf = [0u8; 512];
-    let len = socket
-        .recv(&mut buf)
-        .expect("a notification within the wait");
+    let len = loop {
+        match socket.recv(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other.expect("a notification within the wait"),
+        }
+    };
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 

@@ -8,7 +8,9 @@
 mod broker;
 mod bytesize;
 mod influxdb;
+mod modbus;
 mod mqtt_sink;
+mod report;
 mod secret;
 mod serial;
 mod settings;
@@ -21,6 +23,15 @@ pub use influxdb::{
 pub use mqtt_sink::{MqttSinkConfig, MqttSinkSettings, MQTT_SINK_PREFIX};
 pub use secret::Secret;
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
+// Modbus RTU and TCP (issue 18), and report by exception for every source.
+pub use modbus::{
+    frame_gap, DataType, DeviceSettings, FieldSettings, Link, ModbusConfig, ModbusSettings, Order,
+    RegisterKind, RtuSettings, TcpSettings, Transport, MAX_BITS, MAX_REGISTERS,
+};
+use report::report_settings;
+pub use report::{
+    ReportConfig, ReportRule, ReportRuleConfig, ReportSettings, Threshold, DEFAULT_HEARTBEAT,
+};
 // Serial ports (issue 3).
 pub use serial::{
     FlowControl, LineEnding, Parity, PollConfig, PollSettings, SerialConfig, SerialSettings,
@@ -63,6 +74,9 @@ pub struct Config {
     /// The local HTTP port: `/metrics`, `/health` and the dashboard.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[[report_by_exception]]`: fields of any source written only when they change.
+    #[serde(default)]
+    pub report_by_exception: Vec<ReportRuleConfig>,
 }
 
 /// `[http]`: Prometheus `/metrics`, `/health`, and the dashboard (`/`, `/api/v1/`), on a
@@ -177,6 +191,8 @@ pub struct SourcesConfig {
     pub mqtt: Vec<MqttConfig>,
     /// `[[sources.serial]]`: one entry per serial port.
     pub serial: Vec<SerialConfig>,
+    /// `[[sources.modbus]]`: one entry per Modbus bus (RTU) or connection (TCP).
+    pub modbus: Vec<ModbusConfig>,
 }
 
 /// Capped exponential backoff with full jitter.

@@ -40,6 +40,10 @@ pub struct Settings {
     pub mqtt: Vec<MqttSettings>,
     /// Serial ports.
     pub serial: Vec<SerialSettings>,
+    /// Modbus buses and connections.
+    pub modbus: Vec<super::ModbusSettings>,
+    /// Report-by-exception rules for the readings of every source.
+    pub report_rules: Vec<super::ReportRule>,
     /// The local store, if enabled, with its path resolved.
     pub local: Option<LocalSettings>,
     /// InfluxDB sinks, in the order written.
@@ -234,11 +238,25 @@ impl Config {
             "no sink is enabled: readings would go nowhere",
         );
         p.check(
-            !self.sources.mqtt.is_empty() || !self.sources.serial.is_empty(),
+            !self.sources.mqtt.is_empty()
+                || !self.sources.serial.is_empty()
+                || !self.sources.modbus.is_empty(),
             "sources",
             "no source is configured (add a [[sources.mqtt]] or [[sources.serial]] section)",
         );
         let serial = super::serial::validate(&self.sources.serial, &mut p);
+        let modbus = super::modbus::validate(&self.sources.modbus, &mut p);
+        let report_rules = super::report::validate_rules(&self.report_by_exception, &mut p);
+        for (i, m) in modbus.iter().enumerate() {
+            if let super::Link::Rtu(r) = &m.link {
+                if self.sources.serial.iter().any(|s| s.path == r.path) {
+                    p.add(
+                        format!("sources.modbus[{i}].path"),
+                        format!("{} is read by a serial source", r.path.display()),
+                    );
+                }
+            }
+        }
 
         let mut mqtt: Vec<MqttSettings> = Vec::with_capacity(self.sources.mqtt.len());
         for (i, m) in self.sources.mqtt.iter().enumerate() {
@@ -282,6 +300,8 @@ impl Config {
             timestamps: self.timestamps,
             mqtt,
             serial,
+            modbus,
+            report_rules,
             local,
             influxdb,
             mqtt_sinks,

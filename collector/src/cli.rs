@@ -133,11 +133,12 @@ fn validate(path: &Path) -> ExitCode {
                 .chain(s.mqtt_sinks.iter().map(|m| m.sink.as_str()))
                 .collect();
             println!(
-                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s); journal {}; local store {}{})",
+                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s), {} Modbus bus(es); journal {}; local store {}{})",
                 path.display(),
                 s.mqtt.len(),
                 subscriptions,
                 s.serial.len(),
+                s.modbus.len(),
                 s.journal.path.display(),
                 s.local
                     .as_ref()
@@ -148,6 +149,10 @@ fn validate(path: &Path) -> ExitCode {
                     format!("; sinks {}", remote.join(", "))
                 },
             );
+            // What each Modbus source will ask its devices, request by request.
+            for m in &s.modbus {
+                print!("{}", crate::sources::modbus::plan::Shown(m));
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

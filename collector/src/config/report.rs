@@ -33,9 +33,6 @@ pub struct ReportConfig {
 pub struct ReportRuleConfig {
     /// Only readings of this measurement (default: any).
     pub measurement: Option<String>,
-    /// Only readings of this source (`mqtt:<name>`, `serial:<name>`, `modbus:<name>`;
-    /// default: any).
-    pub source: Option<String>,
     /// The fields it applies to (default: every field).
     #[serde(default)]
     pub fields: Vec<String>,
@@ -76,8 +73,6 @@ pub struct ReportSettings {
 pub struct ReportRule {
     /// Only readings of this measurement.
     pub measurement: Option<String>,
-    /// Only readings of this source.
-    pub source: Option<String>,
     /// Only these fields (empty: every field).
     pub fields: Vec<String>,
     /// How.
@@ -160,7 +155,6 @@ pub(super) fn validate_rules(rules: &[ReportRuleConfig], p: &mut Problems) -> Ve
             );
             Some(ReportRule {
                 measurement: r.measurement.clone(),
-                source: r.source.clone(),
                 fields: r.fields.clone(),
                 report: report?,
             })

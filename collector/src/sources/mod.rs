@@ -3,7 +3,9 @@
 //!
 //! - [`mqtt`]: one task per broker connection.
 //! - [`serial`]: one task per serial port.
+//! - [`modbus`]: one task per Modbus bus (RTU) or connection (TCP).
 
+pub mod modbus;
 pub mod mqtt;
 pub mod serial;
 

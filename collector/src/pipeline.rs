@@ -91,6 +91,10 @@ pub async fn run_reloadable(
     sinks.apply(&settings).await?;
 
     let (tx, rx) = Inlet::new(settings.pipeline.channel_capacity);
+    let tx = tx.with_report(crate::report::ReportFilter::new(
+        &settings.report_rules,
+        &metrics,
+    ));
     let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
 
     let stop_sources = CancellationToken::new();
@@ -541,6 +545,10 @@ fn report_restart_only_changes(old: &Settings, new: &Settings) {
         ("pipeline", changed(&old.pipeline, &new.pipeline)),
         ("journal", changed(&old.journal, &new.journal)),
         ("http", changed(&old.http, &new.http)),
+        (
+            "report_by_exception",
+            changed(&old.report_rules, &new.report_rules),
+        ),
     ] {
         if differs {
             warn!(

@@ -490,7 +490,13 @@ impl ModbusSource {
                 Ok(Err(tokio_modbus::Error::Transport(e)))
                     if e.kind() == std::io::ErrorKind::InvalidData =>
                 {
-                    classify(&captured, unit, request.kind.function_code())
+                    // tokio-modbus's framing gave up on what it read (more noise than a
+                    // frame), and its stream ends after such an error: open afresh.
+                    let reason = classify(&captured, unit, request.kind.function_code());
+                    *open = self.open().await.map_err(|e| Failure::Link(e.to_string()))?;
+                    open.client.set_slave(Slave(unit));
+                    open.last_device = Some(index);
+                    reason
                 }
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
                     return Err(Failure::Link(e.to_string()));

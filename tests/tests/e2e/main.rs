@@ -11,6 +11,7 @@ mod dashboard;
 mod dashboards;
 mod harness;
 mod influxdb;
+mod modbus;
 mod mqtt;
 mod resilience;
 mod scaling;

@@ -493,7 +493,10 @@ impl ModbusSource {
                     // tokio-modbus's framing gave up on what it read (more noise than a
                     // frame), and its stream ends after such an error: open afresh.
                     let reason = classify(&captured, unit, request.kind.function_code());
-                    *open = self.open().await.map_err(|e| Failure::Link(e.to_string()))?;
+                    *open = self
+                        .open()
+                        .await
+                        .map_err(|e| Failure::Link(e.to_string()))?;
                     open.client.set_slave(Slave(unit));
                     open.last_device = Some(index);
                     reason

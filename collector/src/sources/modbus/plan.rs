@@ -191,10 +191,10 @@ impl fmt::Display for Shown<'_> {
             let d = &s.devices[poll.device];
             writeln!(
                 f,
-                "  {} (unit {}) every {:?}: {} request(s)",
+                "  {} (unit {}) every {}: {} request(s)",
                 d.name,
                 d.unit,
-                poll.interval,
+                humantime::format_duration(poll.interval),
                 poll.requests.len()
             )?;
             for r in &poll.requests {
@@ -374,7 +374,7 @@ mod tests {
             "modbus:bus (tcp gw:502; timeout 500ms, 1 retry): 1 device(s), 2 request(s) per round, 1.0 request(s)/s\n\
              \x20 d (unit 1) every 1s: 1 request(s)\n\
              \x20   fc 4 input 0..=3 (4 registers): voltage@0 f32 ABCD [V], current@2 f32 ABCD [A]\n\
-             \x20 d (unit 1) every 60s: 1 request(s)\n\
+             \x20 d (unit 1) every 1m: 1 request(s)\n\
              \x20   fc 4 input 100..=103 (4 registers): energy@100 u64 CDAB [kWh]\n"
         );
     }

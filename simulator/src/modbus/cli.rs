@@ -54,6 +54,17 @@ pub struct ModbusArgs {
     /// `slow`: the delay of each answer.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub slow: Duration,
+    /// Wide devices (for benchmarks): this many `u16` holding registers from address 0,
+    /// instead of the standard map.
+    #[arg(long)]
+    pub wide: Option<u16>,
+    /// With --print-config: each device in a `[[sources.modbus]]` of its own (over TCP: a
+    /// connection per device, as separate devices on a network would have).
+    #[arg(long)]
+    pub source_per_device: bool,
+    /// With --print-config: the devices' poll interval [default: --interval].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub poll: Option<Duration>,
     /// Print the `[[sources.modbus]]` sections a collector needs for these devices, and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -77,30 +88,53 @@ pub enum FaultArg {
 /// The collector's `[[sources.modbus]]` sections for `args`' devices.
 pub fn collector_config(args: &ModbusArgs) -> String {
     let mut out = String::new();
-    let devices = |out: &mut String, prefix: &str| {
-        for unit in 1..=args.units {
-            out.push_str(&format!(
-                "[[sources.modbus.devices]]\nname = \"{prefix}-{unit:02}\"\nunit = {unit}\ninterval = \"{}\"\nmeasurement = \"env\"\n{}",
-                humantime::format_duration(args.interval),
-                standard_fields_toml()
-            ));
-        }
+    let fields = match args.wide {
+        Some(n) => (0..n)
+            .map(|i| {
+                format!("[[sources.modbus.devices.fields]]\nname = \"r{i:03}\"\nregister = \"holding\"\naddress = {i}\ntype = \"u16\"\n")
+            })
+            .collect(),
+        None => standard_fields_toml(),
     };
-    if let Some(link) = &args.rtu {
-        out.push_str(&format!(
+    let interval = humantime::format_duration(args.poll.unwrap_or(args.interval));
+    let device = |prefix: &str, unit: u8| {
+        format!(
+            "[[sources.modbus.devices]]\nname = \"{prefix}-{unit:02}\"\nunit = {unit}\ninterval = \"{interval}\"\nmeasurement = \"env\"\n{fields}"
+        )
+    };
+    let rtu_source = |link: &std::path::Path| {
+        format!(
             "[[sources.modbus]]\nname = \"rtu\"\ntransport = \"rtu\"\npath = \"{}\"\nbaud_rate = {}\nparity = \"none\"\n",
             link.display(),
             args.baud
-        ));
-        devices(&mut out, "rtu");
-    }
-    if let Some(addr) = args.tcp {
-        out.push_str(&format!(
-            "[[sources.modbus]]\nname = \"tcp\"\ntransport = \"tcp\"\nhost = \"{}\"\nport = {}\n",
+        )
+    };
+    let tcp_source = |addr: SocketAddr, name: &str| {
+        format!(
+            "[[sources.modbus]]\nname = \"{name}\"\ntransport = \"tcp\"\nhost = \"{}\"\nport = {}\n",
             addr.ip(),
             addr.port()
-        ));
-        devices(&mut out, "tcp");
+        )
+    };
+    if let Some(link) = &args.rtu {
+        // A serial line is one bus, whatever --source-per-device says.
+        out.push_str(&rtu_source(link));
+        for unit in 1..=args.units {
+            out.push_str(&device("rtu", unit));
+        }
+    }
+    if let Some(addr) = args.tcp {
+        for unit in 1..=args.units {
+            if unit == 1 || args.source_per_device {
+                let name = if args.source_per_device {
+                    format!("tcp-{unit:02}")
+                } else {
+                    "tcp".into()
+                };
+                out.push_str(&tcp_source(addr, &name));
+            }
+            out.push_str(&device("tcp", unit));
+        }
     }
     out
 }
@@ -140,11 +174,15 @@ pub async fn run(args: ModbusArgs, stop: CancellationToken) -> anyhow::Result<()
     let make = || -> Vec<ModbusDevice> {
         (1..=args.units)
             .map(|unit| {
-                let d = ModbusDevice::standard(StandardConfig {
+                let config = StandardConfig {
                     unit,
                     seed: args.seed,
                     index: args.first + usize::from(unit) - 1,
-                });
+                };
+                let d = match args.wide {
+                    Some(n) => ModbusDevice::wide(config, n),
+                    None => ModbusDevice::standard(config),
+                };
                 if args.fault_unit.is_none_or(|u| u == unit) {
                     d.set_fault(fault);
                 }

@@ -215,6 +215,9 @@ struct DeviceState {
     log: Vec<(u8, u16, u16)>,
     rng: SplitMix64,
     model: Option<StandardConfig>,
+    /// A wide device: this many holding registers of noise (for benchmarks), not the
+    /// standard map.
+    wide: Option<u16>,
     /// The sample the standard map shows.
     sample: u64,
 }
@@ -428,6 +431,7 @@ impl ModbusDevice {
                 log: Vec::new(),
                 rng: SplitMix64::derive(u64::from(unit), &[0x6d6f_6462_7573]),
                 model: None,
+                wide: None,
                 sample: 0,
             })),
         }
@@ -440,6 +444,19 @@ impl ModbusDevice {
             let mut s = lock(&d.inner);
             s.model = Some(config);
             s.rng = SplitMix64::derive(config.seed, &[0x6d6f_6462_7573, config.index as u64]);
+        }
+        d.set_sample(0);
+        d
+    }
+
+    /// A wide device (for benchmarks): `registers` holding registers from address 0, each
+    /// a `u16` that changes with every sample, deterministic from the seed.
+    pub fn wide(config: StandardConfig, registers: u16) -> ModbusDevice {
+        let d = ModbusDevice::new(config.unit);
+        {
+            let mut s = lock(&d.inner);
+            s.model = Some(config);
+            s.wide = Some(registers);
         }
         d.set_sample(0);
         d
@@ -495,9 +512,17 @@ impl ModbusDevice {
 
     /// A standard device: shows sample `sample` of its value model.
     pub fn set_sample(&self, sample: u64) {
-        let Some(config) = lock(&self.inner).model else {
+        let (Some(config), wide) = ({ lock(&self.inner).model }, { lock(&self.inner).wide }) else {
             return;
         };
+        if let Some(n) = wide {
+            let mut rng =
+                SplitMix64::derive(config.seed, &[0x7769_6465, config.index as u64, sample]);
+            let words: Vec<u16> = (0..n).map(|_| rng.below(65_536) as u16).collect();
+            self.set_registers(Table::Holding, 0, &words);
+            lock(&self.inner).sample = sample;
+            return;
+        }
         for (f, v) in standard_registers(config, sample) {
             match v {
                 Registers::Words(w) => self.set_registers(f.table, f.address, &w),

@@ -508,17 +508,8 @@ pub(super) fn validate(buses: &[ModbusConfig], p: &mut Problems) -> Vec<ModbusSe
     for (i, b) in buses.iter().enumerate() {
         let path = format!("sources.modbus[{i}]");
         let name = b.name.clone().unwrap_or_else(|| format!("modbus-{i}"));
-        p.check(
-            !name.trim().is_empty(),
-            format!("{path}.name"),
-            "must not be empty",
-        );
-        if out.iter().any(|o| o.name == name) {
-            p.add(
-                format!("{path}.name"),
-                format!("`{name}` is used by another Modbus source"),
-            );
-        }
+        let taken = out.iter().any(|o| o.name == name);
+        p.source_name(&name, taken, &path, "Modbus source");
         let link = link(b, &path, p);
         if let Link::Rtu(r) = &link {
             if out
@@ -1035,64 +1026,27 @@ mod tests {
 
     #[test]
     fn tcp_keys_and_unknown_keys() {
-        let errs = errors(
-            r#"
-            [[sources.modbus]]
-            transport = "tcp"
-            host = "gw"
-            baud_rate = 9600
-            [[sources.modbus.devices]]
-            name = "a"
-            unit = 0
-            [[sources.modbus.devices.fields]]
-            name = "x"
-            register = "holding"
-            address = 0
-            type = "f16"
-            "#,
-        );
+        // A gateway, with a key of RTU, `device_extra` in its device and `field_extra` in
+        // its field.
+        let gateway = |device_extra: &str, field_extra: &str| {
+            errors(&format!(
+                "[[sources.modbus]]\ntransport = \"tcp\"\nhost = \"gw\"\nbaud_rate = 9600\n\
+                 [[sources.modbus.devices]]\nname = \"a\"\nunit = 0\n{device_extra}\n\
+                 [[sources.modbus.devices.fields]]\nname = \"x\"\nregister = \"holding\"\naddress = 0\n{field_extra}\n"
+            ))
+        };
+        let errs = gateway("", "type = \"f16\"");
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0].starts_with("sources.modbus[0].devices[0].fields[0].type: "),
             "{errs:?}"
         );
-        let errs = errors(
-            r#"
-            [[sources.modbus]]
-            transport = "tcp"
-            host = "gw"
-            baud_rate = 9600
-            [[sources.modbus.devices]]
-            name = "a"
-            unit = 0
-            colour = 1
-            [[sources.modbus.devices.fields]]
-            name = "x"
-            register = "holding"
-            address = 0
-            "#,
-        );
         assert_eq!(
-            errs,
+            gateway("colour = 1", ""),
             vec!["sources.modbus[0].devices[0].colour: unknown key"],
         );
-        let errs = errors(
-            r#"
-            [[sources.modbus]]
-            transport = "tcp"
-            host = "gw"
-            baud_rate = 9600
-            [[sources.modbus.devices]]
-            name = "a"
-            unit = 0
-            [[sources.modbus.devices.fields]]
-            name = "x"
-            register = "holding"
-            address = 0
-            "#,
-        );
         assert_eq!(
-            errs,
+            gateway("", ""),
             vec!["sources.modbus[0].baud_rate: only for transport = \"rtu\""],
         );
     }

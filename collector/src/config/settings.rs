@@ -137,6 +137,21 @@ impl Problems {
         }
     }
 
+    /// A source's name: not empty, and not `taken` by another source of its kind (`what`).
+    pub(super) fn source_name(&mut self, name: &str, taken: bool, path: &str, what: &str) {
+        self.check(
+            !name.trim().is_empty(),
+            format!("{path}.name"),
+            "must not be empty",
+        );
+        if taken {
+            self.add(
+                format!("{path}.name"),
+                format!("`{name}` is used by another {what}"),
+            );
+        }
+    }
+
     /// Tag names (of a subscription or a port) must not be empty.
     pub(super) fn tag_names(
         &mut self,

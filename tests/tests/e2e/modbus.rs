@@ -780,3 +780,91 @@ async fn mbpoll_reads_the_simulated_devices_over_rtu_and_tcp() {
     }
     bus.stop().await.unwrap();
 }
+
+// ---- Report by exception, for any source ----
+
+/// A known sequence through MQTT (device timestamps, one a second, then a gap for the
+/// heartbeat): `t` with a deadband of 0.5, `s` on change, both with a heartbeat of 10 s; `h`
+/// is covered by no rule and always written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_by_exception_writes_exactly_the_values_that_moved_and_the_heartbeats() {
+    let mosquitto = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+[[report_by_exception]]
+measurement = "env"
+fields = ["t"]
+deadband = 0.5
+heartbeat = "10s"
+
+[[report_by_exception]]
+fields = ["s"]
+on_change = true
+heartbeat = "10s"
+"#;
+    let toml = collector_config(dir.path(), mosquitto.port, "rbe", JSON_SUBSCRIPTION) + rules;
+    let c = InProcess::start(&toml).await;
+    // An hour ago, to the minute: within the collector's bounds on device timestamps.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let base = now / 60 * 60 - 3600;
+    // (seconds after base, t, s)
+    let sequence: [(i64, f64, &str); 11] = [
+        (0, 10.0, "ok"),
+        (1, 10.3, "ok"),
+        (2, 10.5, "ok"),
+        (3, 10.6, "ok"),   // t moved by 0.6 from 10.0
+        (4, 10.3, "warn"), // s changed
+        (5, 10.1, "warn"),
+        (6, 10.0, "warn"), // t moved by 0.6 from 10.6
+        (7, 9.0, "ok"),    // t by 1.0, s changed
+        (8, 9.0, "ok"),
+        (17, 9.0, "ok"), // both: 10 s since their last write (7), the heartbeat
+        (18, 9.1, "ok"), // t by 0.1 only
+    ];
+    let messages: Vec<simulator::fleet::Message> = sequence
+        .iter()
+        .map(|(dt, t, s)| simulator::fleet::Message {
+            topic: "sensors/lab/rbe-1/env".into(),
+            payload: format!(r#"{{"ts":{},"t":{t},"s":"{s}","h":{dt}}}"#, base + dt).into_bytes(),
+            device: "rbe-1".into(),
+            expected: Vec::new(),
+            fault: None,
+        })
+        .collect();
+    crate::mqtt::publish_all(mosquitto.port, "rbe-pub", &messages).await;
+    let want_t = [0, 3, 6, 7, 17];
+    let want_s = [0, 4, 7, 17];
+    let total = sequence.len() + want_t.len() + want_s.len();
+    wait_for_rows(&c.store, total).await;
+    let store = c.store.clone();
+    let suppressed = c.count("fields_suppressed_total", &[]);
+    c.stop().await;
+    let rows = stored_rows(&store);
+    let at = |field: &str| -> Vec<(i64, String)> {
+        rows.iter()
+            .filter(|r| r.field == field)
+            .map(|r| (r.timestamp / 1_000_000_000 - base, r.value.clone()))
+            .collect()
+    };
+    let pick = |which: &[i64], f: &dyn Fn(&(i64, f64, &str)) -> String| -> Vec<(i64, String)> {
+        sequence
+            .iter()
+            .filter(|e| which.contains(&e.0))
+            .map(|e| (e.0, f(e)))
+            .collect()
+    };
+    assert_eq!(at("t"), pick(&want_t, &|e| format!("float:{}", e.1)));
+    assert_eq!(at("s"), pick(&want_s, &|e| format!("str:{}", e.2)));
+    assert_eq!(
+        at("h").len(),
+        sequence.len(),
+        "a field no rule covers is always written"
+    );
+    assert_eq!(
+        suppressed as usize,
+        2 * sequence.len() - want_t.len() - want_s.len()
+    );
+}

@@ -32,7 +32,8 @@ pub enum Command {
         #[arg(short, long, env = "COLLECTOR_CONFIG")]
         config: PathBuf,
     },
-    /// Check a configuration file and print every problem, with its key path.
+    /// Check a configuration file and print every problem, with its key path (and, when it
+    /// is valid, every request each Modbus source will send).
     Validate {
         /// The configuration file (TOML).
         #[arg(short, long, env = "COLLECTOR_CONFIG")]

@@ -512,7 +512,11 @@ impl ModbusDevice {
 
     /// A standard device: shows sample `sample` of its value model.
     pub fn set_sample(&self, sample: u64) {
-        let (Some(config), wide) = ({ lock(&self.inner).model }, { lock(&self.inner).wide }) else {
+        let (model, wide) = {
+            let s = lock(&self.inner);
+            (s.model, s.wide)
+        };
+        let Some(config) = model else {
             return;
         };
         if let Some(n) = wide {

@@ -17,6 +17,8 @@
 #   MODE=tcp DEVICES=100 REGISTERS=50 DURATION=60 scripts/bench-modbus.sh
 #
 #   COLLECTOR=path/to/telemetry-collector scripts/bench-modbus.sh    # measure another build
+#   EXTRA='[journal]
+#   sync = false' scripts/bench-modbus.sh                              # more collector settings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +54,7 @@ esac
   echo "data_dir = \"$work/data\""
   echo "[http]"
   echo "listen = \"127.0.0.1:$http\""
+  echo "${EXTRA:-}"
   cat "$work/sources.toml"
 } >"$work/collector.toml"
 

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_modbus::client::{Context as Client, Reader};
+use tokio_modbus::client::{Client as _, Context as Client};
 use tokio_modbus::slave::{Slave, SlaveContext};
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
@@ -469,7 +469,8 @@ impl ModbusSource {
                     if complete {
                         return Ok(data);
                     }
-                    "framing"
+                    // The answer to another request (a late one) of the same kind.
+                    "mismatch"
                 }
                 Ok(Ok(Err(code))) => {
                     open.silent = 0;
@@ -714,23 +715,26 @@ fn classify(captured: &[u8], unit: u8, function: u8) -> &'static str {
     }
 }
 
+/// Sends `r` and returns what came back. Through `call`, not tokio-modbus's `Reader`
+/// methods: those assert (in debug builds) that the answer has as many registers as asked,
+/// and an answer to another request (a late one) may not; the caller checks the length.
 async fn read(client: &mut Client, r: &Request) -> tokio_modbus::Result<Data> {
+    use tokio_modbus::{Request as Ask, Response};
     let (start, count) = (r.start, r.count);
-    Ok(match r.kind {
-        RegisterKind::Coil => client.read_coils(start, count).await?.map(Data::Bits),
-        RegisterKind::DiscreteInput => client
-            .read_discrete_inputs(start, count)
-            .await?
-            .map(Data::Bits),
-        RegisterKind::Holding => client
-            .read_holding_registers(start, count)
-            .await?
-            .map(Data::Words),
-        RegisterKind::Input => client
-            .read_input_registers(start, count)
-            .await?
-            .map(Data::Words),
-    })
+    let ask = match r.kind {
+        RegisterKind::Coil => Ask::ReadCoils(start, count),
+        RegisterKind::DiscreteInput => Ask::ReadDiscreteInputs(start, count),
+        RegisterKind::Holding => Ask::ReadHoldingRegisters(start, count),
+        RegisterKind::Input => Ask::ReadInputRegisters(start, count),
+    };
+    Ok(client.call(ask).await?.map(|response| match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => Data::Bits(bits),
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            Data::Words(words)
+        }
+        // tokio-modbus checks that the function code answers the request's.
+        _ => Data::Words(Vec::new()),
+    }))
 }
 
 /// Opens the serial port of `r`.

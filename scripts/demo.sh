@@ -3,7 +3,9 @@
 # embedded local store, then a summary of what landed per device; then the collector runs
 # again with the devices publishing live, and the dashboard is at http://127.0.0.1:9108/
 # until Ctrl-C. Needs only the Rust toolchain: the simulator hosts the MQTT broker itself,
-# and its serial devices are pseudo-terminals behind links in data/demo/serial.
+# its serial devices are pseudo-terminals behind links in data/demo/serial, and its Modbus
+# devices sit on an RTU bus (a pty behind data/demo/modbus/rs485) and behind a Modbus TCP
+# gateway on 127.0.0.1:15020.
 #
 #   DEVICES=20 SAMPLES=15 scripts/demo.sh
 #   LIVE=0 scripts/demo.sh      # stop after the summary
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 devices=${DEVICES:-20}
 samples=${SAMPLES:-15}
 port=18830
+modbus_tcp=15020
 http=127.0.0.1:9108   # config/demo.toml leaves [http] at its default
 live=${LIVE:-1}
 data=data/demo
@@ -21,7 +24,7 @@ echo "==> building (release)"
 cargo build --release --locked --bins -q
 bin=target/release
 
-for p in $port ${http#*:}; do
+for p in $port $modbus_tcp ${http#*:}; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is in use; the demo needs it (see config/demo.toml)" >&2
     exit 1
@@ -47,6 +50,11 @@ pids+=($serial_streams)
   --baud 9600 --format csv --mode answer --manifest "$data/serial-polled.jsonl" >"$data/serial-polled.log" 2>&1 &
 serial_polled=$!
 pids+=($serial_polled)
+
+echo "==> 4 simulated Modbus transmitters: units 1 and 2 on an RTU bus ($data/modbus/rs485, 9600 baud), units 1 and 2 behind a TCP gateway (127.0.0.1:$modbus_tcp)"
+"$bin/telemetry-simulator" modbus --rtu "$data/modbus/rs485" --tcp "127.0.0.1:$modbus_tcp" \
+  --units 2 --first 50 --interval 1s >"$data/modbus.log" 2>&1 &
+pids+=($!)
 
 # Starts the collector in the background (appending to its log) and waits until it subscribed.
 start_collector() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need when it is missing (Mosquitto, openssl
-# for test certificates, curl, VictoriaMetrics, InfluxDB, and Chromium for the dashboard), then
+# for test certificates, curl, VictoriaMetrics, InfluxDB, Chromium for the dashboard, mbpoll
+# and pymodbus for Modbus), then
 # runs every test of the workspace: unit tests, and the end-to-end tests that start their
 # own brokers on free loopback ports.
 set -euo pipefail
@@ -22,12 +23,23 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # The dashboard's test loads the page in a real browser (headless).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The Modbus tests: mbpoll reads the simulator's devices; pymodbus (below) plays a device.
+command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing ${missing[*]} (needed by the end-to-end tests)"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# pymodbus (PyPI), pinned, in a venv of its own under target/ (found there by the tests).
+venv=target/test-venv
+if ! "$venv/bin/python" -c 'import pymodbus' >/dev/null 2>&1; then
+  echo "installing pymodbus into $venv (needed by the Modbus end-to-end tests)"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "pymodbus==3.16.1"
 fi
 
 exec cargo test --workspace --locked "$@"

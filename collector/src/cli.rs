@@ -32,7 +32,8 @@ pub enum Command {
         #[arg(short, long, env = "COLLECTOR_CONFIG")]
         config: PathBuf,
     },
-    /// Check a configuration file and print every problem, with its key path.
+    /// Check a configuration file and print every problem, with its key path (and, when it
+    /// is valid, every request each Modbus source will send).
     Validate {
         /// The configuration file (TOML).
         #[arg(short, long, env = "COLLECTOR_CONFIG")]
@@ -133,11 +134,12 @@ fn validate(path: &Path) -> ExitCode {
                 .chain(s.mqtt_sinks.iter().map(|m| m.sink.as_str()))
                 .collect();
             println!(
-                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s); journal {}; local store {}{})",
+                "{}: OK ({} MQTT connection(s), {} subscription(s), {} serial port(s), {} Modbus bus(es); journal {}; local store {}{})",
                 path.display(),
                 s.mqtt.len(),
                 subscriptions,
                 s.serial.len(),
+                s.modbus.len(),
                 s.journal.path.display(),
                 s.local
                     .as_ref()
@@ -150,6 +152,10 @@ fn validate(path: &Path) -> ExitCode {
             );
             for note in &s.unchecked {
                 println!("  not checked: {}: {}", note.path, note.message);
+            }
+            // What each Modbus source will ask its devices, request by request.
+            for m in &s.modbus {
+                print!("{}", crate::sources::modbus::plan::Shown(m));
             }
             ExitCode::SUCCESS
         }

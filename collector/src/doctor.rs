@@ -5,6 +5,8 @@
 //!   the running collector's persistent session is untouched).
 //! - Serial ports: opened (at the configured baud rate) and closed. A port the running
 //!   collector holds open reports as busy.
+//! - Modbus sources: the port opened (or the connection made), each device's register map
+//!   read once, its values printed (one line per device).
 //! - The local store: opened read-only when it exists (else: where it will be created).
 //! - InfluxDB sinks: the secret is read, then an empty write (v2: checks the token, org and
 //!   bucket) or `/ping` and an empty write (v1).
@@ -65,6 +67,26 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
             .map(|_| format!("{path} opens at {} baud", port.baud_rate))
             .map_err(|e| format!("{path}: {e}"));
         report(out, &name, result)?;
+    }
+    for m in &settings.modbus {
+        let source = crate::sources::modbus::ModbusSource::new(m.clone(), Metrics::new());
+        let check = tokio::time::timeout(CHECK_TIMEOUT.saturating_mul(6), source.check()).await;
+        match check {
+            Ok(Ok(devices)) => {
+                for (name, result) in devices {
+                    report(out, &name, result)?;
+                }
+            }
+            Ok(Err(e)) => report(out, &source.label(), Err(e))?,
+            Err(_) => report(
+                out,
+                &source.label(),
+                Err(format!(
+                    "no result within {:?}",
+                    CHECK_TIMEOUT.saturating_mul(6)
+                )),
+            )?,
+        }
     }
     if let Some(local) = &settings.local {
         let path = local.path.clone();

@@ -16,8 +16,10 @@
 //! - [`mqtt`]: MQTT client connections (3.1.1 or 5) behind one interface, for the MQTT
 //!   source and the MQTT sink.
 //! - [`tls`]: the one rustls client configuration of every remote (brokers, InfluxDB).
-//! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`]); each source sends
+//! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`],
+//!   [`sources::modbus`]); each source sends
 //!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
+//! - [`report`]: report by exception (deadband, on change, heartbeat), for any source.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
 //! - [`reading`]: the [`Reading`](reading::Reading) type, and its journal encoding.
 //! - [`journal`]: the durable log every reading passes through (group commit, ack after
@@ -50,6 +52,7 @@ mod mutate;
 pub mod payload;
 pub mod pipeline;
 pub mod reading;
+pub mod report;
 pub mod service;
 pub mod sinks;
 pub mod sources;

@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{
-    InfluxSettings, LocalSettings, MqttSettings, MqttSinkSettings, SerialSettings, Settings,
-    TimestampConfig,
+    InfluxSettings, LocalSettings, ModbusSettings, MqttSettings, MqttSinkSettings, SerialSettings,
+    Settings, TimestampConfig,
 };
 use crate::journal::{Journal, JournalReader};
 use crate::metrics::Metrics;
@@ -30,6 +30,7 @@ use crate::sinks::local::{LocalSink, LocalSinkSettings};
 use crate::sinks::mqtt::MqttSink;
 use crate::sinks::runner::{RunnerSettings, SinkRunner};
 use crate::sinks::Sink;
+use crate::sources::modbus::ModbusSource;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
 use crate::sources::Inlet;
@@ -105,6 +106,10 @@ pub async fn run_reloadable(
     }
 
     let (tx, rx) = Inlet::new(settings.pipeline.channel_capacity);
+    let tx = tx.with_report(crate::report::ReportFilter::new(
+        &settings.report_rules,
+        &metrics,
+    ));
     let writer_task = tokio::task::spawn_blocking(move || writer.run(rx));
 
     let stop_sources = CancellationToken::new();
@@ -163,6 +168,7 @@ pub async fn run_reloadable(
     info!(
         sources = settings.mqtt.len(),
         serial_ports = settings.serial.len(),
+        modbus = settings.modbus.len(),
         journal = %settings.journal.path.display(),
         "collector running"
     );
@@ -223,6 +229,7 @@ pub async fn run_reloadable(
 enum SourceSettings {
     Mqtt(MqttSettings),
     Serial(SerialSettings),
+    Modbus(ModbusSettings),
 }
 
 /// One running source.
@@ -254,6 +261,12 @@ impl Sources {
                 (
                     format!("serial:{}", s.name),
                     SourceSettings::Serial(s.clone()),
+                )
+            }))
+            .chain(settings.modbus.iter().map(|m| {
+                (
+                    format!("modbus:{}", m.name),
+                    SourceSettings::Modbus(m.clone()),
                 )
             }))
             .collect();
@@ -297,6 +310,9 @@ impl Sources {
                         .run(self.out.clone(), stop.clone())
                         .boxed()
                 }
+                SourceSettings::Modbus(m) => ModbusSource::new(m.clone(), self.metrics.clone())
+                    .run(self.out.clone(), stop.clone())
+                    .boxed(),
             };
             let task_label = label.clone();
             let task = self.tasks.spawn(async move {
@@ -595,6 +611,10 @@ fn report_restart_only_changes(old: &Settings, new: &Settings) {
         ("pipeline", changed(&old.pipeline, &new.pipeline)),
         ("journal", changed(&old.journal, &new.journal)),
         ("http", changed(&old.http, &new.http)),
+        (
+            "report_by_exception",
+            changed(&old.report_rules, &new.report_rules),
+        ),
     ] {
         if differs {
             warn!(

@@ -35,6 +35,8 @@ pub enum Command {
     Broker(BrokerArgs),
     /// Simulate serial devices on pseudo-terminals, each behind a link in --dir.
     Serial(Box<SerialArgs>),
+    /// Simulate Modbus devices: an RTU bus on a pty, and/or a Modbus TCP server.
+    Modbus(Box<crate::modbus::cli::ModbusArgs>),
 }
 
 /// `telemetry-simulator mqtt`.
@@ -220,6 +222,7 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serial(args) => run_serial(*args, stop).await,
+        Command::Modbus(args) => crate::modbus::cli::run(*args, stop).await,
     }
 }
 

@@ -12,6 +12,8 @@
 //!   restarts, and reports which ones the broker acknowledged.
 //! - [`serial`]: serial devices on pseudo-terminals behind stable links, paced at their baud
 //!   rate, streaming or answering commands, with bad lines and unplugs on demand.
+//! - [`modbus`]: Modbus RTU slaves on a pty (several units on one bus) and Modbus TCP
+//!   servers, over the same value models, with faults, unplugs and restarts on demand.
 //! - [`broker`]: an in-process MQTT broker (rumqttd) for self-contained demos and tests.
 //! - [`manifest`]: a JSON-lines record of what was sent, for tests to check against.
 //! - [`cli`]: the `telemetry-simulator` command line.
@@ -20,6 +22,7 @@ pub mod broker;
 pub mod cli;
 pub mod fleet;
 pub mod manifest;
+pub mod modbus;
 pub mod model;
 pub mod mqtt;
 pub mod serial;

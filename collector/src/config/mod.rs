@@ -10,7 +10,9 @@ mod bytesize;
 mod files;
 mod http;
 mod influxdb;
+mod modbus;
 mod mqtt_sink;
+mod report;
 mod secret;
 mod serial;
 mod settings;
@@ -23,6 +25,15 @@ pub use influxdb::{InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings,
 pub use mqtt_sink::{MqttSinkConfig, MqttSinkSettings, MQTT_SINK_PREFIX};
 pub use secret::{Secret, SecretSource};
 pub use settings::{JournalSettings, LocalSettings, MqttSettings, Settings, SubscriptionSettings};
+// Modbus RTU and TCP (issue 18), and report by exception for every source.
+pub use modbus::{
+    frame_gap, DataType, DeviceSettings, FieldSettings, Link, ModbusConfig, ModbusSettings, Order,
+    RegisterKind, RtuSettings, TcpSettings, Transport, MAX_BITS, MAX_REGISTERS,
+};
+use report::report_settings;
+pub use report::{
+    ReportConfig, ReportRule, ReportRuleConfig, ReportSettings, Threshold, DEFAULT_HEARTBEAT,
+};
 // Serial ports (issue 3).
 pub use serial::{
     FlowControl, LineEnding, Parity, PollConfig, PollSettings, SerialConfig, SerialSettings,
@@ -65,6 +76,9 @@ pub struct Config {
     /// The local HTTP port: `/metrics`, `/health` and the dashboard.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[[report_by_exception]]`: fields of any source written only when they change.
+    #[serde(default)]
+    pub report_by_exception: Vec<ReportRuleConfig>,
 }
 
 /// `[pipeline]`.
@@ -159,6 +173,8 @@ pub struct SourcesConfig {
     pub mqtt: Vec<MqttConfig>,
     /// `[[sources.serial]]`: one entry per serial port.
     pub serial: Vec<SerialConfig>,
+    /// `[[sources.modbus]]`: one entry per Modbus bus (RTU) or connection (TCP).
+    pub modbus: Vec<ModbusConfig>,
 }
 
 /// Capped exponential backoff with full jitter.

@@ -214,17 +214,8 @@ pub(super) fn validate(ports: &[SerialConfig], p: &mut Problems) -> Vec<SerialSe
     for (i, s) in ports.iter().enumerate() {
         let path = format!("sources.serial[{i}]");
         let name = s.name.clone().unwrap_or_else(|| format!("serial-{i}"));
-        p.check(
-            !name.trim().is_empty(),
-            format!("{path}.name"),
-            "must not be empty",
-        );
-        if out.iter().any(|o| o.name == name) {
-            p.add(
-                format!("{path}.name"),
-                format!("`{name}` is used by another serial port"),
-            );
-        }
+        let taken = out.iter().any(|o| o.name == name);
+        p.source_name(&name, taken, &path, "serial port");
         p.check(
             !s.path.as_os_str().is_empty(),
             format!("{path}.path"),

@@ -41,6 +41,10 @@ pub struct Settings {
     pub mqtt: Vec<MqttSettings>,
     /// Serial ports.
     pub serial: Vec<SerialSettings>,
+    /// Modbus buses and connections.
+    pub modbus: Vec<super::ModbusSettings>,
+    /// Report-by-exception rules for the readings of every source.
+    pub report_rules: Vec<super::ReportRule>,
     /// The local store, if enabled, with its path resolved.
     pub local: Option<LocalSettings>,
     /// InfluxDB sinks, in the order written.
@@ -158,6 +162,21 @@ impl Problems {
         }
     }
 
+    /// A source's name: not empty, and not `taken` by another source of its kind (`what`).
+    pub(super) fn source_name(&mut self, name: &str, taken: bool, path: &str, what: &str) {
+        self.check(
+            !name.trim().is_empty(),
+            format!("{path}.name"),
+            "must not be empty",
+        );
+        if taken {
+            self.add(
+                format!("{path}.name"),
+                format!("`{name}` is used by another {what}"),
+            );
+        }
+    }
+
     /// Tag names (of a subscription or a port) must not be empty.
     pub(super) fn tag_names(
         &mut self,
@@ -253,11 +272,25 @@ impl Config {
             "no sink is enabled: readings would go nowhere",
         );
         p.check(
-            !self.sources.mqtt.is_empty() || !self.sources.serial.is_empty(),
+            !self.sources.mqtt.is_empty()
+                || !self.sources.serial.is_empty()
+                || !self.sources.modbus.is_empty(),
             "sources",
             "no source is configured (add a [[sources.mqtt]] or [[sources.serial]] section)",
         );
         let serial = super::serial::validate(&self.sources.serial, &mut p);
+        let modbus = super::modbus::validate(&self.sources.modbus, &mut p);
+        let report_rules = super::report::validate_rules(&self.report_by_exception, &mut p);
+        for (i, m) in modbus.iter().enumerate() {
+            if let super::Link::Rtu(r) = &m.link {
+                if self.sources.serial.iter().any(|s| s.path == r.path) {
+                    p.add(
+                        format!("sources.modbus[{i}].path"),
+                        format!("{} is read by a serial source", r.path.display()),
+                    );
+                }
+            }
+        }
 
         let mut mqtt: Vec<MqttSettings> = Vec::with_capacity(self.sources.mqtt.len());
         for (i, m) in self.sources.mqtt.iter().enumerate() {
@@ -302,6 +335,8 @@ impl Config {
             timestamps: self.timestamps,
             mqtt,
             serial,
+            modbus,
+            report_rules,
             local,
             influxdb,
             mqtt_sinks,

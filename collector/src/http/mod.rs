@@ -442,6 +442,8 @@ pub fn health(metrics: &Metrics, limits: &HealthLimits) -> (bool, serde_json::Va
     };
     let mut sinks = serde_json::Map::new();
     let mut sources = serde_json::Map::new();
+    // Polled devices (Modbus): answering or not, by source.
+    let mut devices = serde_json::Map::new();
     let mut journal_bytes = 0;
     for (k, v) in &gauges {
         match k.name {
@@ -456,6 +458,12 @@ pub fn health(metrics: &Metrics, limits: &HealthLimits) -> (bool, serde_json::Va
                     label(k, "source"),
                     json!(if *v == 1 { "connected" } else { "disconnected" }),
                 );
+            }
+            "modbus_device_up" => {
+                let entry = devices
+                    .entry(label(k, "source"))
+                    .or_insert_with(|| json!({}));
+                entry[label(k, "device")] = json!(if *v == 1 { "up" } else { "down" });
             }
             "journal_bytes" => journal_bytes = *v,
             _ => {}
@@ -474,6 +482,7 @@ pub fn health(metrics: &Metrics, limits: &HealthLimits) -> (bool, serde_json::Va
         },
         "sinks": sinks,
         "sources": sources,
+        "devices": devices,
     });
     (healthy, body)
 }
@@ -492,9 +501,18 @@ mod tests {
         m.gauge("sink_up", &[("sink", "local")]).set(1);
         m.gauge("source_connected", &[("source", "mqtt:a")]).set(0);
         m.gauge("journal_bytes", &[]).set(100);
+        m.gauge(
+            "modbus_device_up",
+            &[("source", "modbus:bus"), ("device", "meter")],
+        )
+        .set(0);
         let (ok, body) = health(&m, &limits);
-        assert!(ok, "a disconnected source alone is not a failure: {body}");
+        assert!(
+            ok,
+            "a disconnected source or a silent device alone is not a failure: {body}"
+        );
         assert_eq!(body["sources"]["mqtt:a"], "disconnected");
+        assert_eq!(body["devices"]["modbus:bus"]["meter"], "down");
 
         m.gauge("sink_up", &[("sink", "influxdb:vm")]).set(0);
         let (ok, body) = health(&m, &limits);

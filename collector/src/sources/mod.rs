@@ -3,7 +3,9 @@
 //!
 //! - [`mqtt`]: one task per broker connection.
 //! - [`serial`]: one task per serial port.
+//! - [`modbus`]: one task per Modbus bus (RTU) or connection (TCP).
 
+pub mod modbus;
 pub mod mqtt;
 pub mod serial;
 
@@ -61,6 +63,8 @@ pub struct Inlet {
     /// the last inlet is dropped, after its sender (fields drop in order), so that the
     /// writer sees at once that input has ended.
     wake: Arc<WakeOnDrop>,
+    /// `[[report_by_exception]]`: fields not worth writing are removed on the way in.
+    report: Option<Arc<crate::report::ReportFilter>>,
 }
 
 #[derive(Debug)]
@@ -85,6 +89,7 @@ impl Inlet {
             room: Arc::clone(&room),
             capacity,
             wake: Arc::new(WakeOnDrop(Arc::clone(&wake))),
+            report: None,
         };
         let outlet = Outlet {
             rx,
@@ -93,6 +98,13 @@ impl Inlet {
             wake,
         };
         (inlet, outlet)
+    }
+
+    /// This inlet, removing from every envelope the fields that `filter` says are not worth
+    /// writing (report by exception).
+    pub fn with_report(mut self, filter: Option<crate::report::ReportFilter>) -> Inlet {
+        self.report = filter.map(Arc::new);
+        self
     }
 
     /// The most messages one envelope may hold.
@@ -111,6 +123,16 @@ impl Inlet {
     /// # Cancel safety
     /// Cancelling it drops the envelope unsent (its messages unacknowledged).
     pub async fn send(&self, mut envelope: Envelope) -> Result<(), Envelope> {
+        if let Some(report) = &self.report {
+            report.apply(&mut envelope.readings);
+            if envelope.readings.is_empty() {
+                // Nothing to make durable: the messages can be acknowledged now.
+                if let Some(ack) = envelope.ack.take() {
+                    ack.send();
+                }
+                return Ok(());
+            }
+        }
         let places = u32::try_from(envelope.messages.clamp(1, self.capacity)).unwrap_or(u32::MAX);
         match Arc::clone(&self.room).acquire_many_owned(places).await {
             Ok(permit) => envelope.room = Some(permit),

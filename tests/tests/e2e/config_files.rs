@@ -313,3 +313,31 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(stderr.contains("ERROR"), "{stderr}");
     assert!(!out.stderr.contains(&0x1b), "{stderr:?}");
 }
+
+#[test]
+fn the_modbus_example_validates_and_shows_its_request_plan() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/modbus.toml");
+    let out = collector()
+        .arg("validate")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "2 Modbus bus(es)",
+        // The meter's six voltages and currents in one request; energy once a minute.
+        "  meter-main (unit 1) every 5s: 3 request(s)",
+        "    fc 4 input 0..=11 (12 registers): voltage_l1@0 f32 ABCD [V], voltage_l2@2 f32 ABCD [V]",
+        "  meter-main (unit 1) every 1m: 1 request(s)",
+        "    fc 3 holding 256..=256 (1 register): sensor_fault@256 bool bit 3",
+        "    fc 3 holding 3200..=3205 (6 registers): energy_import@3200 u64 CDAB [kWh], power_total@3204 i32 CDAB [W]",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+}

@@ -13,6 +13,7 @@ mod exact;
 mod harness;
 mod http_port;
 mod influxdb;
+mod modbus;
 mod mqtt;
 mod oversized;
 mod resilience;

@@ -19,16 +19,16 @@ mod codec;
 mod downsample;
 mod migrate;
 
-use codec::{BatchReader, Chunk, ChunkReader, ChunkWriter, CHUNK_BYTES, CHUNK_POINTS};
+use codec::{is_full, BatchReader, Chunk, ChunkReader, ChunkWriter, Codec, CHUNK_POINTS};
 
 pub use downsample::{Bucket, SeriesBuckets};
 
 use super::error_chain;
 use crate::reading::{CompactString, FieldValue, Reading, Readings, DEVICE_TAG};
 
-/// The schema version this build reads and writes, kept in `PRAGMA user_version`. Version 1
-/// (one row per point) is upgraded when a writer opens it.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build reads and writes, kept in `PRAGMA user_version`. Versions 1
+/// (one row per point) and 2 (chunks without a codec) are upgraded when a writer opens them.
+const SCHEMA_VERSION: i64 = 3;
 
 /// Marks the file as ours in `PRAGMA application_id` ("TCLS").
 const APPLICATION_ID: i64 = 0x5443_4C53;
@@ -36,9 +36,9 @@ const APPLICATION_ID: i64 = 0x5443_4C53;
 /// How long a statement waits for a lock held by another connection before failing busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Retention deletes or rewrites at most this many chunks per transaction (a few MB), so it
-/// never holds the write lock (or grows the WAL) for long. Tests take several transactions
-/// with a few thousand points.
+/// Retention (and the upgrade from version 2) deletes or rewrites at most this many chunks
+/// per transaction (a few MB), so it never holds the write lock (or grows the WAL) for long.
+/// Tests take several transactions with a few thousand points.
 const DELETE_CHUNKS: usize = if cfg!(test) { 3 } else { 1_000 };
 
 /// `recent` is moved into chunks once it holds this many points (about 1.2 MB), or
@@ -92,7 +92,7 @@ CREATE TABLE series (
 CREATE INDEX series_by_device ON series (device);
 ";
 
-/// The tables of points, version 2.
+/// The tables of points, version 3 (version 2's, and `codec` last, as the upgrade adds it).
 const POINT_TABLES: &str = "
 CREATE TABLE chunks (
     id        INTEGER PRIMARY KEY,
@@ -100,7 +100,8 @@ CREATE TABLE chunks (
     first_ts  INTEGER NOT NULL,
     last_ts   INTEGER NOT NULL,
     points    INTEGER NOT NULL,
-    data      BLOB NOT NULL
+    data      BLOB NOT NULL,
+    codec     INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, last_ts);
 CREATE TABLE recent (
@@ -118,24 +119,24 @@ const INSERT_RECENT: &str = "INSERT INTO recent (points, data) VALUES (?1, ?2)";
 /// In the order written: a later batch overrides an earlier one.
 const SELECT_RECENT: &str = "SELECT data FROM recent ORDER BY id";
 /// A series' chunks from its newest back.
-const SELECT_CHUNKS_BACK: &str = "SELECT id, first_ts, last_ts, points, data FROM chunks
+const SELECT_CHUNKS_BACK: &str = "SELECT id, first_ts, last_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 ORDER BY last_ts DESC";
-const INSERT_CHUNK: &str =
-    "INSERT INTO chunks (series_id, first_ts, last_ts, points, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_CHUNK: &str = "INSERT INTO chunks (series_id, first_ts, last_ts, points, data, codec)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 /// A series' chunks from its newest back, to merge its tail. No `LIMIT ?`: with a bound
 /// limit, SQLite prepared the statement again at every execution (`sqlite3Reprepare` was a
 /// quarter of the profile); the reader stops instead.
-const SELECT_TAIL: &str = "SELECT last_ts, points, data FROM chunks
+const SELECT_TAIL: &str = "SELECT last_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 ORDER BY last_ts DESC";
 /// The end and size of a series' chunks from its newest back, to find its tail.
 const SELECT_TAIL_SIZES: &str = "SELECT last_ts, points, length(data) FROM chunks
      WHERE series_id = ?1 ORDER BY last_ts DESC";
 const DELETE_CHUNKS_FROM: &str = "DELETE FROM chunks WHERE series_id = ?1 AND last_ts >= ?2";
 /// A series' chunks from the one that holds `?2` (or the first after it) on, in time order.
-const SELECT_CHUNKS_FROM: &str = "SELECT id, first_ts, points, data FROM chunks
+const SELECT_CHUNKS_FROM: &str = "SELECT id, first_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 AND last_ts >= ?2 ORDER BY last_ts";
 /// A series' last chunk that ends before `?2`.
-const SELECT_CHUNK_BEFORE: &str = "SELECT id, first_ts, points, data FROM chunks
+const SELECT_CHUNK_BEFORE: &str = "SELECT id, first_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 AND last_ts < ?2 ORDER BY last_ts DESC LIMIT 1";
 
 /// Everything that can go wrong with the local store.
@@ -171,9 +172,11 @@ pub enum StoreError {
         /// The file's path.
         path: PathBuf,
     },
-    /// The file is a local store written by a build with another schema version.
+    /// The file is a local store written by a newer build, with a schema this one does not
+    /// know.
     #[error(
-        "local store {} has schema version {found}, this build knows version {supported}",
+        "local store {} has schema version {found}, written by a newer build: this build reads \
+         version {supported} and older (run the newer build, or move the store away)",
         path.display()
     )]
     UnsupportedVersion {
@@ -447,7 +450,9 @@ impl LocalStore {
             Schema::Empty => store.create_schema()?,
             Schema::Current => {}
             Schema::Version1 => migrate::upgrade_from_v1(&mut store.conn, path)?,
+            Schema::Version2 => migrate::upgrade_from_v2(&mut store.conn, path)?,
         }
+        migrate::recode_version2_chunks(&mut store.conn, path)?;
         store.recent_points =
             store
                 .conn
@@ -479,17 +484,22 @@ impl LocalStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        match check_schema(&conn, path)? {
+        let schema = check_schema(&conn, path)?;
+        match schema {
             Schema::Current => {}
             Schema::Empty => {
                 return Err(StoreError::NotAStore {
                     path: path.to_path_buf(),
                 })
             }
-            Schema::Version1 => {
+            Schema::Version1 | Schema::Version2 => {
                 return Err(StoreError::Outdated {
                     path: path.to_path_buf(),
-                    found: 1,
+                    found: if matches!(schema, Schema::Version1) {
+                        1
+                    } else {
+                        2
+                    },
                     supported: SCHEMA_VERSION,
                 })
             }
@@ -790,6 +800,8 @@ enum Schema {
     Current,
     /// Version 1, which a writer upgrades.
     Version1,
+    /// Version 2, which a writer upgrades.
+    Version2,
 }
 
 /// Reads the schema version of an open file, or returns an error when it is not a local
@@ -829,11 +841,13 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, StoreError> {
     match version {
         SCHEMA_VERSION => Ok(Schema::Current),
         1 => Ok(Schema::Version1),
-        found => Err(StoreError::UnsupportedVersion {
+        2 => Ok(Schema::Version2),
+        found if found > SCHEMA_VERSION => Err(StoreError::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
             supported: SCHEMA_VERSION,
         }),
+        _ => Err(not_a_store()),
     }
 }
 
@@ -947,11 +961,12 @@ fn delete_older_than(conn: &mut Connection, ts_ns: i64) -> Result<u64, StoreErro
                     row.get::<_, i64>(1)?,
                     row.get::<_, i64>(2)?,
                     row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, i64>(4)?,
                 ))
             })
             .optional()?;
-        if let Some((chunk, _, points, data)) = across.filter(|c| c.1 < ts_ns) {
-            let kept = ChunkReader::new(&data, points)
+        if let Some((chunk, _, points, data, codec)) = across.filter(|c| c.1 < ts_ns) {
+            let kept = ChunkReader::new(Codec::from_i64(codec)?, &data, points)
                 .filter(|p| p.as_ref().map_or(true, |(ts, _)| *ts >= ts_ns))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?
@@ -978,7 +993,16 @@ fn write_chunks<'v>(
     points: impl IntoIterator<Item = (i64, &'v FieldValue)>,
 ) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_CHUNK)?;
-    let mut write = |c: Chunk| insert.execute(params![id, c.first_ts, c.last_ts, c.points, c.data]);
+    let mut write = |c: Chunk| {
+        insert.execute(params![
+            id,
+            c.first_ts,
+            c.last_ts,
+            c.points,
+            c.data,
+            c.codec.as_i64()
+        ])
+    };
     let mut w = ChunkWriter::default();
     for (ts, value) in points {
         if let Some(c) = w.push(ts, value) {
@@ -1068,9 +1092,8 @@ fn compact_recent(
             let Slot { start, len, .. } = slots[id];
             series.clear();
             let mut placed = &buf[start..start + len];
-            while let Some((ts, rest)) = placed.split_first_chunk::<8>() {
-                placed = rest;
-                series.push((i64::from_le_bytes(*ts), codec::take_value(&mut placed)?));
+            while let Some(point) = codec::next_placed(&mut placed) {
+                series.push(point?);
             }
             if !series.is_sorted_by(|a, b| a.0 < b.0) {
                 // Stable: of the writes of one point, the last one stays last, and wins.
@@ -1132,7 +1155,7 @@ impl Tail {
 
     /// The tail once `chunk` is written after it.
     fn then(self, chunk: &Chunk) -> Tail {
-        if is_full(chunk.points, chunk.data.len()) {
+        if is_full(chunk.points, chunk.raw_bytes) {
             Tail {
                 last_ts: chunk.last_ts,
                 ..Tail::EMPTY
@@ -1147,12 +1170,6 @@ impl Tail {
             }
         }
     }
-}
-
-/// Whether a chunk of `points` points taking `bytes` bytes is full: [`ChunkWriter`] closes
-/// chunks at that size, and a compaction leaves them as they are.
-fn is_full(points: usize, bytes: usize) -> bool {
-    points >= CHUNK_POINTS || bytes >= CHUNK_BYTES
 }
 
 impl Tails {
@@ -1196,8 +1213,10 @@ struct ChunkStatements<'c> {
     delete_from: rusqlite::CachedStatement<'c>,
     insert: rusqlite::CachedStatement<'c>,
     writer: ChunkWriter,
-    /// The chunks taken for a merge, one after the other.
+    /// The points of the chunks taken for a merge, placed (see [`codec::decode_placed`]).
     taken: Vec<u8>,
+    /// A chunk's points, decoded on their way into `taken`.
+    decoded: Vec<(i64, FieldValue)>,
 }
 
 impl<'c> ChunkStatements<'c> {
@@ -1211,6 +1230,7 @@ impl<'c> ChunkStatements<'c> {
             insert: tx.prepare_cached(INSERT_CHUNK)?,
             writer: ChunkWriter::default(),
             taken: Vec::new(),
+            decoded: Vec::new(),
         })
     }
 
@@ -1288,21 +1308,27 @@ impl<'c> ChunkStatements<'c> {
     /// tail.
     fn merge_tail(&mut self, id: i64, rows: u16, new: &[(i64, &[u8])]) -> Result<Tail, StoreError> {
         self.taken.clear();
-        // (points, end in `taken`), newest first.
-        let mut taken: Vec<(i64, usize)> = Vec::new();
+        // The tail's chunks, newest first: their ends in `taken`.
+        let mut ends: Vec<usize> = Vec::new();
         let mut oldest = i64::MAX;
         {
             let mut found = self.select_tail.query([id])?;
-            while taken.len() < usize::from(rows) {
+            while ends.len() < usize::from(rows) {
                 let Some(row) = found.next()? else {
                     break;
                 };
                 oldest = row.get(0)?;
-                self.taken.extend_from_slice(blob(row, 2)?);
-                taken.push((row.get(1)?, self.taken.len()));
+                codec::decode_placed(
+                    Codec::from_i64(row.get(3)?)?,
+                    blob(row, 2)?,
+                    row.get(1)?,
+                    &mut self.decoded,
+                    &mut self.taken,
+                )?;
+                ends.push(self.taken.len());
             }
         }
-        if !taken.is_empty() {
+        if !ends.is_empty() {
             self.delete_from.execute(params![id, oldest])?;
         }
         let mut w = Writer {
@@ -1311,9 +1337,10 @@ impl<'c> ChunkStatements<'c> {
             id,
             tail: Tail::EMPTY,
         };
-        for (i, &(points, end)) in taken.iter().enumerate().rev() {
-            let start = i.checked_sub(1).map_or(0, |before| taken[before].1);
-            for point in ChunkReader::new(&self.taken[start..end], points).raw() {
+        for (i, &end) in ends.iter().enumerate().rev() {
+            let start = i.checked_sub(1).map_or(0, |before| ends[before]);
+            let mut placed = &self.taken[start..end];
+            while let Some(point) = codec::next_placed(&mut placed) {
                 let (ts, value) = point?;
                 w.push(ts, value)?;
             }
@@ -1337,8 +1364,8 @@ impl<'c> ChunkStatements<'c> {
         // those they overlap are taken, and the first one before them ends the scan (taken
         // when not full).
         self.taken.clear();
-        // (row id, points, end in `taken`), newest first.
-        let mut replaced: Vec<(i64, i64, usize)> = Vec::new();
+        // (row id, end in `taken`), newest first.
+        let mut replaced: Vec<(i64, usize)> = Vec::new();
         {
             let mut rows = self.select_back.query([id])?;
             while let Some(row) = rows.next()? {
@@ -1350,8 +1377,9 @@ impl<'c> ChunkStatements<'c> {
                 let data = blob(row, 4)?;
                 let overlaps = last_ts >= lo;
                 if overlaps || !is_full(usize::try_from(points).unwrap_or(0), data.len()) {
-                    self.taken.extend_from_slice(data);
-                    replaced.push((row.get(0)?, points, self.taken.len()));
+                    let codec = Codec::from_i64(row.get(5)?)?;
+                    codec::decode_placed(codec, data, points, &mut self.decoded, &mut self.taken)?;
+                    replaced.push((row.get(0)?, self.taken.len()));
                 }
                 if !overlaps {
                     break;
@@ -1362,9 +1390,10 @@ impl<'c> ChunkStatements<'c> {
         // the table, where SQLite packs pages full; a row that grows in place splits its page
         // (the dashboard benchmark's file was 40% larger that way, for no measurable CPU).
         let mut old: Vec<(i64, &[u8])> = Vec::new();
-        for (i, &(chunk, points, end)) in replaced.iter().enumerate().rev() {
-            let start = i.checked_sub(1).map_or(0, |before| replaced[before].2);
-            for point in ChunkReader::new(&self.taken[start..end], points).raw() {
+        for (i, &(chunk, end)) in replaced.iter().enumerate().rev() {
+            let start = i.checked_sub(1).map_or(0, |before| replaced[before].1);
+            let mut placed = &self.taken[start..end];
+            while let Some(point) = codec::next_placed(&mut placed) {
                 old.push(point?);
             }
             self.delete.execute([chunk])?;
@@ -1417,8 +1446,14 @@ impl Writer<'_, '_> {
     }
 
     fn write(&mut self, c: Chunk) -> Result<(), StoreError> {
-        self.insert
-            .execute(params![self.id, c.first_ts, c.last_ts, c.points, c.data])?;
+        self.insert.execute(params![
+            self.id,
+            c.first_ts,
+            c.last_ts,
+            c.points,
+            c.data,
+            c.codec.as_i64()
+        ])?;
         self.tail = self.tail.then(&c);
         self.chunks.recycle(c.data);
         Ok(())
@@ -1485,7 +1520,8 @@ fn visit_points(
         if row.get::<_, i64>(1)? > hi {
             break;
         }
-        for point in ChunkReader::new(blob(row, 3)?, row.get(2)?) {
+        let codec = Codec::from_i64(row.get(4)?)?;
+        for point in ChunkReader::new(codec, blob(row, 3)?, row.get(2)?) {
             let (ts, value) = point?;
             if ts < lo {
                 continue;
@@ -1519,9 +1555,10 @@ fn latest_stored(
     lo: i64,
     hi: i64,
 ) -> Result<Option<(i64, FieldValue)>, StoreError> {
-    let last_in = |points: i64, data: &[u8]| -> Result<Option<(i64, FieldValue)>, StoreError> {
+    let last_in = |row: &rusqlite::Row<'_>| -> Result<Option<(i64, FieldValue)>, StoreError> {
+        let codec = Codec::from_i64(row.get(4)?)?;
         let mut latest = None;
-        for point in ChunkReader::new(data, points) {
+        for point in ChunkReader::new(codec, blob(row, 3)?, row.get(2)?) {
             let point = point?;
             if point.0 > hi {
                 break;
@@ -1535,14 +1572,14 @@ fn latest_stored(
     let mut rows = stmt.query(params![id, hi])?;
     if let Some(row) = rows.next()? {
         if row.get::<_, i64>(1)? <= hi {
-            return last_in(row.get(2)?, blob(row, 3)?);
+            return last_in(row);
         }
     }
     // Else the last point of the chunk before `hi`.
     let mut stmt = conn.prepare_cached(SELECT_CHUNK_BEFORE)?;
     let mut rows = stmt.query(params![id, hi])?;
     match rows.next()? {
-        Some(row) => last_in(row.get(2)?, blob(row, 3)?),
+        Some(row) => last_in(row),
         None => Ok(None),
     }
 }
@@ -1739,6 +1776,10 @@ impl SeriesCache {
         Ok(&mut self.collided[i])
     }
 }
+
+#[cfg(test)]
+#[path = "store/fixtures/v2_fixture.rs"]
+mod v2_fixture;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -2361,7 +2402,7 @@ mod tests {
         let mut stmt = store
             .conn
             .prepare(
-                "SELECT series_id, first_ts, last_ts, points, data FROM chunks
+                "SELECT series_id, first_ts, last_ts, points, data, codec FROM chunks
                  ORDER BY series_id, last_ts",
             )
             .unwrap();
@@ -2375,9 +2416,18 @@ mod tests {
                 row.get(3).unwrap(),
             );
             let data: Vec<u8> = row.get(4).unwrap();
-            let points: Vec<_> = ChunkReader::new(&data, n)
+            let codec = Codec::from_i64(row.get(5).unwrap()).unwrap();
+            let points: Vec<_> = ChunkReader::new(codec, &data, n)
                 .collect::<Result<_, _>>()
                 .unwrap();
+            let raw_bytes: usize = points
+                .iter()
+                .map(|(_, v)| {
+                    let mut b = Vec::new();
+                    v.encode(&mut b);
+                    b.len()
+                })
+                .sum();
             assert_eq!(points.len() as i64, n);
             assert_eq!((points[0].0, points[points.len() - 1].0), (first, last));
             if let Some((before_id, before_last)) = previous {
@@ -2386,7 +2436,7 @@ mod tests {
             previous = Some((id, last));
             out.entry(id)
                 .or_default()
-                .push((points.len(), is_full(points.len(), data.len())));
+                .push((points.len(), is_full(points.len(), raw_bytes)));
         }
         out
     }
@@ -2665,14 +2715,15 @@ mod tests {
         drop(store);
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 3)
+            .pragma_update(None, "user_version", 4)
             .unwrap();
         for result in [LocalStore::open(&path), LocalStore::open_read_only(&path)] {
             let err = result.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "local store {} has schema version 3, this build knows version 2",
+                    "local store {} has schema version 4, written by a newer build: this build \
+                     reads version 3 and older (run the newer build, or move the store away)",
                     path.display()
                 )
             );
@@ -2754,7 +2805,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "local store {} has schema version 1: start the collector once to upgrade it to version 2",
+                "local store {} has schema version 1: start the collector once to upgrade it to version 3",
                 path.display()
             )
         );
@@ -2764,7 +2815,7 @@ mod tests {
             .conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let chunks: i64 = store
             .conn
             .query_row("SELECT COUNT(*) FROM chunks", [], |row| row.get(0))
@@ -2791,6 +2842,98 @@ mod tests {
         assert_same_points(&all(&store), &want);
         // Opening it again changes nothing.
         drop(LocalStore::open(&path).unwrap());
+        assert_same_points(&all(&store), &want);
+    }
+
+    /// The points the version 2 fixture holds: the last write of each.
+    fn v2_fixture_points() -> Vec<Point> {
+        let mut want: BTreeMap<(Vec<(String, String)>, String, i64), FieldValue> = BTreeMap::new();
+        for (batch, _) in v2_fixture::batches() {
+            for r in &batch {
+                for (name, _) in &r.fields {
+                    let p = point(r, name);
+                    want.insert((p.tags, p.field, p.timestamp), p.value);
+                }
+            }
+        }
+        want.into_iter()
+            .map(|((tags, field, timestamp), value)| Point {
+                measurement: "env".into(),
+                tags,
+                field,
+                timestamp,
+                value,
+            })
+            .collect()
+    }
+
+    /// A copy of the version 2 fixture (made by the build of 16f8a35) in a new directory.
+    fn v2_fixture() -> (TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        std::fs::write(&path, include_bytes!("store/fixtures/store-v2.sqlite")).unwrap();
+        (dir, path)
+    }
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_writer_upgrades_the_version_2_fixture_and_every_point_reads_back() {
+        let (_dir, path) = v2_fixture();
+        let err = LocalStore::open_read_only(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "local store {} has schema version 2: start the collector once to upgrade it to version 3",
+                path.display()
+            )
+        );
+        let want = v2_fixture_points();
+        drop(LocalStore::open(&path).unwrap());
+        let store = LocalStore::open_read_only(&path).unwrap();
+        assert_eq!(user_version(&store.conn), 3);
+        let version2: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks WHERE codec = 0", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(version2, 0, "every chunk re-encoded");
+        let pending: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'upgrade_v2'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(pending, 0);
+        checked_chunks(&store);
+        assert_same_points(&all(&store), &want);
+        assert_eq!(
+            store
+                .summary()
+                .unwrap()
+                .iter()
+                .map(|d| d.points)
+                .sum::<u64>(),
+            want.len() as u64
+        );
+
+        // Written to and compacted again: the new point joins the upgraded chunks.
+        let mut writer = LocalStore::open(&path).unwrap();
+        let mut r = reading("env", "a", 1, &[("t", FieldValue::Float(1.25))]);
+        r.set_tag("site", "s1");
+        writer.insert(std::slice::from_ref(&r)).unwrap();
+        writer.compact().unwrap();
+        drop(writer);
+        checked_chunks(&store);
+        let mut want = want;
+        let at = want.iter().position(|p| p.field == "t").unwrap();
+        want.insert(at, point(&r, "t"));
         assert_same_points(&all(&store), &want);
     }
 

@@ -3,8 +3,8 @@
 //!
 //! - [`LocalStore`]: one SQLite file; its documentation describes the schema and what is
 //!   guaranteed (idempotent writes, exact types, type changes, NaN).
-//! - [`LocalSink`]: the [`Sink`] that writes batches into it off the async runtime and applies
-//!   retention by age.
+//! - [`LocalSink`]: the [`Sink`] that writes batches into it off the async runtime, applies
+//!   retention by age and by size, and reports the store's size in the metrics.
 //! - [`query`]: the `telemetry-collector query` command.
 
 pub mod query;
@@ -14,11 +14,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use store::{Bucket, DeviceSummary, LocalStore, Point, Query, SeriesBuckets, StoreError};
+pub use store::{
+    Bucket, DeviceSummary, Dropped, LocalStore, Point, Query, SeriesBuckets, StoreError, StoreSize,
+};
 
+use crate::metrics::{Counter, Gauge, Metrics};
 use crate::sinks::{Batch, Sink, SinkError};
 
-/// Retention runs at most this often (and once at open).
+/// Retention by age runs at most this often (and once at open), and the size metrics are
+/// brought up to date as often. Retention by size looks after every write.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the local sink needs, validated.
@@ -28,6 +32,58 @@ pub struct LocalSinkSettings {
     pub path: PathBuf,
     /// Points older than this are deleted; `None` keeps everything.
     pub retention: Option<Duration>,
+    /// The oldest chunks are dropped when the file's pages in use take more than this;
+    /// `None`: no bound.
+    pub max_bytes: Option<u64>,
+}
+
+/// The local store's metrics.
+#[derive(Debug, Clone)]
+struct StoreMetrics {
+    file_bytes: Gauge,
+    free_bytes: Gauge,
+    wal_bytes: Gauge,
+    series: Gauge,
+    points: Gauge,
+    dropped_for_size: Counter,
+    dropped_for_age: Counter,
+}
+
+impl StoreMetrics {
+    fn new(metrics: &Metrics) -> StoreMetrics {
+        StoreMetrics {
+            file_bytes: metrics.gauge("local_store_file_bytes", &[]),
+            free_bytes: metrics.gauge("local_store_free_bytes", &[]),
+            wal_bytes: metrics.gauge("local_store_wal_bytes", &[]),
+            series: metrics.gauge("local_store_series", &[]),
+            points: metrics.gauge("local_store_points", &[]),
+            dropped_for_size: metrics.counter(
+                "local_store_dropped_points_total",
+                &[("reason", "max_bytes")],
+            ),
+            dropped_for_age: metrics.counter(
+                "local_store_dropped_points_total",
+                &[("reason", "retention")],
+            ),
+        }
+    }
+
+    /// Brings the size gauges up to date (a failure is logged: they keep their values).
+    fn update(&self, store: &LocalStore) {
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        match store.size() {
+            Ok(size) => {
+                gauge(&self.file_bytes, size.file_bytes);
+                gauge(&self.free_bytes, size.free_bytes);
+                gauge(&self.wal_bytes, size.wal_bytes);
+                gauge(&self.series, size.series);
+                gauge(&self.points, size.points);
+            }
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "cannot read the local store's size");
+            }
+        }
+    }
 }
 
 /// The local store as a [`Sink`].
@@ -39,26 +95,36 @@ pub struct LocalSinkSettings {
 pub struct LocalSink {
     store: Arc<Mutex<LocalStore>>,
     retention: Option<Duration>,
+    max_bytes: Option<u64>,
     last_retention: Instant,
+    metrics: StoreMetrics,
 }
 
 impl LocalSink {
-    /// Opens (or creates) the store and applies retention once.
+    /// Opens (or creates, or upgrades) the store and applies retention once.
     ///
     /// This blocks while it does so, which on a large store whose retention has not run for a
-    /// long time may take seconds: call it before the runtime starts, or in `spawn_blocking`.
+    /// long time (or that is upgraded) may take seconds: call it before the runtime starts,
+    /// or in `spawn_blocking`.
     ///
     /// # Errors
     /// Any error of [`LocalStore::open`], or of the first retention pass.
-    pub fn open(settings: LocalSinkSettings) -> Result<LocalSink, StoreError> {
+    pub fn open(settings: LocalSinkSettings, metrics: &Metrics) -> Result<LocalSink, StoreError> {
         let mut store = LocalStore::open(&settings.path)?;
+        let metrics = StoreMetrics::new(metrics);
         if let Some(retention) = settings.retention {
-            apply_retention(&mut store, retention)?;
+            apply_retention(&mut store, retention, &metrics)?;
         }
+        if let Some(max_bytes) = settings.max_bytes {
+            apply_max_bytes(&mut store, max_bytes, &metrics)?;
+        }
+        metrics.update(&store);
         Ok(LocalSink {
             store: Arc::new(Mutex::new(store)),
             retention: settings.retention,
+            max_bytes: settings.max_bytes,
             last_retention: Instant::now(),
+            metrics,
         })
     }
 }
@@ -78,9 +144,10 @@ impl Sink for LocalSink {
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let store = Arc::clone(&self.store);
         let batch = batch.clone();
-        let retention = self
-            .retention
-            .filter(|_| self.last_retention.elapsed() >= RETENTION_INTERVAL);
+        let due = self.last_retention.elapsed() >= RETENTION_INTERVAL;
+        let retention = self.retention.filter(|_| due);
+        let max_bytes = self.max_bytes;
+        let metrics = self.metrics.clone();
         let task = tokio::task::spawn_blocking(move || {
             // A panic in an earlier write rolled its transaction back when it unwound, and the
             // store drops its id cache after an unfinished insert: a poisoned lock is no
@@ -88,15 +155,23 @@ impl Sink for LocalSink {
             let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
             store.insert(&batch)?;
             if let Some(retention) = retention {
-                if let Err(err) = apply_retention(&mut store, retention) {
+                if let Err(err) = apply_retention(&mut store, retention, &metrics) {
                     tracing::warn!(error = %error_chain(&err), "local store retention failed; will retry");
                 }
+            }
+            if let Some(max_bytes) = max_bytes {
+                if let Err(err) = apply_max_bytes(&mut store, max_bytes, &metrics) {
+                    tracing::warn!(error = %error_chain(&err), "local store retention by size failed; will retry");
+                }
+            }
+            if due {
+                metrics.update(&store);
             }
             Ok::<(), StoreError>(())
         });
         match task.await {
             Ok(Ok(())) => {
-                if retention.is_some() {
+                if due {
                     self.last_retention = Instant::now();
                 }
                 Ok(())
@@ -111,16 +186,45 @@ impl Sink for LocalSink {
 }
 
 /// Deletes the points older than `now - retention`.
-fn apply_retention(store: &mut LocalStore, retention: Duration) -> Result<(), StoreError> {
+fn apply_retention(
+    store: &mut LocalStore,
+    retention: Duration,
+    metrics: &StoreMetrics,
+) -> Result<(), StoreError> {
     let cutoff = now_ns().saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
     let started = Instant::now();
     let deleted = store.delete_older_than(cutoff)?;
+    metrics.dropped_for_age.add(deleted);
     if deleted > 0 {
         tracing::info!(
             deleted,
             elapsed_ms = started.elapsed().as_millis(),
             "local store retention deleted old points"
         );
+    }
+    Ok(())
+}
+
+/// Drops the oldest chunks while the store takes more than `max_bytes`.
+fn apply_max_bytes(
+    store: &mut LocalStore,
+    max_bytes: u64,
+    metrics: &StoreMetrics,
+) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let dropped = store.drop_oldest(max_bytes)?;
+    metrics.dropped_for_size.add(dropped.points);
+    if dropped.chunks > 0 {
+        tracing::info!(
+            points = dropped.points,
+            chunks = dropped.chunks,
+            used_bytes_before = dropped.used_before,
+            used_bytes_after = dropped.used_after,
+            max_bytes,
+            elapsed_ms = started.elapsed().as_millis(),
+            "local store reached max_bytes: dropped its oldest chunks"
+        );
+        metrics.update(store);
     }
     Ok(())
 }
@@ -175,10 +279,14 @@ mod tests {
     async fn writes_land_once_however_often_they_are_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/store.db");
-        let mut sink = LocalSink::open(LocalSinkSettings {
-            path: path.clone(),
-            retention: None,
-        })
+        let mut sink = LocalSink::open(
+            LocalSinkSettings {
+                path: path.clone(),
+                retention: None,
+                max_bytes: None,
+            },
+            &Metrics::new(),
+        )
         .unwrap();
         let batch = Batch::from(
             (0..10)
@@ -208,8 +316,9 @@ mod tests {
         let settings = LocalSinkSettings {
             path: path.clone(),
             retention: Some(Duration::from_secs(3600)),
+            max_bytes: None,
         };
-        let mut sink = LocalSink::open(settings).unwrap();
+        let mut sink = LocalSink::open(settings, &Metrics::new()).unwrap();
         assert_eq!(timestamps(&path), vec![now]);
 
         // Not due yet: an old point written now stays until the next pass.
@@ -229,10 +338,14 @@ mod tests {
     async fn a_write_the_store_refuses_is_rejected_not_retried() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let mut sink = LocalSink::open(LocalSinkSettings {
-            path: path.clone(),
-            retention: None,
-        })
+        let mut sink = LocalSink::open(
+            LocalSinkSettings {
+                path: path.clone(),
+                retention: None,
+                max_bytes: None,
+            },
+            &Metrics::new(),
+        )
         .unwrap();
         rusqlite::Connection::open(&path)
             .unwrap()
@@ -257,10 +370,14 @@ mod tests {
             "not sqlite at all, not even a little bit: ".repeat(40),
         )
         .unwrap();
-        let err = LocalSink::open(LocalSinkSettings {
-            path: path.clone(),
-            retention: None,
-        })
+        let err = LocalSink::open(
+            LocalSinkSettings {
+                path: path.clone(),
+                retention: None,
+                max_bytes: None,
+            },
+            &Metrics::new(),
+        )
         .unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -104,6 +104,7 @@ CREATE TABLE chunks (
     codec     INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, last_ts);
+CREATE INDEX chunks_by_time ON chunks (last_ts);
 CREATE TABLE recent (
     id     INTEGER PRIMARY KEY,
     points INTEGER NOT NULL,
@@ -287,6 +288,43 @@ pub struct DeviceSummary {
     pub first_ns: i64,
     /// The latest timestamp (nanoseconds since the Unix epoch).
     pub last_ns: i64,
+    /// The bytes its chunks' blobs take (SQLite's rows and index entries, and the points
+    /// not yet compacted, come on top: see [`StoreSize`]).
+    pub bytes: u64,
+}
+
+/// How large the store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreSize {
+    /// The SQLite file (not its `-wal`).
+    pub file_bytes: u64,
+    /// Of which pages that are free, to be reused by the next writes.
+    pub free_bytes: u64,
+    /// The write-ahead log beside it (`<file>-wal`; 0 when there is none).
+    pub wal_bytes: u64,
+    /// How many series the store holds.
+    pub series: u64,
+    /// How many points its chunks hold (the points not yet compacted not included).
+    pub points: u64,
+}
+
+impl StoreSize {
+    /// The bytes its pages in use take: what `sinks.local.max_bytes` bounds.
+    pub fn used_bytes(&self) -> u64 {
+        self.file_bytes.saturating_sub(self.free_bytes)
+    }
+}
+
+/// What [`LocalStore::drop_oldest`] dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    /// Chunks deleted.
+    pub chunks: u64,
+    /// The points they held.
+    pub points: u64,
+    /// The bytes in use before and after (see [`StoreSize::used_bytes`]).
+    pub used_before: u64,
+    pub used_after: u64,
 }
 
 /// The local store: one SQLite file.
@@ -717,16 +755,20 @@ impl LocalStore {
     /// build cannot decode.
     pub fn summary(&self) -> Result<Vec<DeviceSummary>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        // Per series: (points, first, last).
-        let mut per_series: HashMap<i64, (u64, i64, i64)> = HashMap::new();
+        // Per series: (points, first, last, bytes).
+        let mut per_series: HashMap<i64, (u64, i64, i64, u64)> = HashMap::new();
         {
+            // `length` of a blob reads its size, not its pages.
             let mut stmt = tx.prepare_cached(
-                "SELECT series_id, SUM(points), MIN(first_ts), MAX(last_ts)
+                "SELECT series_id, SUM(points), MIN(first_ts), MAX(last_ts), SUM(length(data))
                  FROM chunks GROUP BY series_id",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                per_series.insert(row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?));
+                per_series.insert(
+                    row.get(0)?,
+                    (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+                );
             }
         }
         // A point of `recent` counts when no chunk holds it already, and once.
@@ -741,7 +783,7 @@ impl LocalStore {
                 stored += u64::from(newer.contains_key(&ts));
                 ControlFlow::Continue(())
             })?;
-            let entry = per_series.entry(id).or_insert((0, lo, hi));
+            let entry = per_series.entry(id).or_insert((0, lo, hi, 0));
             entry.0 += newer.len() as u64 - stored;
             entry.1 = entry.1.min(lo);
             entry.2 = entry.2.max(hi);
@@ -750,7 +792,7 @@ impl LocalStore {
         let mut stmt = tx.prepare_cached("SELECT id, device FROM series")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let Some(&(points, first, last)) = per_series.get(&row.get::<_, i64>(0)?) else {
+            let Some(&(points, first, last, bytes)) = per_series.get(&row.get::<_, i64>(0)?) else {
                 continue;
             };
             let device: Option<String> = row.get(1)?;
@@ -762,13 +804,106 @@ impl LocalStore {
                     points: 0,
                     first_ns: first,
                     last_ns: last,
+                    bytes: 0,
                 });
             d.series += 1;
             d.points += points;
+            d.bytes += bytes;
             d.first_ns = d.first_ns.min(first);
             d.last_ns = d.last_ns.max(last);
         }
         Ok(devices.into_values().collect())
+    }
+
+    /// How large the store is: its file, free pages, WAL, series and points. Counting the
+    /// points reads every chunk row (not its blob).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails.
+    pub fn size(&self) -> Result<StoreSize, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let (file_bytes, free_bytes) = pages(&tx)?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let series: u64 = tx.query_row("SELECT COUNT(*) FROM series", [], |row| row.get(0))?;
+        let points: u64 =
+            tx.query_row("SELECT COALESCE(SUM(points), 0) FROM chunks", [], |row| {
+                row.get(0)
+            })?;
+        Ok(StoreSize {
+            file_bytes,
+            free_bytes,
+            wal_bytes: std::fs::metadata(wal).map_or(0, |m| m.len()),
+            series,
+            points,
+        })
+    }
+
+    /// Drops the oldest chunks (those whose last point is oldest, across all series) until
+    /// the pages in use take at most 90% of `max_bytes`, when they take more than
+    /// `max_bytes`; compacts `recent` first. The pages freed are reused by the next writes
+    /// (the file does not shrink, and does not grow while they last). Works in transactions
+    /// of at most a thousand chunks; a reader sees a series lose its oldest chunks whole.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when a statement fails; the chunks already committed stay
+    /// dropped.
+    pub fn drop_oldest(&mut self, max_bytes: u64) -> Result<Dropped, StoreError> {
+        let used = |conn: &Connection| pages(conn).map(|(file, free)| file.saturating_sub(free));
+        let used_before = used(&self.conn)?;
+        let mut dropped = Dropped {
+            used_before,
+            used_after: used_before,
+            ..Dropped::default()
+        };
+        if used_before <= max_bytes {
+            return Ok(dropped);
+        }
+        if self.recent_points > 0 {
+            self.compact()?;
+        }
+        let target = max_bytes - max_bytes / 10;
+        loop {
+            let now = used(&self.conn)?;
+            dropped.used_after = now;
+            if now <= target {
+                break;
+            }
+            // Chunks whose blobs (and rows) take the excess: a page is free only once all
+            // its rows are gone, so the loop looks again and goes on.
+            let excess = now - target;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let oldest: Vec<(i64, i64, u64, u64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, series_id, points, length(data) FROM chunks ORDER BY last_ts LIMIT ?1",
+                )?;
+                let rows = stmt.query_map([DELETE_CHUNKS], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if oldest.is_empty() {
+                break;
+            }
+            let mut freed = 0u64;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+                for (chunk, series, points, bytes) in oldest {
+                    if freed >= excess {
+                        break;
+                    }
+                    delete.execute([chunk])?;
+                    freed += bytes + ROW_BYTES;
+                    dropped.chunks += 1;
+                    dropped.points += points;
+                    self.tails.forget(series);
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(dropped)
     }
 
     /// Deletes every point older than `ts_ns` (nanoseconds since the Unix epoch), then the
@@ -790,6 +925,21 @@ impl LocalStore {
         self.tails = Tails::default();
         result
     }
+}
+
+/// About what a chunk's row and index entries take besides its blob.
+const ROW_BYTES: u64 = 48;
+
+/// The file's size and its free pages' size, in bytes.
+fn pages(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    let pragma = |name: &str| -> Result<u64, StoreError> {
+        Ok(conn.pragma_query_value(None, name, |row| row.get(0))?)
+    };
+    let page = pragma("page_size")?;
+    Ok((
+        pragma("page_count")? * page,
+        pragma("freelist_count")? * page,
+    ))
 }
 
 /// What [`check_schema`] found.
@@ -2259,22 +2409,42 @@ mod tests {
             points: 12,
             first_ns: T0,
             last_ns: T0 + 3 * SEC,
+            bytes: 0,
         };
-        assert_eq!(
-            store.summary().unwrap(),
-            vec![
-                DeviceSummary {
-                    device: None,
-                    series: 1,
-                    points: 1,
-                    first_ns: 5,
-                    last_ns: 5
-                },
-                device("dev-1"),
-                device("dev-2"),
-                device("dev-3"),
-            ]
-        );
+        // Not compacted yet: no chunk, no bytes.
+        let want = vec![
+            DeviceSummary {
+                device: None,
+                series: 1,
+                points: 1,
+                first_ns: 5,
+                last_ns: 5,
+                bytes: 0,
+            },
+            device("dev-1"),
+            device("dev-2"),
+            device("dev-3"),
+        ];
+        assert_eq!(store.summary().unwrap(), want);
+        // Compacted: the same, and the bytes of each device's chunks.
+        store.compact().unwrap();
+        let got = store.summary().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let bytes: u64 = store
+                .conn
+                .query_row(
+                    "SELECT SUM(length(data)) FROM chunks JOIN series ON series.id = series_id
+                     WHERE device IS ?1",
+                    [&w.device],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert!(bytes > 0);
+            assert_eq!(g, &DeviceSummary { bytes, ..w.clone() });
+        }
+        let size = store.size().unwrap();
+        assert_eq!((size.series, size.points), (10, 37));
+        assert!(size.file_bytes > 0 && size.used_bytes() <= size.file_bytes);
     }
 
     #[test]
@@ -2392,7 +2562,13 @@ mod tests {
         let after: Vec<_> = queries.iter().map(|q| store.query(q).unwrap()).collect();
         assert_eq!(after, before);
         assert_eq!(store.latest(&Query::default()).unwrap(), latest_before);
-        assert_eq!(store.summary().unwrap(), summary_before);
+        // The same but for the bytes of the chunks (rewritten).
+        let no_bytes = |s: Vec<DeviceSummary>| -> Vec<DeviceSummary> {
+            s.into_iter()
+                .map(|d| DeviceSummary { bytes: 0, ..d })
+                .collect()
+        };
+        assert_eq!(no_bytes(store.summary().unwrap()), no_bytes(summary_before));
     }
 
     /// Every series' chunks in time order: `(points, full)` of each, after checking that

@@ -32,6 +32,7 @@ pub(super) fn upgrade_from_v2(conn: &mut Connection, path: &Path) -> Result<(), 
     // Adding a column with a default rewrites no row.
     tx.execute_batch(&format!(
         "ALTER TABLE chunks ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+         CREATE INDEX chunks_by_time ON chunks (last_ts);
          CREATE TABLE {UPGRADE_TABLE} (next_id INTEGER NOT NULL) STRICT;
          INSERT INTO {UPGRADE_TABLE} (next_id) VALUES (0);"
     ))?;

@@ -116,6 +116,9 @@ impl LocalSink {
             apply_retention(&mut store, retention, &metrics)?;
         }
         if let Some(max_bytes) = settings.max_bytes {
+            // The points not yet compacted take about 20 bytes each (6 once compacted):
+            // they must stay well within the bound.
+            store.limit_recent(max_bytes / 16);
             apply_max_bytes(&mut store, max_bytes, &metrics)?;
         }
         metrics.update(&store);

@@ -419,6 +419,11 @@ pub struct LocalStore {
     cache: SeriesCache,
     /// Points in `recent` (exact for the writer; unused by readers).
     recent_points: u64,
+    /// The bytes of `recent`'s blobs (as `recent_points`).
+    recent_bytes: u64,
+    /// Compact once `recent`'s blobs take this many bytes, whatever their points (see
+    /// [`LocalStore::limit_recent`]).
+    max_recent_bytes: u64,
     /// Compact when `recent` holds this many points, or more with many series: see
     /// [`LocalStore::compaction_due`] ([`COMPACT_POINTS`], less in tests).
     compact_points: u64,
@@ -479,6 +484,8 @@ impl LocalStore {
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
             recent_points: 0,
+            recent_bytes: 0,
+            max_recent_bytes: u64::MAX,
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
@@ -491,12 +498,11 @@ impl LocalStore {
             Schema::Version2 => migrate::upgrade_from_v2(&mut store.conn, path)?,
         }
         migrate::recode_version2_chunks(&mut store.conn, path)?;
-        store.recent_points =
-            store
-                .conn
-                .query_row("SELECT COALESCE(SUM(points), 0) FROM recent", [], |row| {
-                    row.get(0)
-                })?;
+        (store.recent_points, store.recent_bytes) = store.conn.query_row(
+            "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(length(data)), 0) FROM recent",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         Ok(store)
     }
 
@@ -547,6 +553,8 @@ impl LocalStore {
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
             recent_points: 0,
+            recent_bytes: 0,
+            max_recent_bytes: u64::MAX,
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
@@ -594,7 +602,9 @@ impl LocalStore {
             self.cache.clear();
         }
         self.cache.in_doubt = true;
-        self.recent_points += insert_all(&mut self.conn, &mut self.cache, readings)?;
+        let (points, bytes) = insert_all(&mut self.conn, &mut self.cache, readings)?;
+        self.recent_points += points;
+        self.recent_bytes += bytes;
         self.cache.in_doubt = false;
         if self.compaction_due() {
             if let Err(err) = self.compact() {
@@ -612,6 +622,14 @@ impl LocalStore {
             .saturating_mul(self.compact_per_series)
             .min(COMPACT_POINTS_MAX);
         self.recent_points >= self.compact_points.max(per_series)
+            || self.recent_bytes >= self.max_recent_bytes
+    }
+
+    /// Makes [`LocalStore::insert`] compact once `recent` takes `bytes` bytes, even with
+    /// fewer points than it waits for otherwise: a store bounded by `max_bytes` keeps
+    /// `recent` well within the bound (the sink allows it a sixteenth).
+    pub fn limit_recent(&mut self, bytes: u64) {
+        self.max_recent_bytes = bytes;
     }
 
     /// Moves the points written since the last compaction into their series (see the type
@@ -636,6 +654,7 @@ impl LocalStore {
         tx.commit()?;
         self.tails = tails;
         self.recent_points = 0;
+        self.recent_bytes = 0;
         tracing::debug!(
             moved,
             series,
@@ -840,9 +859,10 @@ impl LocalStore {
     }
 
     /// Drops the oldest chunks (those whose last point is oldest, across all series) until
-    /// the pages in use take at most 90% of `max_bytes`, when they take more than
-    /// `max_bytes`; compacts `recent` first. The pages freed are reused by the next writes
-    /// (the file does not shrink, and does not grow while they last). Works in transactions
+    /// the pages in use take at most 70% of `max_bytes`, once they take more than 85%: the
+    /// rest is room for `recent` (see [`LocalStore::limit_recent`]) and for what a
+    /// compaction writes before it frees pages. The pages freed are reused by the next
+    /// writes (the file does not shrink, and does not grow while they last). Works in transactions
     /// of at most a thousand chunks; a reader sees a series lose its oldest chunks whole.
     ///
     /// # Errors
@@ -856,13 +876,12 @@ impl LocalStore {
             used_after: used_before,
             ..Dropped::default()
         };
-        if used_before <= max_bytes {
+        // Room for `recent` (see `limit_recent`) and for what the next compaction writes
+        // before it frees pages: from 85% on, down to 70%.
+        if used_before <= max_bytes / 20 * 17 {
             return Ok(dropped);
         }
-        if self.recent_points > 0 {
-            self.compact()?;
-        }
-        let target = max_bytes - max_bytes / 10;
+        let target = max_bytes / 10 * 7;
         loop {
             let now = used(&self.conn)?;
             dropped.used_after = now;
@@ -1001,12 +1020,13 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, StoreError> {
     }
 }
 
-/// Appends `readings` to `recent` as one row; returns how many points it holds.
+/// Appends `readings` to `recent` as one row; returns how many points it holds, and its
+/// blob's size.
 fn insert_all(
     conn: &mut Connection,
     cache: &mut SeriesCache,
     readings: &(impl Readings + ?Sized),
-) -> Result<u64, StoreError> {
+) -> Result<(u64, u64), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut new_series = 0;
     let mut points = 0u64;
@@ -1037,7 +1057,7 @@ fn insert_all(
     }
     tx.commit()?;
     cache.series += new_series;
-    Ok(points)
+    Ok((points, data.len() as u64))
 }
 
 /// The id of series (group, field), created when it does not exist.
@@ -2502,6 +2522,72 @@ mod tests {
             ..Query::default()
         };
         assert_eq!(store.query(&q).unwrap(), vec![point(&again, "v")]);
+    }
+
+    #[test]
+    fn retention_by_size_holds_the_bound_under_a_long_insert_and_keeps_the_newest() {
+        let (_dir, mut store) = temp_store();
+        let max_bytes: u64 = 1 << 20;
+        // As the sink sets it.
+        store.limit_recent(max_bytes / 16);
+        let mut rng = simulator::model::SplitMix64::new(3);
+        let (devices, batches, per_batch) = (20i64, 150i64, 1000i64);
+        let mut largest = 0;
+        let mut dropped = 0;
+        for b in 0..batches {
+            // Full-precision noise: about 7 bytes a value, 3 times the bound in all.
+            let batch: Vec<Reading> = (0..per_batch)
+                .map(|i| {
+                    let n = b * per_batch + i;
+                    reading(
+                        "env",
+                        &format!("dev-{}", n % devices),
+                        T0 + n / devices * SEC,
+                        &[
+                            ("t", FieldValue::Float(rng.noise(1.0))),
+                            ("h", FieldValue::Float(rng.noise(1.0))),
+                        ],
+                    )
+                })
+                .collect();
+            store.insert(&batch).unwrap();
+            let d = store.drop_oldest(max_bytes).unwrap();
+            dropped += d.points;
+            let size = store.size().unwrap();
+            largest = largest.max(size.file_bytes);
+            assert!(
+                size.file_bytes <= max_bytes,
+                "batch {b}: file {} bytes",
+                size.file_bytes
+            );
+        }
+        let total = (batches * per_batch * 2) as u64;
+        assert!(dropped > total / 2, "dropped {dropped} of {total}");
+        // What stays is each series' newest points, without a gap, and what was dropped
+        // is gone for every series up to about the same time.
+        let points = all(&store);
+        let kept = points.len() as u64 + store.recent_points;
+        assert_eq!(kept + dropped, total, "every point either kept or dropped");
+        let mut by_series: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        for p in &points {
+            by_series
+                .entry((p.tags[0].1.clone(), p.field.clone()))
+                .or_default()
+                .push(p.timestamp);
+        }
+        assert_eq!(by_series.len(), 40);
+        let last = T0 + (batches * per_batch - 1) / devices * SEC;
+        for (series, ts) in &by_series {
+            assert_eq!(*ts.last().unwrap(), last, "{series:?}");
+            assert!(
+                ts.windows(2).all(|w| w[1] - w[0] == SEC),
+                "{series:?} has a gap"
+            );
+        }
+        // The bound is used, not wasted: the points kept take most of it.
+        let size = store.size().unwrap();
+        println!("largest file {largest}, now {size:?}, kept {kept} of {total}");
+        assert!(size.used_bytes() > max_bytes / 2);
     }
 
     #[test]

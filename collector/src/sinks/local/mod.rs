@@ -11,7 +11,7 @@ pub mod query;
 mod store;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use store::{
@@ -24,6 +24,14 @@ use crate::sinks::{Batch, Sink, SinkError};
 /// Retention by age runs at most this often (and once at open), and the size metrics are
 /// brought up to date as often. Retention by size looks after every write.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Once no write has come for this long, the store is settled ([`LocalStore::settle`]): the
+/// points not yet compacted and the short rows of each series' newest points are put in
+/// their final, smallest form.
+const SETTLE_AFTER: Duration = Duration::from_secs(10);
+
+/// How often the settling thread looks.
+const SETTLE_POLL: Duration = Duration::from_secs(1);
 
 /// What the local sink needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +106,8 @@ pub struct LocalSink {
     max_bytes: Option<u64>,
     last_retention: Instant,
     metrics: StoreMetrics,
+    /// When the last write came; `None` once the store has been settled since.
+    last_write: Arc<Mutex<Option<Instant>>>,
 }
 
 impl LocalSink {
@@ -122,12 +132,16 @@ impl LocalSink {
             apply_max_bytes(&mut store, max_bytes, &metrics)?;
         }
         metrics.update(&store);
+        let store = Arc::new(Mutex::new(store));
+        let last_write = Arc::new(Mutex::new(Some(Instant::now())));
+        settle_when_idle(Arc::downgrade(&store), Arc::clone(&last_write));
         Ok(LocalSink {
-            store: Arc::new(Mutex::new(store)),
+            store,
             retention: settings.retention,
             max_bytes: settings.max_bytes,
             last_retention: Instant::now(),
             metrics,
+            last_write,
         })
     }
 }
@@ -147,6 +161,10 @@ impl Sink for LocalSink {
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let store = Arc::clone(&self.store);
         let batch = batch.clone();
+        *self
+            .last_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         let due = self.last_retention.elapsed() >= RETENTION_INTERVAL;
         let retention = self.retention.filter(|_| due);
         let max_bytes = self.max_bytes;
@@ -185,6 +203,45 @@ impl Sink for LocalSink {
                 "local store write task failed: {err}"
             ))),
         }
+    }
+}
+
+/// Starts the thread that settles the store once writes have stopped for [`SETTLE_AFTER`];
+/// it ends once the sink (the store's last strong reference) is gone. Without the thread
+/// (it could not be started), the store is only less compact.
+fn settle_when_idle(store: Weak<Mutex<LocalStore>>, last_write: Arc<Mutex<Option<Instant>>>) {
+    let spawned = std::thread::Builder::new()
+        .name("local-store-settle".into())
+        .spawn(move || loop {
+            std::thread::sleep(SETTLE_POLL);
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            let due = {
+                let mut last = last_write.lock().unwrap_or_else(PoisonError::into_inner);
+                let due = last.is_some_and(|t| t.elapsed() >= SETTLE_AFTER);
+                if due {
+                    *last = None;
+                }
+                due
+            };
+            if due {
+                let started = Instant::now();
+                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                match store.settle() {
+                    Ok(series) => tracing::debug!(
+                        series,
+                        elapsed_ms = started.elapsed().as_millis(),
+                        "local store settled (no writes for a while)"
+                    ),
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "local store could not settle; will retry after the next writes");
+                    }
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the local store's settling thread; it will be less compact");
     }
 }
 

@@ -30,6 +30,9 @@ use crate::reading::{CompactString, FieldValue, Reading, Readings, DEVICE_TAG};
 /// (one row per point) and 2 (chunks without a codec) are upgraded when a writer opens them.
 const SCHEMA_VERSION: i64 = 3;
 
+/// What a checkpoint truncates the WAL to (`journal_size_limit`).
+const WAL_LIMIT_BYTES: i64 = 4 << 20;
+
 /// Marks the file as ours in `PRAGMA application_id` ("TCLS").
 const APPLICATION_ID: i64 = 0x5443_4C53;
 
@@ -74,6 +77,9 @@ const TAIL_ROWS: u16 = if cfg!(test) { 4 } else { 32 };
 /// id (16 bytes each: 640 KB for 40,000 series, 4 MiB at most); the tail of a series with a
 /// larger id is read from its chunks at each compaction.
 const TAIL_IDS: usize = 1 << 18;
+
+/// [`LocalStore::settle`] merges the tails of this many series per transaction.
+const SETTLE_SERIES: usize = 500;
 
 /// The series id cache is emptied when it holds more than this many series (a tag with
 /// unbounded values must not grow memory without bound).
@@ -479,6 +485,10 @@ impl LocalStore {
         // not faster (measured with `insert_rate`), only larger.
         conn.pragma_update(None, "cache_size", -1024)
             .map_err(open_err)?;
+        // A checkpoint leaves the WAL at most this large (it grows by 4 MiB between
+        // checkpoints, more while a reader holds an old snapshot).
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)
+            .map_err(open_err)?;
         let mut store = LocalStore {
             conn,
             path: path.to_path_buf(),
@@ -662,6 +672,45 @@ impl LocalStore {
             "local store compacted"
         );
         Ok(moved)
+    }
+
+    /// Puts everything in its final form, for a store that nothing is being written to:
+    /// compacts `recent`, and merges the tail of every series this writer has compacted
+    /// whose tail is more than one row (see the type documentation) into full chunks and one
+    /// last row, in transactions of a few hundred series. Returns how many series' tails it
+    /// merged. Calling it changes no query's result; the sink calls it once writes have
+    /// stopped for a while.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when a transaction fails; those before it are kept.
+    pub fn settle(&mut self) -> Result<u64, StoreError> {
+        if self.recent_points > 0 {
+            self.compact()?;
+        }
+        let long: Vec<(i64, u16)> = self
+            .tails
+            .by_id
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t != Tail::UNKNOWN && t.rows > 1)
+            .filter_map(|(id, t)| Some((i64::try_from(id).ok()?, t.rows)))
+            .collect();
+        for part in long.chunks(SETTLE_SERIES) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut tails = std::mem::take(&mut self.tails);
+            {
+                let mut chunks = ChunkStatements::new(&tx)?;
+                for &(id, rows) in part {
+                    let tail = chunks.merge_tail(id, rows, &[])?;
+                    tails.set(id, tail);
+                }
+            }
+            tx.commit()?;
+            self.tails = tails;
+        }
+        Ok(long.len() as u64)
     }
 
     /// The points that match `q`, ordered by measurement, tags, field and time; at most
@@ -2757,6 +2806,43 @@ mod tests {
         assert_eq!(all(&store), want);
         let chunks = &checked_chunks(&store)[&1];
         assert_eq!(chunks.iter().filter(|c| c.1).count(), 4200 / CHUNK_POINTS);
+    }
+
+    #[test]
+    fn settling_merges_each_tail_into_one_row_and_changes_no_result() {
+        let (_dir, mut store) = temp_store();
+        // Three series, a compaction after every 3 points of each: tails of up to 4 rows.
+        let mut want = Vec::new();
+        for b in 0..10i64 {
+            let batch: Vec<Reading> = (0..3)
+                .flat_map(|i| {
+                    ["a", "b", "c"].map(|d| {
+                        reading(
+                            "m",
+                            d,
+                            T0 + (b * 3 + i) * SEC,
+                            &[("v", FieldValue::Integer(b))],
+                        )
+                    })
+                })
+                .collect();
+            want.extend(batch.iter().map(|r| point(r, "v")));
+            store.insert(&batch).unwrap();
+            store.compact().unwrap();
+        }
+        // And some not compacted yet.
+        let late = reading("m", "a", T0 + 100 * SEC, &[("v", FieldValue::Float(0.5))]);
+        store.insert(std::slice::from_ref(&late)).unwrap();
+        want.push(point(&late, "v"));
+        want.sort_by(|a, b| (&a.tags, a.timestamp).cmp(&(&b.tags, b.timestamp)));
+        assert!(checked_chunks(&store).values().all(|c| c.len() > 1));
+        assert_eq!(store.settle().unwrap(), 3);
+        assert_eq!(store.recent_points, 0);
+        let chunks = checked_chunks(&store);
+        assert!(chunks.values().all(|c| c.len() == 1), "{chunks:?}");
+        assert_eq!(all(&store), want);
+        // Settled already: nothing to do.
+        assert_eq!(store.settle().unwrap(), 0);
     }
 
     proptest::proptest! {

@@ -2001,6 +2001,9 @@ impl SeriesCache {
 mod v2_fixture;
 
 #[cfg(test)]
+mod crash_tests;
+
+#[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;

@@ -268,6 +268,12 @@ fn write_version2(ts: &[i64], raw: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(rest);
 }
 
+/// [`write_version2`], for the tests that make stores as version 2 did.
+#[cfg(test)]
+pub(super) fn write_version2_for_tests(ts: &[i64], raw: &[u8], out: &mut Vec<u8>) {
+    write_version2(ts, raw, out);
+}
+
 /// Delta-of-delta timestamps, as both codecs write them.
 #[derive(Default)]
 struct Timestamps {

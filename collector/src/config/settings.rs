@@ -660,6 +660,20 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_local_stores_max_bytes_is_checked_and_kept() {
+        let errs = errors(&format!(
+            "{MINIMAL}\n[sinks.local]\nmax_bytes = \"100KiB\"\n"
+        ));
+        assert_eq!(
+            errs,
+            vec!["sinks.local.max_bytes: must be at least 1MiB (leave it out for no bound)"]
+        );
+        let text = format!("{MINIMAL}\n[sinks.local]\nmax_bytes = \"2GiB\"\n");
+        let settings = Config::from_toml(&text).unwrap().validate().unwrap();
+        assert_eq!(settings.local.unwrap().max_bytes, Some(2 << 30));
+    }
+
+    #[test]
     fn no_source_and_no_sink() {
         let errs = errors("[sinks.local]\nenabled = false\n");
         assert_eq!(

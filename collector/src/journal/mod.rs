@@ -24,10 +24,10 @@
 //! readings until a sink moves on, `drop_oldest` deletes the oldest entries and counts what
 //! each sink lost. The file gives back what the sinks have passed (SQLite does not shrink a
 //! file by itself): it is in `auto_vacuum = INCREMENTAL` mode, and once its free pages take
-//! [`RECLAIM_BYTES`] and at least as much as the entries still held (so that moving those
-//! costs less than what is given back), the commit that freed them truncates it and the WAL.
-//! An idle journal whose sinks have written everything keeps less than [`RECLAIM_BYTES`]
-//! of free pages and a WAL of at most [`WAL_LIMIT_BYTES`].
+//! 1 MiB and at least as much as the entries still held (so that moving those costs less
+//! than what is given back), the commit that freed them truncates it and the WAL. An idle
+//! journal whose sinks have written everything keeps less than 1 MiB of free pages and a
+//! WAL of at most 4 MiB.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};

@@ -3211,7 +3211,8 @@ mod tests {
 
     /// The points the version 2 fixture holds: the last write of each.
     fn v2_fixture_points() -> Vec<Point> {
-        let mut want: BTreeMap<(Vec<(String, String)>, String, i64), FieldValue> = BTreeMap::new();
+        type Key = (Vec<(String, String)>, String, i64);
+        let mut want: BTreeMap<Key, FieldValue> = BTreeMap::new();
         for (batch, _) in v2_fixture::batches() {
             for r in &batch {
                 for (name, _) in &r.fields {

@@ -324,7 +324,7 @@ fn decimal_exponent(v: f64, from: usize) -> Option<usize> {
 /// `m` with `v == m / 10^e` bit for bit, if there is one.
 fn scaled(v: f64, e: usize) -> Option<i64> {
     let m = (v * POW10[e]).round();
-    if !(m.abs() < EXACT_INT) {
+    if m.is_nan() || m.abs() >= EXACT_INT {
         return None;
     }
     // Through the integer, as the reader computes it: -0.0 becomes 0 and fails here.

@@ -2724,7 +2724,7 @@ mod tests {
 
     /// Every series' chunks in time order: `(points, full)` of each, after checking that
     /// each decodes to its row's count and span, and that they do not overlap.
-    fn checked_chunks(store: &LocalStore) -> BTreeMap<i64, Vec<(usize, bool)>> {
+    pub(super) fn checked_chunks(store: &LocalStore) -> BTreeMap<i64, Vec<(usize, bool)>> {
         let mut out: BTreeMap<i64, Vec<(usize, bool)>> = BTreeMap::new();
         let mut stmt = store
             .conn

@@ -832,7 +832,7 @@ mod tests {
     }
 
     /// Equality bit for bit: -0.0 is not 0.0, a NaN equals only the same NaN.
-    fn same(a: &[(i64, FieldValue)], b: &[(i64, FieldValue)]) -> bool {
+    pub(super) fn same(a: &[(i64, FieldValue)], b: &[(i64, FieldValue)]) -> bool {
         a.len() == b.len()
             && a.iter().zip(b).all(|((ta, va), (tb, vb))| {
                 ta == tb

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::codec::{self, Codec};
+use super::tests::checked_chunks;
 use super::*;
 use crate::reading::{FieldValue, Reading, DEVICE_TAG};
 
@@ -154,42 +155,13 @@ fn kill_9_during_compactions_loses_nothing_committed() {
         } else {
             reported + 1
         };
-        checked(&store);
+        checked_chunks(&store);
     }
     // And a writer takes it over as it is.
     let mut store = LocalStore::open(&path).unwrap();
     store.insert(&batch(next)).unwrap();
     store.compact().unwrap();
     assert_eq!(by_device(&store), expected(0, next + 1));
-}
-
-/// Every chunk decodes to its row's count and span, and a series' chunks do not overlap.
-fn checked(store: &LocalStore) {
-    let mut stmt = store
-        .conn
-        .prepare(
-            "SELECT series_id, first_ts, last_ts, points, data, codec FROM chunks
-             ORDER BY series_id, last_ts",
-        )
-        .unwrap();
-    let mut rows = stmt.query([]).unwrap();
-    let mut previous: Option<(i64, i64)> = None;
-    let mut decoded = Vec::new();
-    while let Some(row) = rows.next().unwrap() {
-        let (id, first, last, n): (i64, i64, i64, i64) = (
-            row.get(0).unwrap(),
-            row.get(1).unwrap(),
-            row.get(2).unwrap(),
-            row.get(3).unwrap(),
-        );
-        let codec = Codec::from_i64(row.get(5).unwrap()).unwrap();
-        codec::decode(codec, blob(row, 4).unwrap(), n, &mut decoded).unwrap();
-        assert_eq!((decoded[0].0, decoded[decoded.len() - 1].0), (first, last));
-        if let Some((before_id, before_last)) = previous {
-            assert!(before_id != id || before_last < first, "chunks overlap");
-        }
-        previous = Some((id, last));
-    }
 }
 
 /// Turns a store of this build into one as version 2 wrote it: chunks in version 2's
@@ -293,7 +265,7 @@ fn kill_9_during_the_upgrade_from_version_2_loses_nothing() {
             Err(StoreError::Outdated { found: 2, .. }) => {}
             Ok(store) => {
                 assert_eq!(by_device(&store), want, "after a kill ({status})");
-                checked(&store);
+                checked_chunks(&store);
                 let left: i64 = store
                     .conn
                     .query_row("SELECT COUNT(*) FROM chunks WHERE codec = 0", [], |r| {

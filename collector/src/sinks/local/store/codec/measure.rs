@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use simulator::model::{DeviceModel, SplitMix64};
 
+use super::tests::same;
 use super::*;
 
 const START_NS: i64 = 1_700_000_000_000_000_000;
@@ -335,18 +336,6 @@ fn inflate_all(data: &[u8]) -> Vec<u8> {
     d.decompress_vec(data, &mut out, FlushDecompress::Finish)
         .unwrap();
     out
-}
-
-/// Equality bit for bit.
-fn same(a: &[(i64, FieldValue)], b: &[(i64, FieldValue)]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|((ta, va), (tb, vb))| {
-            ta == tb
-                && match (va, vb) {
-                    (FieldValue::Float(x), FieldValue::Float(y)) => x.to_bits() == y.to_bits(),
-                    _ => va == vb,
-                }
-        })
 }
 
 /// Encodes every series of `set` in chunks of 512 points: (bytes, encode time, decode time).

@@ -25,8 +25,9 @@
 //! ```
 //!
 //! A column holds the values of its kinds in point order; one that no point uses is left
-//! out. [`ChunkWriter`] writes `Deflated` when that is smaller than `Columns` (short rows
-//! of a few points are not). Decimal scaling holds only when it round-trips bit for bit: a
+//! out. [`ChunkWriter`] deflates full chunks when that saves a quarter or more (not a
+//! series' last, short chunk, which is rewritten when it fills; not floats of full
+//! precision, where deflate saves a fifth and costs several times the decoding). Decimal scaling holds only when it round-trips bit for bit: a
 //! chunk with one float that does not (NaN, -0.0, full precision) stores its floats whole.
 //! How these were chosen, and what else was measured, is in BENCHMARKS.md ("The local
 //! store's footprint"); `measure.rs` reproduces the figures.
@@ -178,15 +179,18 @@ impl ChunkWriter {
     }
 
     fn close_if_full(&mut self) -> Option<Chunk> {
-        is_full(self.ts.len(), self.raw.len()).then(|| self.take())
+        is_full(self.ts.len(), self.raw.len()).then(|| self.take(true))
     }
 
-    /// The chunk of the points added since the last one closed, if there are any.
+    /// The chunk of the points added since the last one closed, if there are any. It is not
+    /// full, so it is not deflated: a series' last chunk is merged into a full one later
+    /// (see [`is_full`]), and deflating it each time would cost a compaction more than its
+    /// few points save.
     pub(super) fn finish(&mut self) -> Option<Chunk> {
-        (!self.ts.is_empty()).then(|| self.take())
+        (!self.ts.is_empty()).then(|| self.take(false))
     }
 
-    fn take(&mut self) -> Chunk {
+    fn take(&mut self, full: bool) -> Chunk {
         let (first_ts, last_ts) = (self.ts[0], self.ts[self.ts.len() - 1]);
         let mut data = std::mem::take(&mut self.out);
         data.clear();
@@ -194,9 +198,9 @@ impl ChunkWriter {
             Ok(()) => {
                 let body = &self.columns.body;
                 #[cfg(test)]
-                let deflate = !self.no_deflate;
+                let deflate = full && !self.no_deflate;
                 #[cfg(not(test))]
-                let deflate = true;
+                let deflate = full;
                 if deflate && deflate_into(&mut self.deflate, body, &mut data) {
                     Codec::Deflated
                 } else {
@@ -228,14 +232,15 @@ impl ChunkWriter {
 }
 
 /// Deflates `body` into `out` (empty) as [`Codec::Deflated`]; false when that does not pay
-/// (the result would not be smaller than `body`) or fails.
+/// (saves less than a quarter of `body`: floats of full precision, which deflate shrinks by
+/// a fifth and makes several times slower to read) or fails.
 fn deflate_into(deflate: &mut Option<Compress>, body: &[u8], out: &mut Vec<u8>) -> bool {
     // Below this, deflate's own framing costs more than it saves.
     if body.len() < 24 {
         return false;
     }
     put_varint(out, body.len() as u64);
-    let limit = out.len() + body.len();
+    let limit = out.len() + body.len() - body.len() / 4;
     out.reserve(body.len());
     let compress =
         deflate.get_or_insert_with(|| Compress::new(Compression::new(DEFLATE_LEVEL), false));
@@ -976,8 +981,10 @@ mod tests {
 
     #[test]
     fn damaged_chunks_and_batches_are_errors_not_panics() {
-        let points: Vec<_> = (0..100).map(|i| (i * 10, FieldValue::Integer(i))).collect();
+        // A full chunk, deflated.
+        let points: Vec<_> = (0..512).map(|i| (i * 10, FieldValue::Integer(i))).collect();
         let c = &chunks(&points)[0];
+        assert_eq!(c.codec, Codec::Deflated);
         let errs = |codec: Codec, data: &[u8], n: i64| {
             ChunkReader::new(codec, data, n)
                 .filter(Result::is_err)
@@ -1003,12 +1010,12 @@ mod tests {
                     out
                 }
             };
-            assert_eq!(errs(codec, &data, 100), 0, "{codec:?}");
-            assert_eq!(errs(codec, &data, 99), 1, "{codec:?}: bytes left over");
-            assert_eq!(errs(codec, &data, 101), 1, "{codec:?}: a point missing");
+            assert_eq!(errs(codec, &data, 512), 0, "{codec:?}");
+            assert_eq!(errs(codec, &data, 511), 1, "{codec:?}: bytes left over");
+            assert_eq!(errs(codec, &data, 513), 1, "{codec:?}: a point missing");
             assert_eq!(errs(codec, &data, -1), 1, "{codec:?}");
             assert_eq!(
-                errs(codec, &data[..data.len() - 1], 100),
+                errs(codec, &data[..data.len() - 1], 512),
                 1,
                 "{codec:?}: truncated"
             );

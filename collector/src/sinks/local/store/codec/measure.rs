@@ -96,6 +96,7 @@ trait Candidate {
 /// This build's writer: `Columns` (decimal scaling when it holds), deflated when smaller.
 struct Ours {
     deflate: bool,
+    writer: ChunkWriter,
 }
 
 impl Candidate for Ours {
@@ -108,10 +109,10 @@ impl Candidate for Ours {
     }
 
     fn encode(&mut self, points: &[(i64, FieldValue)], out: &mut Vec<u8>) {
-        let mut w = ChunkWriter {
-            no_deflate: !self.deflate,
-            ..ChunkWriter::default()
-        };
+        // One writer for every chunk, as a compaction has; a short chunk is written as the
+        // last of a series is (not deflated).
+        let w = &mut self.writer;
+        w.no_deflate = !self.deflate;
         let mut closed = None;
         for (t, v) in points {
             closed = closed.or(w.push(*t, v));
@@ -385,8 +386,14 @@ fn measure_chunk_encodings() {
             Box::new(Version2 { level: None }),
             Box::new(Version2 { level: Some(1) }),
             Box::new(Version2 { level: Some(6) }),
-            Box::new(Ours { deflate: false }),
-            Box::new(Ours { deflate: true }),
+            Box::new(Ours {
+                deflate: false,
+                writer: ChunkWriter::default(),
+            }),
+            Box::new(Ours {
+                deflate: true,
+                writer: ChunkWriter::default(),
+            }),
         ];
         // The float-only candidates (the counter is an integer).
         if set

@@ -715,6 +715,8 @@ impl LocalStore {
             let mut tails = std::mem::take(&mut self.tails);
             {
                 let mut chunks = ChunkStatements::new(&tx)?;
+                // Final: the last chunk of each series is deflated too.
+                chunks.writer.deflate_last = true;
                 for &(id, rows) in part {
                     let tail = chunks.merge_tail(id, rows, &[])?;
                     tails.set(id, tail);

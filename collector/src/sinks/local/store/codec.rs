@@ -139,6 +139,8 @@ pub(super) struct ChunkWriter {
     out: Vec<u8>,
     columns: Columns,
     deflate: Option<Compress>,
+    /// Deflate the last chunk too ([`ChunkWriter::finish`]): for a store that is settling.
+    pub(super) deflate_last: bool,
     /// Only `Columns`, never `Deflated` (for the measurements).
     #[cfg(test)]
     no_deflate: bool,
@@ -183,11 +185,11 @@ impl ChunkWriter {
     }
 
     /// The chunk of the points added since the last one closed, if there are any. It is not
-    /// full, so it is not deflated: a series' last chunk is merged into a full one later
-    /// (see [`is_full`]), and deflating it each time would cost a compaction more than its
-    /// few points save.
+    /// full, so it is not deflated (unless `deflate_last`): a series' last chunk is merged
+    /// into a full one later (see [`is_full`]), and deflating it each time would cost a
+    /// compaction more than its few points save.
     pub(super) fn finish(&mut self) -> Option<Chunk> {
-        (!self.ts.is_empty()).then(|| self.take(false))
+        (!self.ts.is_empty()).then(|| self.take(self.deflate_last))
     }
 
     fn take(&mut self, full: bool) -> Chunk {

@@ -111,8 +111,10 @@ impl Candidate for Ours {
     fn encode(&mut self, points: &[(i64, FieldValue)], out: &mut Vec<u8>) {
         // One writer for every chunk, as a compaction has; a short chunk is written as the
         // last of a series is (not deflated).
+        // The chosen one as a settled store has it (its last chunk deflated too).
         let w = &mut self.writer;
         w.no_deflate = !self.deflate;
+        w.deflate_last = self.deflate;
         let mut closed = None;
         for (t, v) in points {
             closed = closed.or(w.push(*t, v));

@@ -25,6 +25,9 @@ use crate::sinks::{Batch, Sink, SinkError};
 /// brought up to date as often. Retention by size looks after every write.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
+/// `local_store_points` is counted at most this often (it reads every chunk row).
+const POINTS_INTERVAL: Duration = Duration::from_secs(600);
+
 /// Once no write has come for this long, the store is settled ([`LocalStore::settle`]): the
 /// points not yet compacted and the short rows of each series' newest points are put in
 /// their final, smallest form.
@@ -55,6 +58,8 @@ struct StoreMetrics {
     points: Gauge,
     dropped_for_size: Counter,
     dropped_for_age: Counter,
+    /// When `points` was last counted.
+    points_counted: Arc<Mutex<Option<Instant>>>,
 }
 
 impl StoreMetrics {
@@ -73,19 +78,34 @@ impl StoreMetrics {
                 "local_store_dropped_points_total",
                 &[("reason", "retention")],
             ),
+            points_counted: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Brings the size gauges up to date (a failure is logged: they keep their values).
+    /// Brings the size gauges up to date, the points at most every [`POINTS_INTERVAL`] (a
+    /// failure is logged: they keep their values).
     fn update(&self, store: &LocalStore) {
         let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        match store.size() {
+        let mut counted = self
+            .points_counted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = counted.is_none_or(|t| t.elapsed() >= POINTS_INTERVAL);
+        let size = if count {
+            store.size()
+        } else {
+            store.file_size()
+        };
+        match size {
             Ok(size) => {
                 gauge(&self.file_bytes, size.file_bytes);
                 gauge(&self.free_bytes, size.free_bytes);
                 gauge(&self.wal_bytes, size.wal_bytes);
                 gauge(&self.series, size.series);
-                gauge(&self.points, size.points);
+                if count {
+                    gauge(&self.points, size.points);
+                    *counted = Some(Instant::now());
+                }
             }
             Err(err) => {
                 tracing::warn!(error = %error_chain(&err), "cannot read the local store's size");
@@ -446,6 +466,50 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn the_store_size_and_what_max_bytes_dropped_are_in_the_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let metrics = Metrics::new();
+        let mut sink = LocalSink::open(
+            LocalSinkSettings {
+                path: path.clone(),
+                retention: None,
+                max_bytes: Some(1 << 20),
+            },
+            &metrics,
+        )
+        .unwrap();
+        // Full-precision values, 3 MB or so: more than the bound.
+        for b in 0..40i64 {
+            let batch = Batch::from(
+                (0..5000)
+                    .map(|i| reading("d", b * 5000 + i, ((b * 5000 + i) as f64).sqrt()))
+                    .collect::<Vec<_>>(),
+            );
+            sink.write(&batch).await.unwrap();
+        }
+        let dropped = metrics.sum(
+            "local_store_dropped_points_total",
+            &[("reason", "max_bytes")],
+        );
+        assert!(dropped > 100_000, "{dropped}");
+        let text = metrics.render_prometheus();
+        let gauge = |name: &str| -> i64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("telemetry_collector_{name} ")))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .parse()
+                .unwrap()
+        };
+        let file = gauge("local_store_file_bytes");
+        assert!(file > 0 && file <= 1 << 20, "{file}");
+        assert_eq!(gauge("local_store_series"), 1);
+        // Every point is kept or counted as dropped.
+        let kept = timestamps(&path).len() as u64;
+        assert_eq!(kept + dropped, 200_000);
     }
 
     #[test]

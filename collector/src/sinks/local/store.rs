@@ -899,20 +899,35 @@ impl LocalStore {
     }
 
     /// How large the store is: its file, free pages, WAL, series and points. Counting the
-    /// points reads every chunk row (not its blob).
+    /// points reads every chunk row (not its blob): on a large store, seconds.
     ///
     /// # Errors
     /// [`StoreError::Sqlite`] when reading fails.
     pub fn size(&self) -> Result<StoreSize, StoreError> {
+        self.size_with(true)
+    }
+
+    /// [`LocalStore::size`] without counting the points (`points` is 0): reads a few pages.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails.
+    pub fn file_size(&self) -> Result<StoreSize, StoreError> {
+        self.size_with(false)
+    }
+
+    fn size_with(&self, count_points: bool) -> Result<StoreSize, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         let (file_bytes, free_bytes) = pages(&tx)?;
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         let series: u64 = tx.query_row("SELECT COUNT(*) FROM series", [], |row| row.get(0))?;
-        let points: u64 =
+        let points: u64 = if count_points {
             tx.query_row("SELECT COALESCE(SUM(points), 0) FROM chunks", [], |row| {
                 row.get(0)
-            })?;
+            })?
+        } else {
+            0
+        };
         Ok(StoreSize {
             file_bytes,
             free_bytes,

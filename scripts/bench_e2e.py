@@ -261,6 +261,14 @@ format = "json"
     c.wait(timeout=60)
     footprint = {name: file_size(os.path.join(data, name))
                  for name in ["store.db", "store.db-wal", "journal.db", "journal.db-wal"]}
+    if os.path.exists(os.path.join(data, "store.db")):
+        # The pages in use: the file less its free pages (which the next writes reuse).
+        import sqlite3
+        db = sqlite3.connect(f"file:{os.path.join(data, 'store.db')}?mode=ro", uri=True)
+        pages = [db.execute(f"PRAGMA {p}").fetchone()[0]
+                 for p in ("page_size", "page_count", "freelist_count")]
+        db.close()
+        footprint["store.db in use"] = pages[0] * (pages[1] - pages[2])
     if "influxdb" in SINKS:
         # What VictoriaMetrics holds in memory goes to its data parts first.
         try:

@@ -254,8 +254,29 @@ format = "json"
     final = metrics(http_port)
     received, commits = final.get("received", 0), final.get("commits", 0)
     reads = ", ".join(f"{k[5:]} {v}" for k, v in sorted(final.items()) if k.startswith("read "))
+    # FOOTPRINT_WAIT=12 leaves the collector idle that long first: the local store settles
+    # (compacts what it had not yet) 10 s after writes stop.
+    time.sleep(float(os.environ.get("FOOTPRINT_WAIT", "0")))
     c.send_signal(signal.SIGINT if prefix else signal.SIGTERM)
     c.wait(timeout=60)
+    footprint = {name: file_size(os.path.join(data, name))
+                 for name in ["store.db", "store.db-wal", "journal.db", "journal.db-wal"]}
+    if os.path.exists(os.path.join(data, "store.db")):
+        # The pages in use: the file less its free pages (which the next writes reuse).
+        import sqlite3
+        db = sqlite3.connect(f"file:{os.path.join(data, 'store.db')}?mode=ro", uri=True)
+        pages = [db.execute(f"PRAGMA {p}").fetchone()[0]
+                 for p in ("page_size", "page_count", "freelist_count")]
+        db.close()
+        footprint["store.db in use"] = pages[0] * (pages[1] - pages[2])
+    if "influxdb" in SINKS:
+        # What VictoriaMetrics holds in memory goes to its data parts first.
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{vm_port}/internal/force_flush", timeout=30).read()
+        except OSError as e:
+            print(f"  (VictoriaMetrics force_flush: {e})")
+        footprint["vm"] = dir_size(os.path.join(work, "vm"))
+        footprint["vm data parts"] = dir_size(os.path.join(work, "vm", "data"))
     stored, elapsed = done.get(first, (0, float("nan")))
     return {
         "received": received,
@@ -269,7 +290,16 @@ format = "json"
         "cpu": cpu,
         "rss": rss,
         "others": others,
+        "footprint": footprint,
     }
+
+
+def file_size(path):
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def dir_size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def main():
@@ -313,6 +343,13 @@ max_queued_messages 0
                       f"{r['commits']} journal commits; entries read: {r['reads']}), "
                       f"ratio {rate / limit:.2f}, CPU {r['cpu']:.2f} s = {cpu_us:.2f} µs per "
                       f"field value, peak RSS {r['rss'] / 2**20:.1f} MiB", flush=True)
+                fp = r["footprint"]
+                per_value = lambda b: b / values if values else float("nan")
+                print("  footprint after the run: " + ", ".join(
+                          f"{k} {v:,} bytes ({per_value(v):.2f} per field value)"
+                          for k, v in fp.items()) +
+                      (" (VictoriaMetrics' directory holds every run so far)" if run else ""),
+                      flush=True)
                 # On saturated cores each run lasts about (CPU of everything) / cores: the
                 # ratio the CPU alone predicts, to compare with the measured one.
                 limit_total = sum(limit_cpu.values())

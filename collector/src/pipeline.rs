@@ -372,10 +372,14 @@ impl SinkSettings {
     fn open(&self, metrics: &Metrics) -> anyhow::Result<OpenSink> {
         Ok(match self {
             SinkSettings::Local(local) => {
-                let sink = LocalSink::open(LocalSinkSettings {
-                    path: local.path.clone(),
-                    retention: local.retention,
-                })
+                let sink = LocalSink::open(
+                    LocalSinkSettings {
+                        path: local.path.clone(),
+                        retention: local.retention,
+                        max_bytes: local.max_bytes,
+                    },
+                    metrics,
+                )
                 .with_context(|| format!("cannot open the local store {}", local.path.display()))?;
                 let runner = RunnerSettings {
                     batch: local.batch,

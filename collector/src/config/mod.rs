@@ -424,6 +424,9 @@ pub struct LocalConfig {
     /// Delete readings older than this (default: keep everything).
     #[serde(with = "humantime_serde")]
     pub retention: Option<Duration>,
+    /// Drop the oldest readings when the store file's pages in use take more than this
+    /// (`"500MiB"`; default: no bound).
+    pub max_bytes: Option<ByteSize>,
     /// Batching.
     pub batch: BatchConfig,
     /// Delays between retries of a failed write.
@@ -436,6 +439,7 @@ impl Default for LocalConfig {
             enabled: true,
             path: None,
             retention: None,
+            max_bytes: None,
             batch: BatchConfig::default(),
             retry: BackoffConfig::default(),
         }

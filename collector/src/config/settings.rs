@@ -81,6 +81,8 @@ pub struct LocalSettings {
     pub path: PathBuf,
     /// Retention by age.
     pub retention: Option<Duration>,
+    /// Retention by size: the bound of the store file's pages in use, in bytes.
+    pub max_bytes: Option<u64>,
     /// Batching.
     pub batch: super::BatchConfig,
     /// Retry backoff.
@@ -373,6 +375,10 @@ fn journal_settings(
     }
 }
 
+/// The smallest `sinks.local.max_bytes`: a store's schema and a chunk of every series need
+/// room.
+const MIN_STORE_BYTES: u64 = 1 << 20;
+
 fn local_settings(l: &LocalConfig, data_dir: &std::path::Path, p: &mut Problems) -> LocalSettings {
     p.batch(&l.batch, "sinks.local.batch");
     p.check(
@@ -380,10 +386,16 @@ fn local_settings(l: &LocalConfig, data_dir: &std::path::Path, p: &mut Problems)
         "sinks.local.retention",
         "must be more than zero (leave it out to keep everything)",
     );
+    p.check(
+        l.max_bytes.is_none_or(|b| b.0 >= MIN_STORE_BYTES),
+        "sinks.local.max_bytes",
+        "must be at least 1MiB (leave it out for no bound)",
+    );
     p.backoff(&l.retry, "sinks.local.retry");
     LocalSettings {
         path: l.path.clone().unwrap_or_else(|| data_dir.join("store.db")),
         retention: l.retention,
+        max_bytes: l.max_bytes.map(|b| b.0),
         batch: l.batch,
         retry: l.retry,
     }
@@ -701,6 +713,20 @@ pub(super) mod tests {
             "{errs:?}"
         );
         assert!(!errs.iter().any(|e| e.contains("secret")));
+    }
+
+    #[test]
+    fn the_local_stores_max_bytes_is_checked_and_kept() {
+        let errs = errors(&format!(
+            "{MINIMAL}\n[sinks.local]\nmax_bytes = \"100KiB\"\n"
+        ));
+        assert_eq!(
+            errs,
+            vec!["sinks.local.max_bytes: must be at least 1MiB (leave it out for no bound)"]
+        );
+        let text = format!("{MINIMAL}\n[sinks.local]\nmax_bytes = \"2GiB\"\n");
+        let settings = Config::from_toml(&text).unwrap().validate().unwrap();
+        assert_eq!(settings.local.unwrap().max_bytes, Some(2 << 30));
     }
 
     #[test]

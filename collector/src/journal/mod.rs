@@ -20,10 +20,14 @@
 //!
 //! A cursor `(seq, idx)` means: every entry before `seq` and the first `idx` readings of
 //! entry `seq` are written by that sink. Entries before the smallest cursor are deleted.
-//! The journal is bounded by `max_bytes` of entry data (the file itself stays somewhat
-//! larger: SQLite reuses freed pages rather than shrinking); at the bound, `block` stops
-//! taking readings until a sink moves on, `drop_oldest` deletes the oldest entries and counts
-//! what each sink lost.
+//! The journal is bounded by `max_bytes` of entry data; at the bound, `block` stops taking
+//! readings until a sink moves on, `drop_oldest` deletes the oldest entries and counts what
+//! each sink lost. The file gives back what the sinks have passed (SQLite does not shrink a
+//! file by itself): it is in `auto_vacuum = INCREMENTAL` mode, and once its free pages take
+//! 1 MiB and at least as much as the entries still held (so that moving those costs less
+//! than what is given back), the commit that freed them truncates it and the WAL. An idle
+//! journal whose sinks have written everything keeps less than 1 MiB of free pages and a
+//! WAL of at most 4 MiB.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -52,6 +56,16 @@ const MAX_TAIL_BYTES: usize = 2 << 20;
 
 /// The readings of one entry, encoded, shared by the tail and the sinks' batches.
 type Entry = Arc<Encoded>;
+
+/// Free pages that a commit gives back to the file system (see the module documentation).
+const RECLAIM_BYTES: u64 = 1 << 20;
+
+/// What the WAL is truncated to after a checkpoint (`journal_size_limit`).
+const WAL_LIMIT_BYTES: i64 = 4 << 20;
+
+/// A journal that does not give space back yet (made before it did) is made to at open when
+/// it holds at most this much (a `VACUUM` copies what it holds).
+const CONVERT_MAX_BYTES: i64 = 64 << 20;
 
 /// The schema this build reads and writes, in `PRAGMA user_version`. Version 0 had no
 /// `encoding` column (every entry [`Encoding::Plain`]).
@@ -320,6 +334,9 @@ fn create_or_upgrade(conn: &mut Connection) -> Result<Schema, rusqlite::Error> {
 fn open_connection(path: &Path, sync: bool) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(30))?;
+    // Takes effect for a new file only (before its first table); see `give_back_space`.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
     // Entries are written once at the end and read once in order: a page cache of 512 KiB
@@ -363,6 +380,7 @@ impl Journal {
                 })
             }
         }
+        convert_to_incremental_vacuum(&conn, &path).map_err(sqlite)?;
         // Sequence numbers never go back, even when every entry has been reclaimed: a cursor
         // may point past the last entry, and new entries must come after it.
         let (bytes, last_seq): (i64, i64) = conn
@@ -826,6 +844,59 @@ impl JournalWriter {
     }
 }
 
+/// Puts a journal made before journals gave space back in `auto_vacuum = INCREMENTAL` mode
+/// (a `VACUUM`), when it holds little enough for that to be quick; a larger one is left as
+/// it is until an open finds it small.
+fn convert_to_incremental_vacuum(conn: &Connection, path: &Path) -> Result<(), rusqlite::Error> {
+    let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+    if mode == 2 {
+        return Ok(());
+    }
+    let bytes: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(data)), 0) FROM entries",
+        [],
+        |r| r.get(0),
+    )?;
+    if bytes > CONVERT_MAX_BYTES {
+        return Ok(());
+    }
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.execute_batch("VACUUM")?;
+    info!(path = %path.display(), bytes, "journal converted to give back the space its sinks have passed");
+    Ok(())
+}
+
+/// Gives the free pages back to the file system once they take [`RECLAIM_BYTES`] and at
+/// least as much as the entries still held, and truncates the WAL (see the module
+/// documentation). A failure is logged: the space is given back at a later commit.
+fn give_back_space(conn: &Connection, held_bytes: u64, path: &Path) {
+    let result = (|| -> Result<Option<u64>, rusqlite::Error> {
+        let pragma = |name: &str| -> Result<u64, rusqlite::Error> {
+            conn.pragma_query_value(None, name, |r| r.get(0))
+        };
+        let free = pragma("freelist_count")? * pragma("page_size")?;
+        if free < RECLAIM_BYTES || free < held_bytes {
+            return Ok(None);
+        }
+        // The pragma frees pages as it is stepped: every row of it.
+        let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = vacuum.query([])?;
+        while rows.next()?.is_some() {}
+        drop(rows);
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(Some(free))
+    })();
+    match result {
+        Ok(Some(free)) => {
+            tracing::debug!(path = %path.display(), free, "journal gave back the space its sinks have passed");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "journal could not give back free space; will retry")
+        }
+    }
+}
+
 /// Deletes the entries before `seq` (every sink has passed them); returns the bytes freed.
 fn delete_before(conn: &Connection, seq: i64) -> Result<i64, rusqlite::Error> {
     let freed: i64 = conn.query_row(
@@ -1000,6 +1071,7 @@ impl JournalReader {
         if freed > 0 {
             s.add_bytes(-freed);
             s.notify_space();
+            give_back_space(&self.conn, s.bytes.load(Ordering::SeqCst), &s.path);
         }
         Ok(())
     }

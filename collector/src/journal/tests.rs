@@ -658,3 +658,85 @@ async fn a_waiting_commit_goes_once_half_the_room_is_taken() {
         .unwrap()
         .unwrap();
 }
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn wal_len(path: &Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    file_len(Path::new(&wal))
+}
+
+/// Writes about 10 MB of entries, has the sink write them all, and returns the journal's
+/// file and WAL sizes then.
+fn idle_sizes_after_a_burst(s: &JournalSettings) -> (u64, u64) {
+    let (journal, mut writer) = Journal::open(s, Metrics::new()).unwrap();
+    journal.register_sinks(&["a"]).unwrap();
+    let mut a = journal.reader("a").unwrap();
+    let mut largest = 0;
+    // A sink that was down: the journal grows.
+    for e in 0..300 {
+        writer
+            .append(&(e * 1000..(e + 1) * 1000).map(reading).collect::<Vec<_>>())
+            .unwrap();
+    }
+    largest = largest.max(file_len(&s.path) + wal_len(&s.path));
+    assert!(largest > 8 << 20, "{largest}");
+    // It comes back and writes everything, in batches.
+    loop {
+        let batch = a.read(20_000).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        a.commit(a.read_position()).unwrap();
+    }
+    assert_eq!(journal.bytes(), 0);
+    (file_len(&s.path), wal_len(&s.path))
+}
+
+#[test]
+fn an_idle_journal_gives_back_what_its_sinks_have_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    let (file, wal) = idle_sizes_after_a_burst(&s);
+    assert!(file < RECLAIM_BYTES + (64 << 10), "file {file}");
+    assert!(wal <= WAL_LIMIT_BYTES as u64, "wal {wal}");
+}
+
+#[test]
+fn a_journal_made_before_it_gave_space_back_is_converted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path(), 1 << 30, WhenFull::Block);
+    {
+        // As a journal of the build before: no auto_vacuum, an entry in it.
+        let conn = Connection::open(&s.path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let (journal, mut writer) = Journal::open(&s, Metrics::new()).unwrap();
+        drop(journal);
+        writer.append(&[reading(1)]).unwrap();
+        drop(writer);
+        conn.pragma_update(None, "auto_vacuum", "NONE").unwrap();
+        conn.execute_batch("VACUUM").unwrap();
+        let mode: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 0);
+    }
+    let (journal, _writer) = Journal::open(&s, Metrics::new()).unwrap();
+    journal.register_sinks(&["a"]).unwrap();
+    let conn = Connection::open(&s.path).unwrap();
+    let mode: i64 = conn
+        .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "incremental");
+    assert_eq!(
+        values(&journal.reader("a").unwrap().read(10).unwrap()),
+        vec![1]
+    );
+    drop((journal, _writer));
+    let (file, wal) = idle_sizes_after_a_burst(&s);
+    assert!(file < RECLAIM_BYTES + (64 << 10), "file {file}");
+    assert!(wal <= WAL_LIMIT_BYTES as u64, "wal {wal}");
+}

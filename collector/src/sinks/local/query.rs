@@ -22,7 +22,7 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, SecondsFormat};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::{now_ns, DeviceSummary, LocalStore, Point, Query};
+use super::{now_ns, DeviceSummary, LocalStore, Point, Query, StoreSize};
 use crate::reading::FieldValue;
 
 /// The arguments of `telemetry-collector query`.
@@ -50,7 +50,8 @@ pub struct QueryArgs {
     /// Only the latest point of each series.
     #[arg(long)]
     pub latest: bool,
-    /// What the store holds per device: series, points, first and last time.
+    /// What the store holds per device (series, points, the bytes of their chunks, first and
+    /// last time) and in all (its size per point and per series).
     #[arg(long, conflicts_with_all = ["measurement", "tags", "field", "device", "from", "to", "latest", "limit"])]
     pub summary: bool,
     /// Output format.
@@ -181,7 +182,8 @@ pub fn run(store_path: &Path, args: &QueryArgs, out: &mut dyn Write) -> anyhow::
     let mut out = io::BufWriter::new(out);
     let written = if args.summary {
         let summary = store.summary().with_context(what)?;
-        write_summary(&mut out, &summary, args.format)
+        let size = store.size().with_context(what)?;
+        write_summary(&mut out, &summary, &size, args.format)
     } else {
         let points = if args.latest {
             store.latest(&query)
@@ -242,15 +244,30 @@ pub fn write_points(out: &mut dyn Write, points: &[Point], format: OutputFormat)
     }
 }
 
-/// Writes a per-device `summary` in `format`.
+/// `bytes / count` with two decimals, `-` when there is nothing to divide by.
+fn per(bytes: u64, count: u64) -> String {
+    if count == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.2}", bytes as f64 / count as f64)
+    }
+}
+
+/// Writes a per-device `summary` and the store's `size` in `format`. A device's bytes are
+/// those of its chunks (compressed; its points not yet compacted take none there); the
+/// store's are its file's pages in use, everything included.
 ///
 /// # Errors
 /// When writing to `out` fails.
 pub fn write_summary(
     out: &mut dyn Write,
     summary: &[DeviceSummary],
+    size: &StoreSize,
     format: OutputFormat,
 ) -> io::Result<()> {
+    let points: u64 = summary.iter().map(|s| s.points).sum();
+    let series: u64 = summary.iter().map(|s| s.series).sum();
+    let used = size.used_bytes();
     match format {
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = summary
@@ -262,6 +279,8 @@ pub fn write_summary(
                             .map_or_else(|| "(none)".to_owned(), table_text),
                         s.series.to_string(),
                         s.points.to_string(),
+                        s.bytes.to_string(),
+                        per(s.bytes, s.points),
                         format_time(s.first_ns),
                         format_time(s.last_ns),
                     ]
@@ -269,27 +288,59 @@ pub fn write_summary(
                 .collect();
             write_table(
                 out,
-                &["device", "series", "points", "first", "last"],
-                &[false, true, true, false, false],
+                &[
+                    "device",
+                    "series",
+                    "points",
+                    "bytes",
+                    "bytes/point",
+                    "first",
+                    "last",
+                ],
+                &[false, true, true, true, true, false, false],
                 &rows,
+            )?;
+            writeln!(
+                out,
+                "store: {series} series, {points} points in {used} bytes ({} bytes per point, \
+                 {} per series); file {} bytes ({} free), WAL {} bytes",
+                per(used, points),
+                per(used, series),
+                size.file_bytes,
+                size.free_bytes,
+                size.wal_bytes,
             )
         }
         OutputFormat::Csv => {
-            writeln!(out, "device,series,points,first,last")?;
+            writeln!(out, "device,series,points,bytes,bytes_per_point,first,last")?;
             for s in summary {
                 writeln!(
                     out,
-                    "{},{},{},{},{}",
+                    "{},{},{},{},{},{},{}",
                     csv_text(s.device.as_deref().unwrap_or("")),
                     s.series,
                     s.points,
+                    s.bytes,
+                    per(s.bytes, s.points),
                     format_time(s.first_ns),
                     format_time(s.last_ns),
                 )?;
             }
             Ok(())
         }
-        OutputFormat::Json => write_json_array(out, summary.iter().map(JsonSummary)),
+        OutputFormat::Json => {
+            writeln!(out, "{{\"devices\":")?;
+            write_json_array(out, summary.iter().map(JsonSummary))?;
+            let store = serde_json::json!({
+                "series": series,
+                "points": points,
+                "used_bytes": used,
+                "file_bytes": size.file_bytes,
+                "free_bytes": size.free_bytes,
+                "wal_bytes": size.wal_bytes,
+            });
+            writeln!(out, ",\"store\":{store}}}")
+        }
     }
 }
 
@@ -459,10 +510,11 @@ struct JsonSummary<'a>(&'a DeviceSummary);
 impl Serialize for JsonSummary<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let s = self.0;
-        let mut map = serializer.serialize_map(Some(7))?;
+        let mut map = serializer.serialize_map(Some(8))?;
         map.serialize_entry("device", &s.device)?;
         map.serialize_entry("series", &s.series)?;
         map.serialize_entry("points", &s.points)?;
+        map.serialize_entry("bytes", &s.bytes)?;
         map.serialize_entry("first", &format_time(s.first_ns))?;
         map.serialize_entry("first_ns", &s.first_ns)?;
         map.serialize_entry("last", &format_time(s.last_ns))?;
@@ -671,30 +723,51 @@ bye\"
     #[test]
     fn summary_output() {
         let (_dir, path) = fixture();
+        // The points are not compacted yet: no chunk bytes.
+        let size = LocalStore::open_read_only(&path).unwrap().size().unwrap();
+        let used = size.used_bytes();
         assert_eq!(
             output(&path, &["--summary"]),
-            "\
-device  series  points  first                           last
-dev-1        2       3  2023-11-14T22:13:20.000000000Z  2023-11-14T22:13:21.500000000Z
-dev-2        5       5  2023-11-14T22:13:20.000000000Z  2023-11-14T22:13:20.000000001Z
-"
+            format!(
+                "\
+device  series  points  bytes  bytes/point  first                           last
+dev-1        2       3      0         0.00  2023-11-14T22:13:20.000000000Z  2023-11-14T22:13:21.500000000Z
+dev-2        5       5      0         0.00  2023-11-14T22:13:20.000000000Z  2023-11-14T22:13:20.000000001Z
+store: 7 series, 8 points in {used} bytes ({:.2} bytes per point, {:.2} per series); file {} bytes ({} free), WAL {} bytes
+",
+                used as f64 / 8.0,
+                used as f64 / 7.0,
+                size.file_bytes,
+                size.free_bytes,
+                size.wal_bytes
+            )
         );
         assert_eq!(
             output(&path, &["--summary", "--format", "csv"]),
             "\
-device,series,points,first,last
-dev-1,2,3,2023-11-14T22:13:20.000000000Z,2023-11-14T22:13:21.500000000Z
-dev-2,5,5,2023-11-14T22:13:20.000000000Z,2023-11-14T22:13:20.000000001Z
+device,series,points,bytes,bytes_per_point,first,last
+dev-1,2,3,0,0.00,2023-11-14T22:13:20.000000000Z,2023-11-14T22:13:21.500000000Z
+dev-2,5,5,0,0.00,2023-11-14T22:13:20.000000000Z,2023-11-14T22:13:20.000000001Z
 "
         );
         assert_eq!(
             output(&path, &["--summary", "--format", "json"]),
-            r#"[
-{"device":"dev-1","series":2,"points":3,"first":"2023-11-14T22:13:20.000000000Z","first_ns":1700000000000000000,"last":"2023-11-14T22:13:21.500000000Z","last_ns":1700000001500000000},
-{"device":"dev-2","series":5,"points":5,"first":"2023-11-14T22:13:20.000000000Z","first_ns":1700000000000000000,"last":"2023-11-14T22:13:20.000000001Z","last_ns":1700000000000000001}
+            format!(
+                r#"{{"devices":
+[
+{{"device":"dev-1","series":2,"points":3,"bytes":0,"first":"2023-11-14T22:13:20.000000000Z","first_ns":1700000000000000000,"last":"2023-11-14T22:13:21.500000000Z","last_ns":1700000001500000000}},
+{{"device":"dev-2","series":5,"points":5,"bytes":0,"first":"2023-11-14T22:13:20.000000000Z","first_ns":1700000000000000000,"last":"2023-11-14T22:13:20.000000001Z","last_ns":1700000000000000001}}
 ]
-"#
+,"store":{{"file_bytes":{},"free_bytes":{},"points":8,"series":7,"used_bytes":{used},"wal_bytes":{}}}}}
+"#,
+                size.file_bytes, size.free_bytes, size.wal_bytes
+            )
         );
+        serde_json::from_str::<serde_json::Value>(&output(
+            &path,
+            &["--summary", "--format", "json"],
+        ))
+        .unwrap();
     }
 
     #[test]

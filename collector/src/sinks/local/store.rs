@@ -19,16 +19,19 @@ mod codec;
 mod downsample;
 mod migrate;
 
-use codec::{BatchReader, Chunk, ChunkReader, ChunkWriter, CHUNK_BYTES, CHUNK_POINTS};
+use codec::{is_full, BatchReader, Chunk, ChunkReader, ChunkWriter, Codec, CHUNK_POINTS};
 
 pub use downsample::{Bucket, SeriesBuckets};
 
 use super::error_chain;
 use crate::reading::{CompactString, FieldValue, Reading, Readings, DEVICE_TAG};
 
-/// The schema version this build reads and writes, kept in `PRAGMA user_version`. Version 1
-/// (one row per point) is upgraded when a writer opens it.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build reads and writes, kept in `PRAGMA user_version`. Versions 1
+/// (one row per point) and 2 (chunks without a codec) are upgraded when a writer opens them.
+const SCHEMA_VERSION: i64 = 3;
+
+/// What a checkpoint truncates the WAL to (`journal_size_limit`).
+const WAL_LIMIT_BYTES: i64 = 4 << 20;
 
 /// Marks the file as ours in `PRAGMA application_id` ("TCLS").
 const APPLICATION_ID: i64 = 0x5443_4C53;
@@ -36,9 +39,9 @@ const APPLICATION_ID: i64 = 0x5443_4C53;
 /// How long a statement waits for a lock held by another connection before failing busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Retention deletes or rewrites at most this many chunks per transaction (a few MB), so it
-/// never holds the write lock (or grows the WAL) for long. Tests take several transactions
-/// with a few thousand points.
+/// Retention (and the upgrade from version 2) deletes or rewrites at most this many chunks
+/// per transaction (a few MB), so it never holds the write lock (or grows the WAL) for long.
+/// Tests take several transactions with a few thousand points.
 const DELETE_CHUNKS: usize = if cfg!(test) { 3 } else { 1_000 };
 
 /// `recent` is moved into chunks once it holds this many points (about 1.2 MB), or
@@ -75,6 +78,9 @@ const TAIL_ROWS: u16 = if cfg!(test) { 4 } else { 32 };
 /// larger id is read from its chunks at each compaction.
 const TAIL_IDS: usize = 1 << 18;
 
+/// [`LocalStore::settle`] merges the tails of this many series per transaction.
+const SETTLE_SERIES: usize = 500;
+
 /// The series id cache is emptied when it holds more than this many series (a tag with
 /// unbounded values must not grow memory without bound).
 const CACHE_MAX_SERIES: usize = 100_000;
@@ -92,7 +98,7 @@ CREATE TABLE series (
 CREATE INDEX series_by_device ON series (device);
 ";
 
-/// The tables of points, version 2.
+/// The tables of points, version 3 (version 2's, and `codec` last, as the upgrade adds it).
 const POINT_TABLES: &str = "
 CREATE TABLE chunks (
     id        INTEGER PRIMARY KEY,
@@ -100,9 +106,11 @@ CREATE TABLE chunks (
     first_ts  INTEGER NOT NULL,
     last_ts   INTEGER NOT NULL,
     points    INTEGER NOT NULL,
-    data      BLOB NOT NULL
+    data      BLOB NOT NULL,
+    codec     INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, last_ts);
+CREATE INDEX chunks_by_time ON chunks (last_ts);
 CREATE TABLE recent (
     id     INTEGER PRIMARY KEY,
     points INTEGER NOT NULL,
@@ -118,24 +126,24 @@ const INSERT_RECENT: &str = "INSERT INTO recent (points, data) VALUES (?1, ?2)";
 /// In the order written: a later batch overrides an earlier one.
 const SELECT_RECENT: &str = "SELECT data FROM recent ORDER BY id";
 /// A series' chunks from its newest back.
-const SELECT_CHUNKS_BACK: &str = "SELECT id, first_ts, last_ts, points, data FROM chunks
+const SELECT_CHUNKS_BACK: &str = "SELECT id, first_ts, last_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 ORDER BY last_ts DESC";
-const INSERT_CHUNK: &str =
-    "INSERT INTO chunks (series_id, first_ts, last_ts, points, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_CHUNK: &str = "INSERT INTO chunks (series_id, first_ts, last_ts, points, data, codec)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 /// A series' chunks from its newest back, to merge its tail. No `LIMIT ?`: with a bound
 /// limit, SQLite prepared the statement again at every execution (`sqlite3Reprepare` was a
 /// quarter of the profile); the reader stops instead.
-const SELECT_TAIL: &str = "SELECT last_ts, points, data FROM chunks
+const SELECT_TAIL: &str = "SELECT last_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 ORDER BY last_ts DESC";
 /// The end and size of a series' chunks from its newest back, to find its tail.
 const SELECT_TAIL_SIZES: &str = "SELECT last_ts, points, length(data) FROM chunks
      WHERE series_id = ?1 ORDER BY last_ts DESC";
 const DELETE_CHUNKS_FROM: &str = "DELETE FROM chunks WHERE series_id = ?1 AND last_ts >= ?2";
 /// A series' chunks from the one that holds `?2` (or the first after it) on, in time order.
-const SELECT_CHUNKS_FROM: &str = "SELECT id, first_ts, points, data FROM chunks
+const SELECT_CHUNKS_FROM: &str = "SELECT id, first_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 AND last_ts >= ?2 ORDER BY last_ts";
 /// A series' last chunk that ends before `?2`.
-const SELECT_CHUNK_BEFORE: &str = "SELECT id, first_ts, points, data FROM chunks
+const SELECT_CHUNK_BEFORE: &str = "SELECT id, first_ts, points, data, codec FROM chunks
      WHERE series_id = ?1 AND last_ts < ?2 ORDER BY last_ts DESC LIMIT 1";
 
 /// Everything that can go wrong with the local store.
@@ -171,9 +179,11 @@ pub enum StoreError {
         /// The file's path.
         path: PathBuf,
     },
-    /// The file is a local store written by a build with another schema version.
+    /// The file is a local store written by a newer build, with a schema this one does not
+    /// know.
     #[error(
-        "local store {} has schema version {found}, this build knows version {supported}",
+        "local store {} has schema version {found}, written by a newer build: this build reads \
+         version {supported} and older (run the newer build, or move the store away)",
         path.display()
     )]
     UnsupportedVersion {
@@ -284,6 +294,43 @@ pub struct DeviceSummary {
     pub first_ns: i64,
     /// The latest timestamp (nanoseconds since the Unix epoch).
     pub last_ns: i64,
+    /// The bytes its chunks' blobs take (SQLite's rows and index entries, and the points
+    /// not yet compacted, come on top: see [`StoreSize`]).
+    pub bytes: u64,
+}
+
+/// How large the store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreSize {
+    /// The SQLite file (not its `-wal`).
+    pub file_bytes: u64,
+    /// Of which pages that are free, to be reused by the next writes.
+    pub free_bytes: u64,
+    /// The write-ahead log beside it (`<file>-wal`; 0 when there is none).
+    pub wal_bytes: u64,
+    /// How many series the store holds.
+    pub series: u64,
+    /// How many points its chunks hold (the points not yet compacted not included).
+    pub points: u64,
+}
+
+impl StoreSize {
+    /// The bytes its pages in use take: what `sinks.local.max_bytes` bounds.
+    pub fn used_bytes(&self) -> u64 {
+        self.file_bytes.saturating_sub(self.free_bytes)
+    }
+}
+
+/// What [`LocalStore::drop_oldest`] dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    /// Chunks deleted.
+    pub chunks: u64,
+    /// The points they held.
+    pub points: u64,
+    /// The bytes in use before and after (see [`StoreSize::used_bytes`]).
+    pub used_before: u64,
+    pub used_after: u64,
 }
 
 /// The local store: one SQLite file.
@@ -291,7 +338,7 @@ pub struct DeviceSummary {
 /// The API is synchronous: async code runs it on a blocking thread, as
 /// [`LocalSink`](super::LocalSink) does.
 ///
-/// # Schema (version 2, in `PRAGMA user_version`)
+/// # Schema (version 3, in `PRAGMA user_version`)
 ///
 /// ```sql
 /// CREATE TABLE series (
@@ -309,9 +356,11 @@ pub struct DeviceSummary {
 ///     first_ts  INTEGER NOT NULL,  -- nanoseconds since the Unix epoch
 ///     last_ts   INTEGER NOT NULL,
 ///     points    INTEGER NOT NULL,
-///     data      BLOB NOT NULL      -- see below
+///     data      BLOB NOT NULL,     -- see below
+///     codec     INTEGER NOT NULL DEFAULT 0  -- how `data` is encoded (codec.rs)
 /// ) STRICT;
 /// CREATE UNIQUE INDEX chunks_by_series ON chunks (series_id, last_ts);
+/// CREATE INDEX chunks_by_time ON chunks (last_ts);  -- retention by size: oldest first
 /// CREATE TABLE recent (            -- the newest points: one row per insert, in write order
 ///     id     INTEGER PRIMARY KEY,
 ///     points INTEGER NOT NULL,
@@ -322,10 +371,11 @@ pub struct DeviceSummary {
 /// A series is one (measurement, tag set, field): the few, long-lived rows that name what is
 /// measured. Its points live in chunks: rows of up to 512 points (16 KB) in time order,
 /// that do not overlap, found by `(series_id, last_ts)`, so a time range of one series is
-/// one range of that index. A chunk encodes its timestamps as delta-of-deltas (a point that
-/// comes at the usual interval costs one byte of time) and each value with its type: 10
-/// bytes for a float point, where a row per point cost about 30, and one B-tree entry per
-/// 512 points instead of one per point.
+/// one range of that index. A chunk is compressed (`store/codec.rs` says how, and why): timestamps
+/// as delta-of-deltas, values by column, floats of a few decimals as small integers, the
+/// whole deflated: about one byte per float at 1 Hz, where version 2's chunks took 10 and
+/// version 1's row per point about 30. The codec is recorded per chunk, so that chunks of
+/// several encodings live side by side (during an upgrade, or after a change of encoding).
 ///
 /// Why `recent`: SQLite writes whole pages, to the WAL at each commit and again to the file
 /// at each checkpoint. A batch that adds one point to each of 4,000 series would rewrite
@@ -344,13 +394,23 @@ pub struct DeviceSummary {
 /// `recent` the later write wins. `recent` has no index; it is small, and a query reads it
 /// whole.
 ///
-/// Values keep their type exactly, as the journal encodes them: a kind byte, then floats as
-/// their 8 bytes (NaN payloads and -0.0 included), integers and unsigned integers as
-/// varints, booleans as a byte, strings length-prefixed.
+/// Values keep their type exactly, bit for bit (NaN payloads and -0.0 included): `recent`
+/// as the journal encodes them, chunks in their codec's columns.
 ///
-/// Version 1 stored one row per point (`points`, and `recent` one row per point too); a
-/// writer that opens such a file upgrades it in one transaction (the WAL grows to about the
-/// size of the data meanwhile), a reader refuses it with [`StoreError::Outdated`].
+/// Retention: by age ([`LocalStore::delete_older_than`]) and by size
+/// ([`LocalStore::drop_oldest`]: the chunks whose last point is oldest, by `chunks_by_time`).
+/// SQLite does not give freed pages back to the file system; the next writes reuse them, so
+/// a store bounded by size stops growing. A writer left idle compacts `recent` and merges
+/// the tails ([`LocalStore::settle`]).
+///
+/// Version 2 stored chunks as per point, its timestamp and its value as the journal encodes
+/// it, without `codec`: a writer that opens such a file adds the column (codec 0 for those
+/// chunks, which this build reads) and the time index in one short transaction, then
+/// re-encodes the chunks a thousand per transaction, noting where it is; a kill loses
+/// nothing, and the next open goes on. Version 1 stored one row per point (`points`, and
+/// `recent` one row per point too); a writer that opens such a file upgrades it in one
+/// transaction (the WAL grows to about the size of the data meanwhile). A reader refuses
+/// both with [`StoreError::Outdated`].
 ///
 /// # Identity, type changes, non-finite floats
 ///
@@ -378,6 +438,11 @@ pub struct LocalStore {
     cache: SeriesCache,
     /// Points in `recent` (exact for the writer; unused by readers).
     recent_points: u64,
+    /// The bytes of `recent`'s blobs (as `recent_points`).
+    recent_bytes: u64,
+    /// Compact once `recent`'s blobs take this many bytes, whatever their points (see
+    /// [`LocalStore::limit_recent`]).
+    max_recent_bytes: u64,
     /// Compact when `recent` holds this many points, or more with many series: see
     /// [`LocalStore::compaction_due`] ([`COMPACT_POINTS`], less in tests).
     compact_points: u64,
@@ -433,11 +498,17 @@ impl LocalStore {
         // not faster (measured with `insert_rate`), only larger.
         conn.pragma_update(None, "cache_size", -1024)
             .map_err(open_err)?;
+        // A checkpoint leaves the WAL at most this large (it grows by 4 MiB between
+        // checkpoints, more while a reader holds an old snapshot).
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)
+            .map_err(open_err)?;
         let mut store = LocalStore {
             conn,
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
             recent_points: 0,
+            recent_bytes: 0,
+            max_recent_bytes: u64::MAX,
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
@@ -447,13 +518,14 @@ impl LocalStore {
             Schema::Empty => store.create_schema()?,
             Schema::Current => {}
             Schema::Version1 => migrate::upgrade_from_v1(&mut store.conn, path)?,
+            Schema::Version2 => migrate::upgrade_from_v2(&mut store.conn, path)?,
         }
-        store.recent_points =
-            store
-                .conn
-                .query_row("SELECT COALESCE(SUM(points), 0) FROM recent", [], |row| {
-                    row.get(0)
-                })?;
+        migrate::recode_version2_chunks(&mut store.conn, path)?;
+        (store.recent_points, store.recent_bytes) = store.conn.query_row(
+            "SELECT COALESCE(SUM(points), 0), COALESCE(SUM(length(data)), 0) FROM recent",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         Ok(store)
     }
 
@@ -479,17 +551,22 @@ impl LocalStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        match check_schema(&conn, path)? {
+        let schema = check_schema(&conn, path)?;
+        match schema {
             Schema::Current => {}
             Schema::Empty => {
                 return Err(StoreError::NotAStore {
                     path: path.to_path_buf(),
                 })
             }
-            Schema::Version1 => {
+            Schema::Version1 | Schema::Version2 => {
                 return Err(StoreError::Outdated {
                     path: path.to_path_buf(),
-                    found: 1,
+                    found: if matches!(schema, Schema::Version1) {
+                        1
+                    } else {
+                        2
+                    },
                     supported: SCHEMA_VERSION,
                 })
             }
@@ -499,6 +576,8 @@ impl LocalStore {
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
             recent_points: 0,
+            recent_bytes: 0,
+            max_recent_bytes: u64::MAX,
             compact_points: COMPACT_POINTS,
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
@@ -546,7 +625,9 @@ impl LocalStore {
             self.cache.clear();
         }
         self.cache.in_doubt = true;
-        self.recent_points += insert_all(&mut self.conn, &mut self.cache, readings)?;
+        let (points, bytes) = insert_all(&mut self.conn, &mut self.cache, readings)?;
+        self.recent_points += points;
+        self.recent_bytes += bytes;
         self.cache.in_doubt = false;
         if self.compaction_due() {
             if let Err(err) = self.compact() {
@@ -564,6 +645,14 @@ impl LocalStore {
             .saturating_mul(self.compact_per_series)
             .min(COMPACT_POINTS_MAX);
         self.recent_points >= self.compact_points.max(per_series)
+            || self.recent_bytes >= self.max_recent_bytes
+    }
+
+    /// Makes [`LocalStore::insert`] compact once `recent` takes `bytes` bytes, even with
+    /// fewer points than it waits for otherwise: a store bounded by `max_bytes` keeps
+    /// `recent` well within the bound (the sink allows it a sixteenth).
+    pub fn limit_recent(&mut self, bytes: u64) {
+        self.max_recent_bytes = bytes;
     }
 
     /// Moves the points written since the last compaction into their series (see the type
@@ -588,6 +677,7 @@ impl LocalStore {
         tx.commit()?;
         self.tails = tails;
         self.recent_points = 0;
+        self.recent_bytes = 0;
         tracing::debug!(
             moved,
             series,
@@ -595,6 +685,47 @@ impl LocalStore {
             "local store compacted"
         );
         Ok(moved)
+    }
+
+    /// Puts everything in its final form, for a store that nothing is being written to:
+    /// compacts `recent`, and merges the tail of every series this writer has compacted
+    /// whose tail is more than one row (see the type documentation) into full chunks and one
+    /// last row, in transactions of a few hundred series. Returns how many series' tails it
+    /// merged. Calling it changes no query's result; the sink calls it once writes have
+    /// stopped for a while.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when a transaction fails; those before it are kept.
+    pub fn settle(&mut self) -> Result<u64, StoreError> {
+        if self.recent_points > 0 {
+            self.compact()?;
+        }
+        let long: Vec<(i64, u16)> = self
+            .tails
+            .by_id
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t != Tail::UNKNOWN && t.rows > 1)
+            .filter_map(|(id, t)| Some((i64::try_from(id).ok()?, t.rows)))
+            .collect();
+        for part in long.chunks(SETTLE_SERIES) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut tails = std::mem::take(&mut self.tails);
+            {
+                let mut chunks = ChunkStatements::new(&tx)?;
+                // Final: the last chunk of each series is deflated too.
+                chunks.writer.deflate_last = true;
+                for &(id, rows) in part {
+                    let tail = chunks.merge_tail(id, rows, &[])?;
+                    tails.set(id, tail);
+                }
+            }
+            tx.commit()?;
+            self.tails = tails;
+        }
+        Ok(long.len() as u64)
     }
 
     /// The points that match `q`, ordered by measurement, tags, field and time; at most
@@ -707,16 +838,20 @@ impl LocalStore {
     /// build cannot decode.
     pub fn summary(&self) -> Result<Vec<DeviceSummary>, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
-        // Per series: (points, first, last).
-        let mut per_series: HashMap<i64, (u64, i64, i64)> = HashMap::new();
+        // Per series: (points, first, last, bytes).
+        let mut per_series: HashMap<i64, (u64, i64, i64, u64)> = HashMap::new();
         {
+            // `length` of a blob reads its size, not its pages.
             let mut stmt = tx.prepare_cached(
-                "SELECT series_id, SUM(points), MIN(first_ts), MAX(last_ts)
+                "SELECT series_id, SUM(points), MIN(first_ts), MAX(last_ts), SUM(length(data))
                  FROM chunks GROUP BY series_id",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                per_series.insert(row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?));
+                per_series.insert(
+                    row.get(0)?,
+                    (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+                );
             }
         }
         // A point of `recent` counts when no chunk holds it already, and once.
@@ -731,7 +866,7 @@ impl LocalStore {
                 stored += u64::from(newer.contains_key(&ts));
                 ControlFlow::Continue(())
             })?;
-            let entry = per_series.entry(id).or_insert((0, lo, hi));
+            let entry = per_series.entry(id).or_insert((0, lo, hi, 0));
             entry.0 += newer.len() as u64 - stored;
             entry.1 = entry.1.min(lo);
             entry.2 = entry.2.max(hi);
@@ -740,7 +875,7 @@ impl LocalStore {
         let mut stmt = tx.prepare_cached("SELECT id, device FROM series")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let Some(&(points, first, last)) = per_series.get(&row.get::<_, i64>(0)?) else {
+            let Some(&(points, first, last, bytes)) = per_series.get(&row.get::<_, i64>(0)?) else {
                 continue;
             };
             let device: Option<String> = row.get(1)?;
@@ -752,13 +887,121 @@ impl LocalStore {
                     points: 0,
                     first_ns: first,
                     last_ns: last,
+                    bytes: 0,
                 });
             d.series += 1;
             d.points += points;
+            d.bytes += bytes;
             d.first_ns = d.first_ns.min(first);
             d.last_ns = d.last_ns.max(last);
         }
         Ok(devices.into_values().collect())
+    }
+
+    /// How large the store is: its file, free pages, WAL, series and points. Counting the
+    /// points reads every chunk row (not its blob): on a large store, seconds.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails.
+    pub fn size(&self) -> Result<StoreSize, StoreError> {
+        self.size_with(true)
+    }
+
+    /// [`LocalStore::size`] without counting the points (`points` is 0): reads a few pages.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when reading fails.
+    pub fn file_size(&self) -> Result<StoreSize, StoreError> {
+        self.size_with(false)
+    }
+
+    fn size_with(&self, count_points: bool) -> Result<StoreSize, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let (file_bytes, free_bytes) = pages(&tx)?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let series: u64 = tx.query_row("SELECT COUNT(*) FROM series", [], |row| row.get(0))?;
+        let points: u64 = if count_points {
+            tx.query_row("SELECT COALESCE(SUM(points), 0) FROM chunks", [], |row| {
+                row.get(0)
+            })?
+        } else {
+            0
+        };
+        Ok(StoreSize {
+            file_bytes,
+            free_bytes,
+            wal_bytes: std::fs::metadata(wal).map_or(0, |m| m.len()),
+            series,
+            points,
+        })
+    }
+
+    /// Drops the oldest chunks (those whose last point is oldest, across all series) until
+    /// the pages in use take at most 70% of `max_bytes`, once they take more than 85%: the
+    /// rest is room for `recent` (see [`LocalStore::limit_recent`]) and for what a
+    /// compaction writes before it frees pages. The pages freed are reused by the next
+    /// writes (the file does not shrink, and does not grow while they last). Works in transactions
+    /// of at most a thousand chunks; a reader sees a series lose its oldest chunks whole.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when a statement fails; the chunks already committed stay
+    /// dropped.
+    pub fn drop_oldest(&mut self, max_bytes: u64) -> Result<Dropped, StoreError> {
+        let used = |conn: &Connection| pages(conn).map(|(file, free)| file.saturating_sub(free));
+        let used_before = used(&self.conn)?;
+        let mut dropped = Dropped {
+            used_before,
+            used_after: used_before,
+            ..Dropped::default()
+        };
+        // Room for `recent` (see `limit_recent`) and for what the next compaction writes
+        // before it frees pages: from 85% on, down to 70%.
+        if used_before <= max_bytes / 20 * 17 {
+            return Ok(dropped);
+        }
+        let target = max_bytes / 10 * 7;
+        loop {
+            let now = used(&self.conn)?;
+            dropped.used_after = now;
+            if now <= target {
+                break;
+            }
+            // Chunks whose blobs (and rows) take the excess: a page is free only once all
+            // its rows are gone, so the loop looks again and goes on.
+            let excess = now - target;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let oldest: Vec<(i64, i64, u64, u64)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, series_id, points, length(data) FROM chunks ORDER BY last_ts LIMIT ?1",
+                )?;
+                let rows = stmt.query_map([DELETE_CHUNKS], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if oldest.is_empty() {
+                break;
+            }
+            let mut freed = 0u64;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
+                for (chunk, series, points, bytes) in oldest {
+                    if freed >= excess {
+                        break;
+                    }
+                    delete.execute([chunk])?;
+                    freed += bytes + ROW_BYTES;
+                    dropped.chunks += 1;
+                    dropped.points += points;
+                    self.tails.forget(series);
+                }
+            }
+            tx.commit()?;
+        }
+        Ok(dropped)
     }
 
     /// Deletes every point older than `ts_ns` (nanoseconds since the Unix epoch), then the
@@ -782,6 +1025,21 @@ impl LocalStore {
     }
 }
 
+/// About what a chunk's row and index entries take besides its blob.
+const ROW_BYTES: u64 = 48;
+
+/// The file's size and its free pages' size, in bytes.
+fn pages(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    let pragma = |name: &str| -> Result<u64, StoreError> {
+        Ok(conn.pragma_query_value(None, name, |row| row.get(0))?)
+    };
+    let page = pragma("page_size")?;
+    Ok((
+        pragma("page_count")? * page,
+        pragma("freelist_count")? * page,
+    ))
+}
+
 /// What [`check_schema`] found.
 enum Schema {
     /// No schema yet: a new file.
@@ -790,6 +1048,8 @@ enum Schema {
     Current,
     /// Version 1, which a writer upgrades.
     Version1,
+    /// Version 2, which a writer upgrades.
+    Version2,
 }
 
 /// Reads the schema version of an open file, or returns an error when it is not a local
@@ -829,20 +1089,23 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, StoreError> {
     match version {
         SCHEMA_VERSION => Ok(Schema::Current),
         1 => Ok(Schema::Version1),
-        found => Err(StoreError::UnsupportedVersion {
+        2 => Ok(Schema::Version2),
+        found if found > SCHEMA_VERSION => Err(StoreError::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
             supported: SCHEMA_VERSION,
         }),
+        _ => Err(not_a_store()),
     }
 }
 
-/// Appends `readings` to `recent` as one row; returns how many points it holds.
+/// Appends `readings` to `recent` as one row; returns how many points it holds, and its
+/// blob's size.
 fn insert_all(
     conn: &mut Connection,
     cache: &mut SeriesCache,
     readings: &(impl Readings + ?Sized),
-) -> Result<u64, StoreError> {
+) -> Result<(u64, u64), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut new_series = 0;
     let mut points = 0u64;
@@ -873,7 +1136,7 @@ fn insert_all(
     }
     tx.commit()?;
     cache.series += new_series;
-    Ok(points)
+    Ok((points, data.len() as u64))
 }
 
 /// The id of series (group, field), created when it does not exist.
@@ -947,11 +1210,12 @@ fn delete_older_than(conn: &mut Connection, ts_ns: i64) -> Result<u64, StoreErro
                     row.get::<_, i64>(1)?,
                     row.get::<_, i64>(2)?,
                     row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, i64>(4)?,
                 ))
             })
             .optional()?;
-        if let Some((chunk, _, points, data)) = across.filter(|c| c.1 < ts_ns) {
-            let kept = ChunkReader::new(&data, points)
+        if let Some((chunk, _, points, data, codec)) = across.filter(|c| c.1 < ts_ns) {
+            let kept = ChunkReader::new(Codec::from_i64(codec)?, &data, points)
                 .filter(|p| p.as_ref().map_or(true, |(ts, _)| *ts >= ts_ns))
                 .collect::<Result<Vec<_>, _>>()?;
             tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?
@@ -978,7 +1242,16 @@ fn write_chunks<'v>(
     points: impl IntoIterator<Item = (i64, &'v FieldValue)>,
 ) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(INSERT_CHUNK)?;
-    let mut write = |c: Chunk| insert.execute(params![id, c.first_ts, c.last_ts, c.points, c.data]);
+    let mut write = |c: Chunk| {
+        insert.execute(params![
+            id,
+            c.first_ts,
+            c.last_ts,
+            c.points,
+            c.data,
+            c.codec.as_i64()
+        ])
+    };
     let mut w = ChunkWriter::default();
     for (ts, value) in points {
         if let Some(c) = w.push(ts, value) {
@@ -1068,9 +1341,8 @@ fn compact_recent(
             let Slot { start, len, .. } = slots[id];
             series.clear();
             let mut placed = &buf[start..start + len];
-            while let Some((ts, rest)) = placed.split_first_chunk::<8>() {
-                placed = rest;
-                series.push((i64::from_le_bytes(*ts), codec::take_value(&mut placed)?));
+            while let Some(point) = codec::next_placed(&mut placed) {
+                series.push(point?);
             }
             if !series.is_sorted_by(|a, b| a.0 < b.0) {
                 // Stable: of the writes of one point, the last one stays last, and wins.
@@ -1132,7 +1404,7 @@ impl Tail {
 
     /// The tail once `chunk` is written after it.
     fn then(self, chunk: &Chunk) -> Tail {
-        if is_full(chunk.points, chunk.data.len()) {
+        if is_full(chunk.points, chunk.raw_bytes) {
             Tail {
                 last_ts: chunk.last_ts,
                 ..Tail::EMPTY
@@ -1147,12 +1419,6 @@ impl Tail {
             }
         }
     }
-}
-
-/// Whether a chunk of `points` points taking `bytes` bytes is full: [`ChunkWriter`] closes
-/// chunks at that size, and a compaction leaves them as they are.
-fn is_full(points: usize, bytes: usize) -> bool {
-    points >= CHUNK_POINTS || bytes >= CHUNK_BYTES
 }
 
 impl Tails {
@@ -1196,8 +1462,10 @@ struct ChunkStatements<'c> {
     delete_from: rusqlite::CachedStatement<'c>,
     insert: rusqlite::CachedStatement<'c>,
     writer: ChunkWriter,
-    /// The chunks taken for a merge, one after the other.
+    /// The points of the chunks taken for a merge, placed (see [`codec::decode_placed`]).
     taken: Vec<u8>,
+    /// A chunk's points, decoded on their way into `taken`.
+    decoded: Vec<(i64, FieldValue)>,
 }
 
 impl<'c> ChunkStatements<'c> {
@@ -1211,6 +1479,7 @@ impl<'c> ChunkStatements<'c> {
             insert: tx.prepare_cached(INSERT_CHUNK)?,
             writer: ChunkWriter::default(),
             taken: Vec::new(),
+            decoded: Vec::new(),
         })
     }
 
@@ -1288,21 +1557,27 @@ impl<'c> ChunkStatements<'c> {
     /// tail.
     fn merge_tail(&mut self, id: i64, rows: u16, new: &[(i64, &[u8])]) -> Result<Tail, StoreError> {
         self.taken.clear();
-        // (points, end in `taken`), newest first.
-        let mut taken: Vec<(i64, usize)> = Vec::new();
+        // The tail's chunks, newest first: their ends in `taken`.
+        let mut ends: Vec<usize> = Vec::new();
         let mut oldest = i64::MAX;
         {
             let mut found = self.select_tail.query([id])?;
-            while taken.len() < usize::from(rows) {
+            while ends.len() < usize::from(rows) {
                 let Some(row) = found.next()? else {
                     break;
                 };
                 oldest = row.get(0)?;
-                self.taken.extend_from_slice(blob(row, 2)?);
-                taken.push((row.get(1)?, self.taken.len()));
+                codec::decode_placed(
+                    Codec::from_i64(row.get(3)?)?,
+                    blob(row, 2)?,
+                    row.get(1)?,
+                    &mut self.decoded,
+                    &mut self.taken,
+                )?;
+                ends.push(self.taken.len());
             }
         }
-        if !taken.is_empty() {
+        if !ends.is_empty() {
             self.delete_from.execute(params![id, oldest])?;
         }
         let mut w = Writer {
@@ -1311,9 +1586,10 @@ impl<'c> ChunkStatements<'c> {
             id,
             tail: Tail::EMPTY,
         };
-        for (i, &(points, end)) in taken.iter().enumerate().rev() {
-            let start = i.checked_sub(1).map_or(0, |before| taken[before].1);
-            for point in ChunkReader::new(&self.taken[start..end], points).raw() {
+        for (i, &end) in ends.iter().enumerate().rev() {
+            let start = i.checked_sub(1).map_or(0, |before| ends[before]);
+            let mut placed = &self.taken[start..end];
+            while let Some(point) = codec::next_placed(&mut placed) {
                 let (ts, value) = point?;
                 w.push(ts, value)?;
             }
@@ -1337,8 +1613,8 @@ impl<'c> ChunkStatements<'c> {
         // those they overlap are taken, and the first one before them ends the scan (taken
         // when not full).
         self.taken.clear();
-        // (row id, points, end in `taken`), newest first.
-        let mut replaced: Vec<(i64, i64, usize)> = Vec::new();
+        // (row id, end in `taken`), newest first.
+        let mut replaced: Vec<(i64, usize)> = Vec::new();
         {
             let mut rows = self.select_back.query([id])?;
             while let Some(row) = rows.next()? {
@@ -1350,8 +1626,9 @@ impl<'c> ChunkStatements<'c> {
                 let data = blob(row, 4)?;
                 let overlaps = last_ts >= lo;
                 if overlaps || !is_full(usize::try_from(points).unwrap_or(0), data.len()) {
-                    self.taken.extend_from_slice(data);
-                    replaced.push((row.get(0)?, points, self.taken.len()));
+                    let codec = Codec::from_i64(row.get(5)?)?;
+                    codec::decode_placed(codec, data, points, &mut self.decoded, &mut self.taken)?;
+                    replaced.push((row.get(0)?, self.taken.len()));
                 }
                 if !overlaps {
                     break;
@@ -1362,9 +1639,10 @@ impl<'c> ChunkStatements<'c> {
         // the table, where SQLite packs pages full; a row that grows in place splits its page
         // (the dashboard benchmark's file was 40% larger that way, for no measurable CPU).
         let mut old: Vec<(i64, &[u8])> = Vec::new();
-        for (i, &(chunk, points, end)) in replaced.iter().enumerate().rev() {
-            let start = i.checked_sub(1).map_or(0, |before| replaced[before].2);
-            for point in ChunkReader::new(&self.taken[start..end], points).raw() {
+        for (i, &(chunk, end)) in replaced.iter().enumerate().rev() {
+            let start = i.checked_sub(1).map_or(0, |before| replaced[before].1);
+            let mut placed = &self.taken[start..end];
+            while let Some(point) = codec::next_placed(&mut placed) {
                 old.push(point?);
             }
             self.delete.execute([chunk])?;
@@ -1417,8 +1695,14 @@ impl Writer<'_, '_> {
     }
 
     fn write(&mut self, c: Chunk) -> Result<(), StoreError> {
-        self.insert
-            .execute(params![self.id, c.first_ts, c.last_ts, c.points, c.data])?;
+        self.insert.execute(params![
+            self.id,
+            c.first_ts,
+            c.last_ts,
+            c.points,
+            c.data,
+            c.codec.as_i64()
+        ])?;
         self.tail = self.tail.then(&c);
         self.chunks.recycle(c.data);
         Ok(())
@@ -1485,7 +1769,8 @@ fn visit_points(
         if row.get::<_, i64>(1)? > hi {
             break;
         }
-        for point in ChunkReader::new(blob(row, 3)?, row.get(2)?) {
+        let codec = Codec::from_i64(row.get(4)?)?;
+        for point in ChunkReader::new(codec, blob(row, 3)?, row.get(2)?) {
             let (ts, value) = point?;
             if ts < lo {
                 continue;
@@ -1519,9 +1804,10 @@ fn latest_stored(
     lo: i64,
     hi: i64,
 ) -> Result<Option<(i64, FieldValue)>, StoreError> {
-    let last_in = |points: i64, data: &[u8]| -> Result<Option<(i64, FieldValue)>, StoreError> {
+    let last_in = |row: &rusqlite::Row<'_>| -> Result<Option<(i64, FieldValue)>, StoreError> {
+        let codec = Codec::from_i64(row.get(4)?)?;
         let mut latest = None;
-        for point in ChunkReader::new(data, points) {
+        for point in ChunkReader::new(codec, blob(row, 3)?, row.get(2)?) {
             let point = point?;
             if point.0 > hi {
                 break;
@@ -1535,14 +1821,14 @@ fn latest_stored(
     let mut rows = stmt.query(params![id, hi])?;
     if let Some(row) = rows.next()? {
         if row.get::<_, i64>(1)? <= hi {
-            return last_in(row.get(2)?, blob(row, 3)?);
+            return last_in(row);
         }
     }
     // Else the last point of the chunk before `hi`.
     let mut stmt = conn.prepare_cached(SELECT_CHUNK_BEFORE)?;
     let mut rows = stmt.query(params![id, hi])?;
     match rows.next()? {
-        Some(row) => last_in(row.get(2)?, blob(row, 3)?),
+        Some(row) => last_in(row),
         None => Ok(None),
     }
 }
@@ -1739,6 +2025,13 @@ impl SeriesCache {
         Ok(&mut self.collided[i])
     }
 }
+
+#[cfg(test)]
+#[path = "store/fixtures/v2_fixture.rs"]
+mod v2_fixture;
+
+#[cfg(test)]
+mod crash_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -2218,22 +2511,42 @@ mod tests {
             points: 12,
             first_ns: T0,
             last_ns: T0 + 3 * SEC,
+            bytes: 0,
         };
-        assert_eq!(
-            store.summary().unwrap(),
-            vec![
-                DeviceSummary {
-                    device: None,
-                    series: 1,
-                    points: 1,
-                    first_ns: 5,
-                    last_ns: 5
-                },
-                device("dev-1"),
-                device("dev-2"),
-                device("dev-3"),
-            ]
-        );
+        // Not compacted yet: no chunk, no bytes.
+        let want = vec![
+            DeviceSummary {
+                device: None,
+                series: 1,
+                points: 1,
+                first_ns: 5,
+                last_ns: 5,
+                bytes: 0,
+            },
+            device("dev-1"),
+            device("dev-2"),
+            device("dev-3"),
+        ];
+        assert_eq!(store.summary().unwrap(), want);
+        // Compacted: the same, and the bytes of each device's chunks.
+        store.compact().unwrap();
+        let got = store.summary().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let bytes: u64 = store
+                .conn
+                .query_row(
+                    "SELECT SUM(length(data)) FROM chunks JOIN series ON series.id = series_id
+                     WHERE device IS ?1",
+                    [&w.device],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert!(bytes > 0);
+            assert_eq!(g, &DeviceSummary { bytes, ..w.clone() });
+        }
+        let size = store.size().unwrap();
+        assert_eq!((size.series, size.points), (10, 37));
+        assert!(size.file_bytes > 0 && size.used_bytes() <= size.file_bytes);
     }
 
     #[test]
@@ -2294,6 +2607,72 @@ mod tests {
     }
 
     #[test]
+    fn retention_by_size_holds_the_bound_under_a_long_insert_and_keeps_the_newest() {
+        let (_dir, mut store) = temp_store();
+        let max_bytes: u64 = 1 << 20;
+        // As the sink sets it.
+        store.limit_recent(max_bytes / 16);
+        let mut rng = simulator::model::SplitMix64::new(3);
+        let (devices, batches, per_batch) = (20i64, 150i64, 1000i64);
+        let mut largest = 0;
+        let mut dropped = 0;
+        for b in 0..batches {
+            // Full-precision noise: about 7 bytes a value, 3 times the bound in all.
+            let batch: Vec<Reading> = (0..per_batch)
+                .map(|i| {
+                    let n = b * per_batch + i;
+                    reading(
+                        "env",
+                        &format!("dev-{}", n % devices),
+                        T0 + n / devices * SEC,
+                        &[
+                            ("t", FieldValue::Float(rng.noise(1.0))),
+                            ("h", FieldValue::Float(rng.noise(1.0))),
+                        ],
+                    )
+                })
+                .collect();
+            store.insert(&batch).unwrap();
+            let d = store.drop_oldest(max_bytes).unwrap();
+            dropped += d.points;
+            let size = store.size().unwrap();
+            largest = largest.max(size.file_bytes);
+            assert!(
+                size.file_bytes <= max_bytes,
+                "batch {b}: file {} bytes",
+                size.file_bytes
+            );
+        }
+        let total = (batches * per_batch * 2) as u64;
+        assert!(dropped > total / 2, "dropped {dropped} of {total}");
+        // What stays is each series' newest points, without a gap, and what was dropped
+        // is gone for every series up to about the same time.
+        let points = all(&store);
+        let kept = points.len() as u64 + store.recent_points;
+        assert_eq!(kept + dropped, total, "every point either kept or dropped");
+        let mut by_series: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        for p in &points {
+            by_series
+                .entry((p.tags[0].1.clone(), p.field.clone()))
+                .or_default()
+                .push(p.timestamp);
+        }
+        assert_eq!(by_series.len(), 40);
+        let last = T0 + (batches * per_batch - 1) / devices * SEC;
+        for (series, ts) in &by_series {
+            assert_eq!(*ts.last().unwrap(), last, "{series:?}");
+            assert!(
+                ts.windows(2).all(|w| w[1] - w[0] == SEC),
+                "{series:?} has a gap"
+            );
+        }
+        // The bound is used, not wasted: the points kept take most of it.
+        let size = store.size().unwrap();
+        println!("largest file {largest}, now {size:?}, kept {kept} of {total}");
+        assert!(size.used_bytes() > max_bytes / 2);
+    }
+
+    #[test]
     fn compaction_changes_no_result_and_the_last_write_wins() {
         let (_dir, mut store) = temp_store();
         let data = dataset();
@@ -2351,17 +2730,23 @@ mod tests {
         let after: Vec<_> = queries.iter().map(|q| store.query(q).unwrap()).collect();
         assert_eq!(after, before);
         assert_eq!(store.latest(&Query::default()).unwrap(), latest_before);
-        assert_eq!(store.summary().unwrap(), summary_before);
+        // The same but for the bytes of the chunks (rewritten).
+        let no_bytes = |s: Vec<DeviceSummary>| -> Vec<DeviceSummary> {
+            s.into_iter()
+                .map(|d| DeviceSummary { bytes: 0, ..d })
+                .collect()
+        };
+        assert_eq!(no_bytes(store.summary().unwrap()), no_bytes(summary_before));
     }
 
     /// Every series' chunks in time order: `(points, full)` of each, after checking that
     /// each decodes to its row's count and span, and that they do not overlap.
-    fn checked_chunks(store: &LocalStore) -> BTreeMap<i64, Vec<(usize, bool)>> {
+    pub(super) fn checked_chunks(store: &LocalStore) -> BTreeMap<i64, Vec<(usize, bool)>> {
         let mut out: BTreeMap<i64, Vec<(usize, bool)>> = BTreeMap::new();
         let mut stmt = store
             .conn
             .prepare(
-                "SELECT series_id, first_ts, last_ts, points, data FROM chunks
+                "SELECT series_id, first_ts, last_ts, points, data, codec FROM chunks
                  ORDER BY series_id, last_ts",
             )
             .unwrap();
@@ -2375,9 +2760,18 @@ mod tests {
                 row.get(3).unwrap(),
             );
             let data: Vec<u8> = row.get(4).unwrap();
-            let points: Vec<_> = ChunkReader::new(&data, n)
+            let codec = Codec::from_i64(row.get(5).unwrap()).unwrap();
+            let points: Vec<_> = ChunkReader::new(codec, &data, n)
                 .collect::<Result<_, _>>()
                 .unwrap();
+            let raw_bytes: usize = points
+                .iter()
+                .map(|(_, v)| {
+                    let mut b = Vec::new();
+                    v.encode(&mut b);
+                    b.len()
+                })
+                .sum();
             assert_eq!(points.len() as i64, n);
             assert_eq!((points[0].0, points[points.len() - 1].0), (first, last));
             if let Some((before_id, before_last)) = previous {
@@ -2386,7 +2780,7 @@ mod tests {
             previous = Some((id, last));
             out.entry(id)
                 .or_default()
-                .push((points.len(), is_full(points.len(), data.len())));
+                .push((points.len(), is_full(points.len(), raw_bytes)));
         }
         out
     }
@@ -2445,6 +2839,43 @@ mod tests {
         assert_eq!(all(&store), want);
         let chunks = &checked_chunks(&store)[&1];
         assert_eq!(chunks.iter().filter(|c| c.1).count(), 4200 / CHUNK_POINTS);
+    }
+
+    #[test]
+    fn settling_merges_each_tail_into_one_row_and_changes_no_result() {
+        let (_dir, mut store) = temp_store();
+        // Three series, a compaction after every 3 points of each: tails of up to 4 rows.
+        let mut want = Vec::new();
+        for b in 0..10i64 {
+            let batch: Vec<Reading> = (0..3)
+                .flat_map(|i| {
+                    ["a", "b", "c"].map(|d| {
+                        reading(
+                            "m",
+                            d,
+                            T0 + (b * 3 + i) * SEC,
+                            &[("v", FieldValue::Integer(b))],
+                        )
+                    })
+                })
+                .collect();
+            want.extend(batch.iter().map(|r| point(r, "v")));
+            store.insert(&batch).unwrap();
+            store.compact().unwrap();
+        }
+        // And some not compacted yet.
+        let late = reading("m", "a", T0 + 100 * SEC, &[("v", FieldValue::Float(0.5))]);
+        store.insert(std::slice::from_ref(&late)).unwrap();
+        want.push(point(&late, "v"));
+        want.sort_by(|a, b| (&a.tags, a.timestamp).cmp(&(&b.tags, b.timestamp)));
+        assert!(checked_chunks(&store).values().all(|c| c.len() > 1));
+        assert_eq!(store.settle().unwrap(), 3);
+        assert_eq!(store.recent_points, 0);
+        let chunks = checked_chunks(&store);
+        assert!(chunks.values().all(|c| c.len() == 1), "{chunks:?}");
+        assert_eq!(all(&store), want);
+        // Settled already: nothing to do.
+        assert_eq!(store.settle().unwrap(), 0);
     }
 
     proptest::proptest! {
@@ -2665,14 +3096,15 @@ mod tests {
         drop(store);
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 3)
+            .pragma_update(None, "user_version", 4)
             .unwrap();
         for result in [LocalStore::open(&path), LocalStore::open_read_only(&path)] {
             let err = result.unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "local store {} has schema version 3, this build knows version 2",
+                    "local store {} has schema version 4, written by a newer build: this build \
+                     reads version 3 and older (run the newer build, or move the store away)",
                     path.display()
                 )
             );
@@ -2754,7 +3186,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "local store {} has schema version 1: start the collector once to upgrade it to version 2",
+                "local store {} has schema version 1: start the collector once to upgrade it to version 3",
                 path.display()
             )
         );
@@ -2764,7 +3196,7 @@ mod tests {
             .conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         let chunks: i64 = store
             .conn
             .query_row("SELECT COUNT(*) FROM chunks", [], |row| row.get(0))
@@ -2791,6 +3223,99 @@ mod tests {
         assert_same_points(&all(&store), &want);
         // Opening it again changes nothing.
         drop(LocalStore::open(&path).unwrap());
+        assert_same_points(&all(&store), &want);
+    }
+
+    /// The points the version 2 fixture holds: the last write of each.
+    fn v2_fixture_points() -> Vec<Point> {
+        type Key = (Vec<(String, String)>, String, i64);
+        let mut want: BTreeMap<Key, FieldValue> = BTreeMap::new();
+        for (batch, _) in v2_fixture::batches() {
+            for r in &batch {
+                for (name, _) in &r.fields {
+                    let p = point(r, name);
+                    want.insert((p.tags, p.field, p.timestamp), p.value);
+                }
+            }
+        }
+        want.into_iter()
+            .map(|((tags, field, timestamp), value)| Point {
+                measurement: "env".into(),
+                tags,
+                field,
+                timestamp,
+                value,
+            })
+            .collect()
+    }
+
+    /// A copy of the version 2 fixture (made by the build of 16f8a35) in a new directory.
+    fn v2_fixture() -> (TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        std::fs::write(&path, include_bytes!("store/fixtures/store-v2.sqlite")).unwrap();
+        (dir, path)
+    }
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_writer_upgrades_the_version_2_fixture_and_every_point_reads_back() {
+        let (_dir, path) = v2_fixture();
+        let err = LocalStore::open_read_only(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "local store {} has schema version 2: start the collector once to upgrade it to version 3",
+                path.display()
+            )
+        );
+        let want = v2_fixture_points();
+        drop(LocalStore::open(&path).unwrap());
+        let store = LocalStore::open_read_only(&path).unwrap();
+        assert_eq!(user_version(&store.conn), 3);
+        let version2: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM chunks WHERE codec = 0", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(version2, 0, "every chunk re-encoded");
+        let pending: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'upgrade_v2'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(pending, 0);
+        checked_chunks(&store);
+        assert_same_points(&all(&store), &want);
+        assert_eq!(
+            store
+                .summary()
+                .unwrap()
+                .iter()
+                .map(|d| d.points)
+                .sum::<u64>(),
+            want.len() as u64
+        );
+
+        // Written to and compacted again: the new point joins the upgraded chunks.
+        let mut writer = LocalStore::open(&path).unwrap();
+        let mut r = reading("env", "a", 1, &[("t", FieldValue::Float(1.25))]);
+        r.set_tag("site", "s1");
+        writer.insert(std::slice::from_ref(&r)).unwrap();
+        writer.compact().unwrap();
+        drop(writer);
+        checked_chunks(&store);
+        let mut want = want;
+        let at = want.iter().position(|p| p.field == "t").unwrap();
+        want.insert(at, point(&r, "t"));
         assert_same_points(&all(&store), &want);
     }
 

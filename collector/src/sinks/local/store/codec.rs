@@ -1,27 +1,109 @@
 //! The two blobs of the local store: a chunk (points of one series, in time order) and a
 //! batch (the points of one insert, in the order they were written, for `recent`).
 //!
-//! Both write a value as [`FieldValue::encode`] does (a kind byte, then floats as their 8
-//! bytes, so NaN payloads and -0.0 survive; integers as varints; strings length-prefixed).
+//! A batch writes each value as [`FieldValue::encode`] does (a kind byte, then floats as
+//! their 8 bytes, integers as varints, strings length-prefixed): it is written once and read
+//! at the next compaction.
 //!
-//! A chunk stores its timestamps as delta-of-deltas: points that arrive at a steady rate cost
-//! one byte of timestamp each, a float point 10 bytes in all (SQLite's row per point cost
-//! about 30).
+//! A chunk is written in one of the [`Codec`]s, which its row records (`chunks.codec`):
+//!
+//! ```text
+//! Version2 (0)  = per point: timestamp value           (schema version 2; upgraded on open)
+//!                 timestamp = zigzag varint: the first one whole, then delta-of-deltas
+//! Columns  (1)  = timestamps kinds [floats] [integers] [booleans] [strings]
+//! Deflated (2)  = varint(length of the Columns body) deflate(Columns body)
+//!
+//! timestamps = zigzag varint of the first, then of each delta-of-delta (0 at a steady rate)
+//! kinds      = (kind byte, varint run length)* covering every point
+//! floats     = 0, then each float's 8 bytes (little-endian)
+//!            | 1, e (0..=15), then zigzag varints of the deltas of m = v * 10^e, where every
+//!              float of the chunk is exactly m / 10^e (decimal scaling: 21.37 is 2137)
+//! integers   = zigzag varints of the (wrapping) deltas of the integers and unsigned
+//!              integers, as i64, in point order
+//! booleans   = one bit per boolean, least significant first
+//! strings    = varint(len) bytes, for each string
+//! ```
+//!
+//! A column holds the values of its kinds in point order; one that no point uses is left
+//! out. [`ChunkWriter`] deflates full chunks when that saves a quarter or more (not a
+//! series' last, short chunk, which is rewritten when it fills; not floats of full
+//! precision, where deflate saves a fifth and costs several times the decoding). Decimal scaling holds only when it round-trips bit for bit: a
+//! chunk with one float that does not (NaN, -0.0, full precision) stores its floats whole.
+//! How these were chosen, and what else was measured, is in BENCHMARKS.md ("The local
+//! store's footprint"); `measure.rs` reproduces the figures.
+
+use std::cell::RefCell;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::reading::{
-    get_varint, put_varint, unzigzag, zigzag, DecodeError, FieldKind, FieldValue,
+    get_varint, put_varint, unzigzag, zigzag, CompactString, DecodeError, FieldKind, FieldValue,
 };
 
 use super::StoreError;
+
+#[cfg(test)]
+mod measure;
 
 /// A chunk holds at most this many points. A compaction writes a series' new points as a
 /// small chunk, and merges its small chunks into full ones once they hold this many: larger
 /// means more small rows per series meanwhile; smaller, more rows per day of data.
 pub(super) const CHUNK_POINTS: usize = 512;
 
-/// A chunk is closed once its encoding reaches this many bytes (long strings), whatever its
-/// number of points.
+/// A chunk is closed once its points take this many bytes as [`FieldValue::encode`] writes
+/// them (long strings), whatever its number of points.
 pub(super) const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The largest `Columns` body a reader inflates: a chunk is closed once it reaches
+/// [`CHUNK_BYTES`], so only a single huge string makes one larger. A damaged length never
+/// allocates more than this.
+const MAX_BODY: usize = 16 << 20;
+
+/// The largest decimal exponent of a scaled float column: 10^15 and below are exact in f64.
+const MAX_EXPONENT: usize = 15;
+
+/// Powers of ten, exact in f64.
+const POW10: [f64; MAX_EXPONENT + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The largest integer below which every i64 is exactly an f64.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// The deflate level: 1, the fastest. Higher levels gained little on these blobs (see
+/// `measure.rs`) for several times the CPU.
+const DEFLATE_LEVEL: u32 = 1;
+
+/// How a chunk's blob is encoded; kept in its row (`chunks.codec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Codec {
+    /// As schema version 2 wrote every chunk: per point, its timestamp and its value as
+    /// [`FieldValue::encode`] writes it. Read while a store is being upgraded; never written.
+    Version2 = 0,
+    /// Columns: see the module documentation.
+    Columns = 1,
+    /// The `Columns` body, deflated.
+    Deflated = 2,
+}
+
+impl Codec {
+    /// The codec of a row's number, or an error for one this build does not know.
+    pub(super) fn from_i64(v: i64) -> Result<Codec, StoreError> {
+        match v {
+            0 => Ok(Codec::Version2),
+            1 => Ok(Codec::Columns),
+            2 => Ok(Codec::Deflated),
+            other => Err(StoreError::Corrupt(format!(
+                "a chunk has codec {other}, which this build does not know"
+            ))),
+        }
+    }
+
+    /// The number its row holds.
+    pub(super) fn as_i64(self) -> i64 {
+        self as i64
+    }
+}
 
 /// Reading a blob failed: the store holds bytes this build did not write.
 fn corrupt(what: &str) -> StoreError {
@@ -34,123 +116,199 @@ impl From<DecodeError> for StoreError {
     }
 }
 
-/// Writes points of one series (strictly increasing timestamps) into chunks of at most
-/// [`CHUNK_POINTS`] points and about [`CHUNK_BYTES`] bytes.
-#[derive(Default)]
-pub(super) struct ChunkWriter {
-    buf: Vec<u8>,
-    points: usize,
-    first_ts: i64,
-    prev_ts: i64,
-    prev_delta: i64,
-}
-
 /// A finished chunk, as its row holds it.
 pub(super) struct Chunk {
     pub(super) first_ts: i64,
     pub(super) last_ts: i64,
     pub(super) points: usize,
+    pub(super) codec: Codec,
     pub(super) data: Vec<u8>,
+    /// Its points' size as [`FieldValue::encode`] writes them (what [`CHUNK_BYTES`] bounds).
+    pub(super) raw_bytes: usize,
+}
+
+/// Writes points of one series (strictly increasing timestamps) into chunks of at most
+/// [`CHUNK_POINTS`] points and about [`CHUNK_BYTES`] bytes.
+#[derive(Default)]
+pub(super) struct ChunkWriter {
+    /// The points of the chunk being filled: timestamps, and values as
+    /// [`FieldValue::encode`] writes them.
+    ts: Vec<i64>,
+    raw: Vec<u8>,
+    /// The next chunk's blob (a recycled one).
+    out: Vec<u8>,
+    columns: Columns,
+    deflate: Option<Compress>,
+    /// Deflate the last chunk too ([`ChunkWriter::finish`]): for a store that is settling.
+    pub(super) deflate_last: bool,
+    /// Only `Columns`, never `Deflated` (for the measurements).
+    #[cfg(test)]
+    no_deflate: bool,
+}
+
+/// The values of a chunk by column, reused from one chunk to the next.
+#[derive(Default)]
+struct Columns {
+    body: Vec<u8>,
+    floats: Vec<f64>,
+    ints: Vec<i64>,
+    bools: Vec<bool>,
+    strings: Vec<u8>,
 }
 
 impl ChunkWriter {
     /// Adds a point after the ones already added; returns the chunk it closed, if any.
     pub(super) fn push(&mut self, ts: i64, value: &FieldValue) -> Option<Chunk> {
-        self.put_ts(ts);
-        value.encode(&mut self.buf);
+        self.ts.push(ts);
+        value.encode(&mut self.raw);
         self.close_if_full()
     }
 
     /// As [`ChunkWriter::push`], with the value as [`FieldValue::encode`] wrote it (checked
     /// by [`value_len`] when it was read): a copy, not a decode and encode again.
     pub(super) fn push_raw(&mut self, ts: i64, value: &[u8]) -> Option<Chunk> {
-        self.put_ts(ts);
-        self.buf.extend_from_slice(value);
+        self.ts.push(ts);
+        self.raw.extend_from_slice(value);
         self.close_if_full()
     }
 
-    /// Gives back the buffer of a chunk that was written, for the next chunk to fill, so
-    /// that a compaction does not allocate (and grow) one for every chunk.
-    pub(super) fn recycle(&mut self, mut data: Vec<u8>) {
-        if self.points == 0 && data.capacity() > self.buf.capacity() {
-            data.clear();
-            self.buf = data;
+    /// Gives back the blob of a chunk that was written, for the next chunk, so that a
+    /// compaction does not allocate (and grow) one for every chunk.
+    pub(super) fn recycle(&mut self, data: Vec<u8>) {
+        if data.capacity() > self.out.capacity() {
+            self.out = data;
         }
-    }
-
-    fn put_ts(&mut self, ts: i64) {
-        if self.points == 0 {
-            self.first_ts = ts;
-            self.prev_delta = 0;
-            put_varint(&mut self.buf, zigzag(ts));
-        } else {
-            let delta = ts.wrapping_sub(self.prev_ts);
-            put_varint(&mut self.buf, zigzag(delta.wrapping_sub(self.prev_delta)));
-            self.prev_delta = delta;
-        }
-        self.prev_ts = ts;
-        self.points += 1;
     }
 
     fn close_if_full(&mut self) -> Option<Chunk> {
-        (self.points >= CHUNK_POINTS || self.buf.len() >= CHUNK_BYTES).then(|| self.take())
+        is_full(self.ts.len(), self.raw.len()).then(|| self.take(true))
     }
 
-    /// The chunk of the points added since the last one closed, if there are any.
+    /// The chunk of the points added since the last one closed, if there are any. It is not
+    /// full, so it is not deflated (unless `deflate_last`): a series' last chunk is merged
+    /// into a full one later (see [`is_full`]), and deflating it each time would cost a
+    /// compaction more than its few points save.
     pub(super) fn finish(&mut self) -> Option<Chunk> {
-        (self.points > 0).then(|| self.take())
+        (!self.ts.is_empty()).then(|| self.take(self.deflate_last))
     }
 
-    fn take(&mut self) -> Chunk {
-        let chunk = Chunk {
-            first_ts: self.first_ts,
-            last_ts: self.prev_ts,
-            points: self.points,
-            data: std::mem::take(&mut self.buf),
+    fn take(&mut self, full: bool) -> Chunk {
+        let (first_ts, last_ts) = (self.ts[0], self.ts[self.ts.len() - 1]);
+        let mut data = std::mem::take(&mut self.out);
+        data.clear();
+        let codec = match self.columns.encode(&self.ts, &self.raw) {
+            Ok(()) => {
+                let body = &self.columns.body;
+                #[cfg(test)]
+                let deflate = full && !self.no_deflate;
+                #[cfg(not(test))]
+                let deflate = full;
+                if deflate && deflate_into(&mut self.deflate, body, &mut data) {
+                    Codec::Deflated
+                } else {
+                    data.clear();
+                    data.extend_from_slice(body);
+                    Codec::Columns
+                }
+            }
+            // Values that are not what `FieldValue::encode` writes never reach a writer (they
+            // are checked when read); should one, the chunk keeps them as version 2 did,
+            // and its reader reports them.
+            Err(DecodeError) => {
+                write_version2(&self.ts, &self.raw, &mut data);
+                Codec::Version2
+            }
         };
-        self.points = 0;
+        let chunk = Chunk {
+            first_ts,
+            last_ts,
+            points: self.ts.len(),
+            codec,
+            data,
+            raw_bytes: self.raw.len(),
+        };
+        self.ts.clear();
+        self.raw.clear();
         chunk
     }
 }
 
-/// The points of a chunk, in time order. Fails (rather than panics) on bytes that are not a
-/// chunk: a count that does not match, timestamps that do not increase.
-pub(super) struct ChunkReader<'a> {
-    buf: &'a [u8],
-    left: usize,
+/// Deflates `body` into `out` (empty) as [`Codec::Deflated`]; false when that does not pay
+/// (saves less than a quarter of `body`: floats of full precision, which deflate shrinks by
+/// a fifth and makes several times slower to read) or fails.
+fn deflate_into(deflate: &mut Option<Compress>, body: &[u8], out: &mut Vec<u8>) -> bool {
+    // Below this, deflate's own framing costs more than it saves.
+    if body.len() < 24 {
+        return false;
+    }
+    put_varint(out, body.len() as u64);
+    let limit = out.len() + body.len() - body.len() / 4;
+    out.reserve(body.len());
+    let compress =
+        deflate.get_or_insert_with(|| Compress::new(Compression::new(DEFLATE_LEVEL), false));
+    compress.reset();
+    // The output stops at `out`'s capacity: a stream that does not end there would not pay.
+    matches!(
+        compress.compress_vec(body, out, FlushCompress::Finish),
+        Ok(Status::StreamEnd)
+    ) && out.len() < limit
+}
+
+/// Whether a chunk of `points` points taking `raw_bytes` bytes (as [`FieldValue::encode`]
+/// writes them) is full: [`ChunkWriter`] closes chunks at that size, and a compaction
+/// leaves them as they are.
+pub(super) fn is_full(points: usize, raw_bytes: usize) -> bool {
+    points >= CHUNK_POINTS || raw_bytes >= CHUNK_BYTES
+}
+
+/// Writes points as [`Codec::Version2`] does.
+fn write_version2(ts: &[i64], raw: &[u8], out: &mut Vec<u8>) {
+    let mut timestamps = Timestamps::default();
+    let mut rest = raw;
+    for &t in ts {
+        timestamps.put(t, out);
+        let n = value_len(rest).unwrap_or(rest.len());
+        let (value, after) = rest.split_at(n);
+        out.extend_from_slice(value);
+        rest = after;
+    }
+    out.extend_from_slice(rest);
+}
+
+/// [`write_version2`], for the tests that make stores as version 2 did.
+#[cfg(test)]
+pub(super) fn write_version2_for_tests(ts: &[i64], raw: &[u8], out: &mut Vec<u8>) {
+    write_version2(ts, raw, out);
+}
+
+/// Delta-of-delta timestamps, as both codecs write them.
+#[derive(Default)]
+struct Timestamps {
     started: bool,
-    prev_ts: i64,
+    prev: i64,
     prev_delta: i64,
 }
 
-impl<'a> ChunkReader<'a> {
-    /// Reads `data`, which its row says holds `points` points.
-    pub(super) fn new(data: &'a [u8], points: i64) -> ChunkReader<'a> {
-        ChunkReader {
-            buf: data,
-            // A negative count is caught by the check at the end.
-            left: usize::try_from(points).unwrap_or(usize::MAX),
-            started: false,
-            prev_ts: 0,
-            prev_delta: 0,
+impl Timestamps {
+    fn put(&mut self, ts: i64, out: &mut Vec<u8>) {
+        if self.started {
+            let delta = ts.wrapping_sub(self.prev);
+            put_varint(out, zigzag(delta.wrapping_sub(self.prev_delta)));
+            self.prev_delta = delta;
+        } else {
+            self.started = true;
+            put_varint(out, zigzag(ts));
         }
+        self.prev = ts;
     }
 
-    /// The same points with their values as [`FieldValue::encode`] wrote them (checked, not
-    /// decoded).
-    pub(super) fn raw(self) -> RawChunkReader<'a> {
-        RawChunkReader(self)
-    }
-
-    fn read<T>(
-        &mut self,
-        value: impl FnOnce(&mut &'a [u8]) -> Result<T, DecodeError>,
-    ) -> Result<(i64, T), StoreError> {
-        let v = unzigzag(get_varint(&mut self.buf)?);
+    /// The next timestamp; an error when time does not go forward.
+    fn get(&mut self, buf: &mut &[u8]) -> Result<i64, StoreError> {
+        let v = unzigzag(get_varint(buf)?);
         let ts = if self.started {
             let delta = v.wrapping_add(self.prev_delta);
-            let ts = self.prev_ts.wrapping_add(delta);
-            if ts <= self.prev_ts {
+            let ts = self.prev.wrapping_add(delta);
+            if ts <= self.prev {
                 return Err(corrupt("a chunk (time does not go forward)"));
             }
             self.prev_delta = delta;
@@ -159,51 +317,342 @@ impl<'a> ChunkReader<'a> {
             self.started = true;
             v
         };
-        self.prev_ts = ts;
-        Ok((ts, value(&mut self.buf)?))
-    }
-
-    fn step<T>(
-        &mut self,
-        value: impl FnOnce(&mut &'a [u8]) -> Result<T, DecodeError>,
-    ) -> Option<Result<(i64, T), StoreError>> {
-        if self.left == 0 {
-            let rest = std::mem::take(&mut self.buf);
-            return (!rest.is_empty()).then(|| Err(corrupt("a chunk (bytes left over)")));
-        }
-        if self.buf.is_empty() {
-            self.left = 0;
-            return Some(Err(corrupt("a chunk (points missing)")));
-        }
-        self.left -= 1;
-        let point = self.read(value);
-        if point.is_err() {
-            self.left = 0;
-            self.buf = &[];
-        }
-        Some(point)
+        self.prev = ts;
+        Ok(ts)
     }
 }
 
-impl Iterator for ChunkReader<'_> {
-    type Item = Result<(i64, FieldValue), StoreError>;
+/// The smallest decimal exponent `e` for which `v` is exactly `m / 10^e` with `m` an integer
+/// that an f64 holds exactly, if there is one (never for NaN, infinities, -0.0).
+fn decimal_exponent(v: f64, from: usize) -> Option<usize> {
+    (from..=MAX_EXPONENT).find(|&e| scaled(v, e).is_some())
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        self.step(FieldValue::decode)
+/// `m` with `v == m / 10^e` bit for bit, if there is one.
+fn scaled(v: f64, e: usize) -> Option<i64> {
+    let m = (v * POW10[e]).round();
+    if m.is_nan() || m.abs() >= EXACT_INT {
+        return None;
+    }
+    // Through the integer, as the reader computes it: -0.0 becomes 0 and fails here.
+    let m = m as i64;
+    ((m as f64 / POW10[e]).to_bits() == v.to_bits()).then_some(m)
+}
+
+impl Columns {
+    /// Encodes the points (`raw`: values as [`FieldValue::encode`] writes them) into
+    /// `self.body`.
+    fn encode(&mut self, ts: &[i64], raw: &[u8]) -> Result<(), DecodeError> {
+        let Columns {
+            body,
+            floats,
+            ints,
+            bools,
+            strings,
+        } = self;
+        body.clear();
+        floats.clear();
+        ints.clear();
+        bools.clear();
+        strings.clear();
+        let mut timestamps = Timestamps::default();
+        for &t in ts {
+            timestamps.put(t, body);
+        }
+        let mut rest = raw;
+        let mut run: Option<(u8, u64)> = None;
+        for _ in ts {
+            let (&kind, after) = rest.split_first().ok_or(DecodeError)?;
+            rest = after;
+            match FieldKind::from_u8(kind).ok_or(DecodeError)? {
+                FieldKind::Float => {
+                    let (bytes, after) = rest.split_first_chunk::<8>().ok_or(DecodeError)?;
+                    floats.push(f64::from_le_bytes(*bytes));
+                    rest = after;
+                }
+                FieldKind::Integer => ints.push(unzigzag(get_varint(&mut rest)?)),
+                FieldKind::Unsigned => ints.push(get_varint(&mut rest)?.cast_signed()),
+                FieldKind::Boolean => {
+                    let (&b, after) = rest.split_first().ok_or(DecodeError)?;
+                    bools.push(b != 0);
+                    rest = after;
+                }
+                FieldKind::String => {
+                    let before = rest;
+                    let n = usize::try_from(get_varint(&mut rest)?).map_err(|_| DecodeError)?;
+                    let s = rest.get(..n).ok_or(DecodeError)?;
+                    std::str::from_utf8(s).map_err(|_| DecodeError)?;
+                    rest = &rest[n..];
+                    strings.extend_from_slice(&before[..before.len() - rest.len()]);
+                }
+            }
+            run = match run {
+                Some((k, n)) if k == kind => Some((k, n + 1)),
+                Some((k, n)) => {
+                    body.push(k);
+                    put_varint(body, n);
+                    Some((kind, 1))
+                }
+                None => Some((kind, 1)),
+            };
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError);
+        }
+        if let Some((k, n)) = run {
+            body.push(k);
+            put_varint(body, n);
+        }
+        if !floats.is_empty() {
+            put_floats(floats, body);
+        }
+        let mut prev = 0i64;
+        for &v in ints.iter() {
+            put_varint(body, zigzag(v.wrapping_sub(prev)));
+            prev = v;
+        }
+        for byte in bools.chunks(8) {
+            body.push(
+                byte.iter()
+                    .enumerate()
+                    .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i)),
+            );
+        }
+        body.extend_from_slice(strings);
+        Ok(())
     }
 }
 
-/// See [`ChunkReader::raw`].
-pub(super) struct RawChunkReader<'a>(ChunkReader<'a>);
-
-impl<'a> Iterator for RawChunkReader<'a> {
-    type Item = Result<(i64, &'a [u8]), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.step(take_value)
+/// Writes the float column: scaled to integers when every float allows it, else whole.
+fn put_floats(floats: &[f64], body: &mut Vec<u8>) {
+    // The exponent that every float needs: the largest of each one's smallest.
+    let mut exponent = Some(0);
+    for &v in floats {
+        exponent = exponent.and_then(|e| {
+            if scaled(v, e).is_some() {
+                Some(e)
+            } else {
+                decimal_exponent(v, e + 1)
+            }
+        });
+        if exponent.is_none() {
+            break;
+        }
+    }
+    let start = body.len();
+    if let Some(e) = exponent {
+        body.push(1);
+        body.push(e as u8);
+        let mut prev = 0i64;
+        // A float whose smallest exponent is below `e` is, scaled by `e`, the same real
+        // quotient, so it rounds to the same f64; checked all the same.
+        for &v in floats {
+            let Some(m) = scaled(v, e) else {
+                body.truncate(start);
+                break;
+            };
+            put_varint(body, zigzag(m.wrapping_sub(prev)));
+            prev = m;
+        }
+        if body.len() > start {
+            return;
+        }
+    }
+    body.push(0);
+    for &v in floats {
+        body.extend_from_slice(&v.to_le_bytes());
     }
 }
 
+thread_local! {
+    /// One inflater per thread, reset for each chunk (creating one costs more than
+    /// inflating a chunk).
+    static INFLATE: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+}
+
+/// Inflates a [`Codec::Deflated`] blob into `out` (cleared first).
+fn inflate(data: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let bad = || corrupt("a chunk (deflate)");
+    let mut rest = data;
+    let len = usize::try_from(get_varint(&mut rest)?).map_err(|_| bad())?;
+    if len > MAX_BODY {
+        return Err(bad());
+    }
+    out.clear();
+    out.reserve_exact(len);
+    INFLATE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let inflater = cell.get_or_insert_with(|| Decompress::new(false));
+        inflater.reset(false);
+        // `out` has room for exactly `len` bytes: a stream that says more is damaged.
+        match inflater.decompress_vec(rest, out, FlushDecompress::Finish) {
+            Ok(Status::StreamEnd) if out.len() == len => Ok(()),
+            _ => Err(bad()),
+        }
+    })
+}
+
+/// The points of a chunk, decoded, in time order.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for bytes that are not a chunk of `points` points in `codec`: a
+/// count that does not match, timestamps that do not increase, bytes left over.
+pub(super) fn decode(
+    codec: Codec,
+    data: &[u8],
+    points: i64,
+    out: &mut Vec<(i64, FieldValue)>,
+) -> Result<(), StoreError> {
+    let n = usize::try_from(points).map_err(|_| corrupt("a chunk (point count)"))?;
+    out.clear();
+    match codec {
+        Codec::Version2 => decode_version2(data, n, out),
+        Codec::Columns => decode_columns(data, n, out),
+        Codec::Deflated => BODY.with(|cell| {
+            let mut body = cell.borrow_mut();
+            inflate(data, &mut body)?;
+            decode_columns(&body, n, out)
+        }),
+    }
+}
+
+thread_local! {
+    /// The inflated body of the chunk being decoded, reused.
+    static BODY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn decode_version2(
+    mut buf: &[u8],
+    n: usize,
+    out: &mut Vec<(i64, FieldValue)>,
+) -> Result<(), StoreError> {
+    let mut timestamps = Timestamps::default();
+    for _ in 0..n {
+        if buf.is_empty() {
+            return Err(corrupt("a chunk (points missing)"));
+        }
+        let ts = timestamps.get(&mut buf)?;
+        out.push((ts, FieldValue::decode(&mut buf)?));
+    }
+    if !buf.is_empty() {
+        return Err(corrupt("a chunk (bytes left over)"));
+    }
+    Ok(())
+}
+
+fn decode_columns(
+    mut buf: &[u8],
+    n: usize,
+    out: &mut Vec<(i64, FieldValue)>,
+) -> Result<(), StoreError> {
+    let bad = |what: &str| corrupt(&format!("a chunk ({what})"));
+    // No more points than the bytes could hold: a damaged count never allocates.
+    if n > buf.len() {
+        return Err(bad("points missing"));
+    }
+    out.reserve(n);
+    let mut timestamps = Timestamps::default();
+    for _ in 0..n {
+        // A placeholder value, replaced below: the timestamps come first.
+        out.push((timestamps.get(&mut buf)?, FieldValue::Boolean(false)));
+    }
+    // Kind runs: the kind of each point, and how many of each kind.
+    let mut runs: Vec<(FieldKind, usize)> = Vec::new();
+    let (mut floats, mut ints, mut bools) = (0usize, 0usize, 0usize);
+    let mut covered = 0usize;
+    while covered < n {
+        let (&k, rest) = buf.split_first().ok_or_else(|| bad("kinds"))?;
+        buf = rest;
+        let kind = FieldKind::from_u8(k).ok_or_else(|| bad("kind"))?;
+        let len = usize::try_from(get_varint(&mut buf)?).map_err(|_| bad("kinds"))?;
+        if len == 0 || len > n - covered {
+            return Err(bad("kinds"));
+        }
+        covered += len;
+        match kind {
+            FieldKind::Float => floats += len,
+            FieldKind::Integer | FieldKind::Unsigned => ints += len,
+            FieldKind::Boolean => bools += len,
+            FieldKind::String => {}
+        }
+        runs.push((kind, len));
+    }
+    let floats = get_floats(&mut buf, floats)?;
+    let mut ints_col = Vec::with_capacity(ints);
+    let mut prev = 0i64;
+    for _ in 0..ints {
+        prev = prev.wrapping_add(unzigzag(get_varint(&mut buf)?));
+        ints_col.push(prev);
+    }
+    let bool_col = buf
+        .get(..bools.div_ceil(8))
+        .ok_or_else(|| bad("booleans"))?;
+    let mut strings = &buf[bool_col.len()..];
+    let (mut f, mut i, mut b) = (floats.into_iter(), ints_col.into_iter(), 0usize);
+    let mut points = out.iter_mut();
+    for &(kind, len) in &runs {
+        for point in points.by_ref().take(len) {
+            point.1 = match kind {
+                FieldKind::Float => FieldValue::Float(f.next().ok_or_else(|| bad("floats"))?),
+                FieldKind::Integer => FieldValue::Integer(i.next().ok_or_else(|| bad("integers"))?),
+                FieldKind::Unsigned => {
+                    FieldValue::Unsigned(i.next().ok_or_else(|| bad("integers"))?.cast_unsigned())
+                }
+                FieldKind::Boolean => {
+                    let bit = bool_col[b / 8] >> (b % 8) & 1;
+                    b += 1;
+                    FieldValue::Boolean(bit != 0)
+                }
+                FieldKind::String => {
+                    let len =
+                        usize::try_from(get_varint(&mut strings)?).map_err(|_| bad("strings"))?;
+                    let s = strings.get(..len).ok_or_else(|| bad("strings"))?;
+                    strings = &strings[len..];
+                    FieldValue::String(CompactString::from_utf8(s).map_err(|_| bad("strings"))?)
+                }
+            };
+        }
+    }
+    if !strings.is_empty() {
+        return Err(bad("bytes left over"));
+    }
+    Ok(())
+}
+
+/// Reads the float column of `count` floats.
+fn get_floats(buf: &mut &[u8], count: usize) -> Result<Vec<f64>, StoreError> {
+    let bad = || corrupt("a chunk (floats)");
+    let mut out = Vec::with_capacity(count);
+    if count == 0 {
+        return Ok(out);
+    }
+    let (&mode, rest) = buf.split_first().ok_or_else(bad)?;
+    *buf = rest;
+    match mode {
+        0 => {
+            let bytes = buf.get(..count * 8).ok_or_else(bad)?;
+            out.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default())),
+            );
+            *buf = &buf[count * 8..];
+        }
+        1 => {
+            let (&e, rest) = buf.split_first().ok_or_else(bad)?;
+            *buf = rest;
+            let scale = *POW10.get(usize::from(e)).ok_or_else(bad)?;
+            let mut m = 0i64;
+            for _ in 0..count {
+                m = m.wrapping_add(unzigzag(get_varint(buf)?));
+                // What the writer checked: |m| < 2^53, so `m as f64` is exact.
+                out.push(m as f64 / scale);
+            }
+        }
+        _ => return Err(bad()),
+    }
+    Ok(out)
+}
 /// How many bytes the value that [`FieldValue::encode`] wrote at the front of `buf` takes,
 /// with the checks [`FieldValue::decode`] makes (a known kind, every byte there, strings in
 /// UTF-8), without building the value.
@@ -301,6 +750,74 @@ impl<'a> Iterator for RawBatchReader<'a> {
     }
 }
 
+/// The points of a chunk, in time order: decoded whole when it is opened, and a damaged
+/// chunk is one error (rather than a panic).
+pub(super) struct ChunkReader {
+    points: std::vec::IntoIter<(i64, FieldValue)>,
+    error: Option<StoreError>,
+}
+
+impl ChunkReader {
+    /// Reads `data`, in `codec`, which its row says holds `points` points.
+    pub(super) fn new(codec: Codec, data: &[u8], points: i64) -> ChunkReader {
+        let mut out = Vec::new();
+        let error = decode(codec, data, points, &mut out).err();
+        if error.is_some() {
+            out.clear();
+        }
+        ChunkReader {
+            points: out.into_iter(),
+            error,
+        }
+    }
+}
+
+impl Iterator for ChunkReader {
+    type Item = Result<(i64, FieldValue), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.error.take() {
+            Some(e) => Some(Err(e)),
+            None => self.points.next().map(Ok),
+        }
+    }
+}
+
+/// Appends the points of a chunk to `out` as a compaction places them: each point's
+/// timestamp (8 bytes, little-endian), then its value as [`FieldValue::encode`] writes it.
+/// [`next_placed`] reads them back.
+///
+/// # Errors
+/// As [`decode`].
+pub(super) fn decode_placed(
+    codec: Codec,
+    data: &[u8],
+    points: i64,
+    scratch: &mut Vec<(i64, FieldValue)>,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    decode(codec, data, points, scratch)?;
+    for (ts, value) in scratch.drain(..) {
+        out.extend_from_slice(&ts.to_le_bytes());
+        value.encode(out);
+    }
+    Ok(())
+}
+
+/// The point at the front of a buffer of placed points (see [`decode_placed`]), and `buf`
+/// advanced past it; `None` at its end.
+pub(super) fn next_placed<'a>(buf: &mut &'a [u8]) -> Option<Result<(i64, &'a [u8]), DecodeError>> {
+    if buf.is_empty() {
+        return None;
+    }
+    let Some((ts, rest)) = buf.split_first_chunk::<8>() else {
+        *buf = &[];
+        return Some(Err(DecodeError));
+    };
+    *buf = rest;
+    Some(take_value(buf).map(|value| (i64::from_le_bytes(*ts), value)))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -316,12 +833,13 @@ mod tests {
     }
 
     fn read(c: &Chunk) -> Vec<(i64, FieldValue)> {
-        ChunkReader::new(&c.data, c.points as i64)
+        ChunkReader::new(c.codec, &c.data, c.points as i64)
             .collect::<Result<_, _>>()
             .unwrap()
     }
 
-    fn same(a: &[(i64, FieldValue)], b: &[(i64, FieldValue)]) -> bool {
+    /// Equality bit for bit: -0.0 is not 0.0, a NaN equals only the same NaN.
+    pub(super) fn same(a: &[(i64, FieldValue)], b: &[(i64, FieldValue)]) -> bool {
         a.len() == b.len()
             && a.iter().zip(b).all(|((ta, va), (tb, vb))| {
                 ta == tb
@@ -332,13 +850,80 @@ mod tests {
             })
     }
 
+    /// Every kind, and every float that is hard to keep exactly.
+    fn special_values() -> Vec<FieldValue> {
+        vec![
+            FieldValue::Float(21.37),
+            FieldValue::Float(-0.0),
+            FieldValue::Float(0.0),
+            FieldValue::Float(f64::from_bits(1)),
+            FieldValue::Float(f64::MIN_POSITIVE / 3.0),
+            FieldValue::Float(f64::MAX),
+            FieldValue::Float(f64::MIN),
+            FieldValue::Float(f64::INFINITY),
+            FieldValue::Float(f64::NEG_INFINITY),
+            FieldValue::Float(f64::NAN),
+            FieldValue::Float(f64::from_bits(0x7ff0_0000_0000_0001)),
+            FieldValue::Float(f64::from_bits(0xfff8_dead_beef_0001)),
+            FieldValue::Float(0.1 + 0.2),
+            FieldValue::Float(9_007_199_254_740_993.0),
+            FieldValue::Integer(i64::MIN),
+            FieldValue::Integer(i64::MAX),
+            FieldValue::Integer(0),
+            FieldValue::Integer(-1),
+            FieldValue::Unsigned(u64::MAX),
+            FieldValue::Unsigned(1 << 63),
+            FieldValue::Unsigned(0),
+            FieldValue::Boolean(true),
+            FieldValue::Boolean(false),
+            FieldValue::String("".into()),
+            FieldValue::String("naïve \"x\"\n\u{0}✓".into()),
+        ]
+    }
+
     #[test]
-    fn steady_float_points_cost_ten_bytes_and_chunks_split_at_the_limits() {
+    fn every_type_and_special_value_reads_back_bit_for_bit_in_every_codec() {
+        let values = special_values();
+        // All together, each alone in a chunk, and each among decimals (which then cannot
+        // be scaled, or can).
+        let mut sets: Vec<Vec<FieldValue>> = vec![values.clone()];
+        for v in &values {
+            sets.push(vec![v.clone()]);
+            sets.push(
+                (0..100)
+                    .map(|i| match i {
+                        50 => v.clone(),
+                        _ => FieldValue::Float(f64::from(i) / 100.0 + 20.0),
+                    })
+                    .collect(),
+            );
+        }
+        for (i, set) in sets.iter().enumerate() {
+            let points: Vec<(i64, FieldValue)> = set
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (i64::MIN + 1_000 * j as i64 + i as i64, v.clone()))
+                .collect();
+            for no_deflate in [false, true] {
+                let mut w = ChunkWriter {
+                    no_deflate,
+                    ..ChunkWriter::default()
+                };
+                let mut cs: Vec<Chunk> = points.iter().filter_map(|(t, v)| w.push(*t, v)).collect();
+                cs.extend(w.finish());
+                let all: Vec<_> = cs.iter().flat_map(read).collect();
+                assert!(same(&all, &points), "set {i}: {all:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn steady_decimal_points_cost_about_a_byte_and_chunks_split_at_the_limits() {
         let points: Vec<_> = (0..1100)
             .map(|i| {
                 (
                     1_700_000_000_000_000_000 + i * 1_000_000_000,
-                    FieldValue::Float(21.5),
+                    FieldValue::Float(21.5 + f64::from((i % 7) as i32) / 100.0),
                 )
             })
             .collect();
@@ -349,8 +934,8 @@ mod tests {
         );
         assert_eq!(cs[0].first_ts, points[0].0);
         assert_eq!(cs[0].last_ts, points[511].0);
-        // The first point's time and delta take 9 + 5 bytes; every other one 1 + 9 (value).
-        assert_eq!(cs[0].data.len(), 9 + 9 + 5 + 9 + 510 * 10);
+        assert_eq!(cs[0].codec, Codec::Deflated);
+        assert!(cs[0].data.len() < 512, "{} bytes", cs[0].data.len());
         let all: Vec<_> = cs.iter().flat_map(read).collect();
         assert!(same(&all, &points));
 
@@ -368,23 +953,88 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_chunk_reads_as_it_did() {
+        // Bytes as version 2 wrote them: the first timestamp, the first delta, then steady.
+        let mut data = Vec::new();
+        let mut t = Timestamps::default();
+        for (i, v) in [
+            FieldValue::Float(1.5),
+            FieldValue::Integer(-3),
+            FieldValue::Boolean(true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            t.put(100 + 10 * i as i64, &mut data);
+            v.encode(&mut data);
+        }
+        let got: Vec<_> = ChunkReader::new(Codec::Version2, &data, 3)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            got,
+            [
+                (100, FieldValue::Float(1.5)),
+                (110, FieldValue::Integer(-3)),
+                (120, FieldValue::Boolean(true))
+            ]
+        );
+    }
+
+    #[test]
     fn damaged_chunks_and_batches_are_errors_not_panics() {
-        let points: Vec<_> = (0..5).map(|i| (i * 10, FieldValue::Integer(i))).collect();
+        // A full chunk, deflated.
+        let points: Vec<_> = (0..512).map(|i| (i * 10, FieldValue::Integer(i))).collect();
         let c = &chunks(&points)[0];
-        let errs = |data: &[u8], n: i64| ChunkReader::new(data, n).filter(Result::is_err).count();
-        assert_eq!(errs(&c.data, 5), 0);
-        assert_eq!(errs(&c.data, 4), 1, "bytes left over");
-        assert_eq!(errs(&c.data, 6), 1, "a point missing");
-        assert_eq!(errs(&c.data, -1), 1);
-        assert_eq!(errs(&c.data[..c.data.len() - 1], 5), 1, "truncated");
+        assert_eq!(c.codec, Codec::Deflated);
+        let errs = |codec: Codec, data: &[u8], n: i64| {
+            ChunkReader::new(codec, data, n)
+                .filter(Result::is_err)
+                .count()
+        };
+        for codec in [Codec::Columns, Codec::Deflated, Codec::Version2] {
+            let data = match codec {
+                Codec::Deflated => c.data.clone(),
+                Codec::Columns => {
+                    let mut body = Vec::new();
+                    inflate(&c.data, &mut body).unwrap();
+                    body
+                }
+                Codec::Version2 => {
+                    let mut raw = Vec::new();
+                    let mut ts = Vec::new();
+                    for (t, v) in &points {
+                        ts.push(*t);
+                        v.encode(&mut raw);
+                    }
+                    let mut out = Vec::new();
+                    write_version2(&ts, &raw, &mut out);
+                    out
+                }
+            };
+            assert_eq!(errs(codec, &data, 512), 0, "{codec:?}");
+            assert_eq!(errs(codec, &data, 511), 1, "{codec:?}: bytes left over");
+            assert_eq!(errs(codec, &data, 513), 1, "{codec:?}: a point missing");
+            assert_eq!(errs(codec, &data, -1), 1, "{codec:?}");
+            assert_eq!(
+                errs(codec, &data[..data.len() - 1], 512),
+                1,
+                "{codec:?}: truncated"
+            );
+        }
+        assert!(Codec::from_i64(3).is_err());
         // A repeated timestamp: a delta-of-delta that makes the delta 0.
-        let mut w = ChunkWriter::default();
-        w.push(10, &FieldValue::Integer(1));
-        w.push(20, &FieldValue::Integer(1));
-        let mut bad = w.finish().unwrap().data;
-        put_varint(&mut bad, zigzag(-10));
-        FieldValue::Integer(1).encode(&mut bad);
-        assert_eq!(errs(&bad, 3), 1, "time does not go forward");
+        let mut bad = Vec::new();
+        let mut t = Timestamps::default();
+        for ts in [10, 20, 20] {
+            t.put(ts, &mut bad);
+            FieldValue::Integer(1).encode(&mut bad);
+        }
+        assert_eq!(
+            errs(Codec::Version2, &bad, 3),
+            1,
+            "time does not go forward"
+        );
 
         let mut batch = Vec::new();
         put_batch_point(&mut batch, 7, -5, &FieldValue::String("é".into()));
@@ -396,23 +1046,48 @@ mod tests {
         }
     }
 
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            // Every bit pattern: NaN payloads, subnormals, -0.0.
+            any::<u64>().prop_map(f64::from_bits),
+            // Decimals of a few digits, as sensors report them.
+            (-10_000_000i64..10_000_000, 0i32..5).prop_map(|(m, e)| m as f64 / 10f64.powi(e)),
+        ]
+    }
+
     fn value() -> impl Strategy<Value = FieldValue> {
         prop_oneof![
-            any::<f64>().prop_map(FieldValue::Float),
-            any::<i64>().prop_map(FieldValue::Integer),
-            any::<u64>().prop_map(FieldValue::Unsigned),
-            any::<bool>().prop_map(FieldValue::Boolean),
-            ".{0,40}".prop_map(|s| FieldValue::String(s.into())),
+            4 => float().prop_map(FieldValue::Float),
+            1 => any::<i64>().prop_map(FieldValue::Integer),
+            1 => any::<u64>().prop_map(FieldValue::Unsigned),
+            1 => any::<bool>().prop_map(FieldValue::Boolean),
+            1 => ".{0,40}".prop_map(|s| FieldValue::String(s.into())),
         ]
+    }
+
+    /// Points of one kind mostly (as a series is), with others mixed in at times.
+    fn series() -> impl Strategy<Value = Vec<(i64, FieldValue)>> {
+        prop_oneof![
+            proptest::collection::vec((any::<i64>(), value()), 0..1500),
+            proptest::collection::vec(
+                (
+                    0i64..100_000_000,
+                    (-100_000i64..100_000).prop_map(|m| FieldValue::Float(m as f64 / 100.0))
+                ),
+                0..1500
+            ),
+        ]
+        .prop_map(|mut raw| {
+            raw.sort_by_key(|(t, _)| *t);
+            raw.dedup_by_key(|(t, _)| *t);
+            raw
+        })
     }
 
     proptest! {
         #[test]
-        fn any_increasing_points_read_back_exactly(
-            mut raw in proptest::collection::vec((any::<i64>(), value()), 0..1500)
-        ) {
-            raw.sort_by_key(|(t, _)| *t);
-            raw.dedup_by_key(|(t, _)| *t);
+        fn any_increasing_points_read_back_exactly(raw in series()) {
             let cs = chunks(&raw);
             prop_assert!(cs.iter().all(|c| c.points <= CHUNK_POINTS));
             let all: Vec<_> = cs.iter().flat_map(read).collect();
@@ -424,17 +1099,13 @@ mod tests {
         }
 
         #[test]
-        fn raw_values_are_the_encoded_bytes_and_copy_exactly(
-            mut raw in proptest::collection::vec((any::<i64>(), value()), 0..600)
-        ) {
-            raw.sort_by_key(|(t, _)| *t);
-            raw.dedup_by_key(|(t, _)| *t);
+        fn raw_values_are_the_encoded_bytes_and_copy_exactly(raw in series()) {
             let mut batch = Vec::new();
             for (i, (t, v)) in raw.iter().enumerate() {
                 put_batch_point(&mut batch, i as i64, *t, v);
             }
             // A batch read raw gives each value's encoding; copied into chunks, they read
-            // back as the values.
+            // back as the values, and placed as the same encodings.
             let mut w = ChunkWriter::default();
             let mut cs = Vec::new();
             for (i, point) in BatchReader::new(&batch).raw().enumerate() {
@@ -449,13 +1120,21 @@ mod tests {
             cs.extend(w.finish());
             let all: Vec<_> = cs.iter().flat_map(read).collect();
             prop_assert!(same(&all, &raw));
-            let all_raw: Vec<(i64, Vec<u8>)> = cs
-                .iter()
-                .flat_map(|c| ChunkReader::new(&c.data, c.points as i64).raw())
-                .map(|p| p.map(|(t, v)| (t, v.to_vec())))
-                .collect::<Result<_, _>>()
-                .unwrap();
-            prop_assert_eq!(all_raw.len(), raw.len());
+            let mut placed = Vec::new();
+            let mut scratch = Vec::new();
+            for c in &cs {
+                decode_placed(c.codec, &c.data, c.points as i64, &mut scratch, &mut placed).unwrap();
+            }
+            let mut rest = placed.as_slice();
+            let mut i = 0;
+            while let Some(point) = next_placed(&mut rest) {
+                let (t, bytes) = point.unwrap();
+                let mut want = Vec::new();
+                raw[i].1.encode(&mut want);
+                prop_assert_eq!((t, bytes), (raw[i].0, want.as_slice()));
+                i += 1;
+            }
+            prop_assert_eq!(i, raw.len());
         }
 
         #[test]
@@ -470,11 +1149,30 @@ mod tests {
         }
 
         #[test]
-        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), n in -2i64..50) {
-            let _ = ChunkReader::new(&data, n).count();
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), n in -2i64..600) {
+            for codec in [Codec::Version2, Codec::Columns, Codec::Deflated] {
+                let _ = ChunkReader::new(codec, &data, n).count();
+            }
             let _ = BatchReader::new(&data).count();
-            let _ = ChunkReader::new(&data, n).raw().count();
             let _ = BatchReader::new(&data).raw().count();
+            let mut rest = data.as_slice();
+            while next_placed(&mut rest).is_some() {}
+        }
+
+        #[test]
+        fn damaged_deflated_chunks_never_panic(
+            flip in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)
+        ) {
+            let points: Vec<_> = (0..300)
+                .map(|i| (i * 1000, FieldValue::Float(f64::from(i as i32) / 10.0)))
+                .collect();
+            let c = &chunks(&points)[0];
+            let mut data = c.data.clone();
+            for (at, x) in flip {
+                let n = data.len();
+                data[at % n] ^= x;
+            }
+            let _ = ChunkReader::new(c.codec, &data, c.points as i64).count();
         }
     }
 }

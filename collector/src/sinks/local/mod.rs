@@ -355,19 +355,21 @@ mod tests {
             .collect()
     }
 
+    /// A sink without retention.
+    fn open_plain(path: &std::path::Path) -> LocalSink {
+        let settings = LocalSinkSettings {
+            path: path.to_path_buf(),
+            retention: None,
+            max_bytes: None,
+        };
+        LocalSink::open(settings, &Metrics::new()).unwrap()
+    }
+
     #[tokio::test]
     async fn writes_land_once_however_often_they_are_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/store.db");
-        let mut sink = LocalSink::open(
-            LocalSinkSettings {
-                path: path.clone(),
-                retention: None,
-                max_bytes: None,
-            },
-            &Metrics::new(),
-        )
-        .unwrap();
+        let mut sink = open_plain(&path);
         let batch = Batch::from(
             (0..10)
                 .map(|i| reading("d", i, i as f64))
@@ -418,15 +420,7 @@ mod tests {
     async fn a_write_the_store_refuses_is_rejected_not_retried() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        let mut sink = LocalSink::open(
-            LocalSinkSettings {
-                path: path.clone(),
-                retention: None,
-                max_bytes: None,
-            },
-            &Metrics::new(),
-        )
-        .unwrap();
+        let mut sink = open_plain(&path);
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute_batch(

@@ -52,7 +52,7 @@ retry = {{ initial = "50ms", max = "300ms" }}
 
 /// What VictoriaMetrics must hold for `want`: one sample per field, named
 /// `<measurement>_<field>`, in milliseconds.
-fn as_victoria(want: &[Row]) -> Vec<Row> {
+pub(crate) fn as_victoria(want: &[Row]) -> Vec<Row> {
     let mut rows: Vec<Row> = want
         .iter()
         .map(|r| Row {

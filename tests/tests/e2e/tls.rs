@@ -10,6 +10,7 @@ use collector::sinks::influxdb::InfluxSink;
 use simulator::fleet::{FaultConfig, PayloadFormat};
 
 use crate::harness::*;
+use crate::influxdb::as_victoria;
 use crate::mqtt::{fleet, publish_all};
 
 const DB: &str = "telemetry";
@@ -112,18 +113,7 @@ async fn influxdb_sinks_write_over_tls_to_a_private_ca_with_and_without_a_client
     .await;
     collector.stop().await;
     assert_rows_eq(&influxd.rows(DB, "env"), &want);
-    let mut vm_want: Vec<Row> = want
-        .iter()
-        .map(|r| Row {
-            measurement: format!("{}_{}", r.measurement, r.field),
-            tags: r.tags.clone(),
-            field: String::new(),
-            timestamp: r.timestamp.div_euclid(1_000_000),
-            value: r.value.clone(),
-        })
-        .collect();
-    vm_want.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    assert_rows_eq(&vm.export("env_.*"), &vm_want);
+    assert_rows_eq(&vm.export("env_.*"), &as_victoria(&want));
 
     // Refusals, checked by what `doctor` runs (a write of nothing): without the CA the
     // server's certificate is not trusted; without a client certificate the front refuses.

@@ -56,6 +56,7 @@ pub mod report;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod store;
 pub mod task;
 pub mod tls;
 

@@ -7,14 +7,11 @@
 //!   retention by age and by size, and reports the store's size in the metrics.
 //! - [`query`]: the `telemetry-collector query` command.
 
-pub mod query;
-mod store;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use store::{
+pub use crate::store::{
     Bucket, DeviceSummary, Dropped, LocalStore, Point, Query, SeriesBuckets, StoreError, StoreSize,
 };
 

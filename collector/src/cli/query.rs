@@ -22,8 +22,9 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, SecondsFormat};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::{now_ns, DeviceSummary, LocalStore, Point, Query, StoreSize};
 use crate::reading::FieldValue;
+use crate::sinks::local::now_ns;
+use crate::store::{DeviceSummary, LocalStore, Point, Query, StoreSize};
 
 /// The arguments of `telemetry-collector query`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]

@@ -67,7 +67,7 @@ fn spawn_child(mode: &str, path: &Path, from: i64) -> Child {
         .args([
             "--ignored",
             "--exact",
-            "sinks::local::store::crash_tests::child",
+            "store::crash_tests::child",
             "--nocapture",
             "--test-threads=1",
         ])

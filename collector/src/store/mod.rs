@@ -23,8 +23,8 @@ use codec::{is_full, BatchReader, Chunk, ChunkReader, ChunkWriter, Codec, CHUNK_
 
 pub use downsample::{Bucket, SeriesBuckets};
 
-use super::error_chain;
 use crate::reading::{CompactString, FieldValue, Reading, Readings, DEVICE_TAG};
+use crate::sinks::local::error_chain;
 
 /// The schema version this build reads and writes, kept in `PRAGMA user_version`. Versions 1
 /// (one row per point) and 2 (chunks without a codec) are upgraded when a writer opens them.
@@ -2027,7 +2027,7 @@ impl SeriesCache {
 }
 
 #[cfg(test)]
-#[path = "store/fixtures/v2_fixture.rs"]
+#[path = "fixtures/v2_fixture.rs"]
 mod v2_fixture;
 
 #[cfg(test)]
@@ -3253,7 +3253,7 @@ mod tests {
     fn v2_fixture() -> (TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        std::fs::write(&path, include_bytes!("store/fixtures/store-v2.sqlite")).unwrap();
+        std::fs::write(&path, include_bytes!("fixtures/store-v2.sqlite")).unwrap();
         (dir, path)
     }
 

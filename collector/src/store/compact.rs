@@ -21,10 +21,9 @@ use crate::reading::FieldValue;
 pub(super) const COMPACT_POINTS: u64 = 100_000;
 
 /// Points per active series that a compaction waits for. Much of a compaction's cost is per
-/// series (one row and its index entry, and SQLite's work for each statement): with 40,000
-/// series, 100,000 points bring each series 2 or 3 points, and the store took 0.65 million
-/// field values a second; at 10 points per series, 1.1 million (`insert_rate`, when a
-/// compaction still rewrote each series' last chunk).
+/// series (one row and its index entry, and SQLite's work for each statement), so with many
+/// series a compaction waits for more points (the figures are in BENCHMARKS.md, "The local
+/// store's footprint").
 pub(super) const COMPACT_POINTS_PER_SERIES: u64 = 10;
 
 /// The most points `recent` holds before a compaction, however many series (a query reads

@@ -4,13 +4,10 @@ use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
 
-#[allow(unused_imports)] // for the documentation's links
-use super::LocalStore;
-
 /// Everything that can go wrong with the local store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// [`LocalStore::open_read_only`] was given a path where no file exists.
+    /// [`LocalStore::open_read_only`](super::LocalStore::open_read_only) was given a path where no file exists.
     #[error("local store {} does not exist", path.display())]
     NotFound {
         /// The path that was asked for.

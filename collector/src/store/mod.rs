@@ -297,18 +297,7 @@ impl LocalStore {
         // checkpoints, more while a reader holds an old snapshot).
         conn.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)
             .map_err(open_err)?;
-        let mut store = LocalStore {
-            conn,
-            path: path.to_path_buf(),
-            cache: SeriesCache::default(),
-            recent_points: 0,
-            recent_bytes: 0,
-            max_recent_bytes: u64::MAX,
-            compact_points: COMPACT_POINTS,
-            compact_per_series: COMPACT_POINTS_PER_SERIES,
-            part_bytes: PART_BYTES,
-            tails: Tails::default(),
-        };
+        let mut store = LocalStore::with_connection(conn, path);
         match schema {
             Schema::Empty => store.create_schema()?,
             Schema::Current => {}
@@ -366,7 +355,12 @@ impl LocalStore {
                 })
             }
         }
-        Ok(LocalStore {
+        Ok(LocalStore::with_connection(conn, path))
+    }
+
+    /// A store over `conn`, opened from `path`, with nothing cached yet.
+    fn with_connection(conn: Connection, path: &Path) -> LocalStore {
+        LocalStore {
             conn,
             path: path.to_path_buf(),
             cache: SeriesCache::default(),
@@ -377,7 +371,7 @@ impl LocalStore {
             compact_per_series: COMPACT_POINTS_PER_SERIES,
             part_bytes: PART_BYTES,
             tails: Tails::default(),
-        })
+        }
     }
 
     /// The file this store was opened from.

@@ -23,7 +23,7 @@ use collector::dashboard::Dashboard;
 use collector::http::{bind, serve, Access, ConnectionLimits, HealthLimits};
 use collector::metrics::Metrics;
 use collector::reading::{FieldValue, Reading};
-use collector::sinks::local::LocalStore;
+use collector::store::LocalStore;
 use tokio_util::sync::CancellationToken;
 
 const DEVICES: i64 = 100;
@@ -101,7 +101,7 @@ fn main() {
     // The day the store holds, from its newest point.
     let end_ns = LocalStore::open_read_only(&path)
         .unwrap()
-        .latest(&collector::sinks::local::Query::default())
+        .latest(&collector::store::Query::default())
         .unwrap()
         .iter()
         .map(|p| p.timestamp)

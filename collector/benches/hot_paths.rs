@@ -21,7 +21,7 @@ use collector::metrics::Metrics;
 use collector::payload::{self, Context, Format, JsonOptions, TimeUnit, TimestampBounds};
 use collector::reading::{self, Batch, Encoded, Encoding, FieldValue, Reading, Readings};
 use collector::sinks::line_protocol::{self, Dialect, Precision};
-use collector::sinks::local::LocalStore;
+use collector::store::LocalStore;
 
 const TS: i64 = 1_764_000_000_000_000_000;
 const BATCH: usize = 1000;

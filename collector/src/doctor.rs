@@ -18,9 +18,9 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::sinks::influxdb::InfluxSink;
-use crate::sinks::local::LocalStore;
 use crate::sinks::mqtt::MqttSink;
 use crate::sources::mqtt::MqttSource;
+use crate::store::LocalStore;
 
 /// How long one check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,7 +113,7 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             },
-            Err(e) => Err(crate::sinks::local::error_chain(&e)),
+            Err(e) => Err(crate::store::error_chain(&e)),
         };
         report(out, &s.sink, result)?;
     }

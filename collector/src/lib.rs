@@ -25,8 +25,10 @@
 //! - [`journal`]: the durable log every reading passes through (group commit, ack after
 //!   sync, bounded in bytes), read by each sink from its own cursor.
 //! - [`batcher`]: when a sink writes (size, age of the first reading, end of input).
-//! - [`sinks`]: destinations (the embedded local store and its `query`, InfluxDB, an MQTT
-//!   broker), and the runner that feeds each one from the journal with retries.
+//! - [`sinks`]: destinations (the local store, InfluxDB, an MQTT broker), and the runner
+//!   that feeds each one from the journal with retries.
+//! - [`store`]: the embedded local store (one SQLite file of compressed chunks), a component
+//!   of its own: the local sink writes it, `query` and the dashboard read it.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
 //! - [`http`]: the local port with Prometheus `/metrics` and `/health`, and the dashboard.
@@ -35,7 +37,7 @@
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`doctor`]: checks every configured broker and store, writing no readings.
 //! - [`task`]: joining blocking work without mistaking a runtime shutdown for a panic.
-//! - [`cli`]: the `telemetry-collector` command line.
+//! - [`cli`]: the `telemetry-collector` command line, and its `query` command.
 
 pub mod backoff;
 pub mod batcher;
@@ -56,6 +58,7 @@ pub mod report;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod store;
 pub mod task;
 pub mod tls;
 

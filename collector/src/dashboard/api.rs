@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::params::{BadRequest, Epoch, Params};
-use crate::sinks::local::query::{format_time, JsonTags, JsonValue};
-use crate::sinks::local::{LocalStore, Point, Query, SeriesBuckets, StoreError};
+use crate::store::{
+    format_time, JsonTags, JsonValue, LocalStore, Point, Query, SeriesBuckets, StoreError,
+};
 
 /// A device is `stale` when its last reading is older than this (unless `stale=` says).
 pub const DEFAULT_STALE: Duration = Duration::from_secs(300);

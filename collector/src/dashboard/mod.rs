@@ -24,7 +24,7 @@ pub use params::BadRequest;
 
 use crate::http::Body;
 
-use crate::sinks::local::{now_ns, LocalStore};
+use crate::store::{now_ns, LocalStore};
 
 /// Store reads that may run at once; more requests wait their turn.
 pub const MAX_CONCURRENT_QUERIES: usize = 2;
@@ -174,7 +174,7 @@ impl Dashboard {
                 error(StatusCode::BAD_REQUEST, &message)
             }
             Ok(Err(api::ApiError::Store(e))) => {
-                let message = crate::sinks::local::error_chain(&e);
+                let message = crate::store::error_chain(&e);
                 tracing::warn!(error = %message, "dashboard: cannot read the local store");
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,

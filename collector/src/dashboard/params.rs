@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::sinks::local::query::TimeArg;
+use crate::store::TimeArg;
 
 /// The most parameters one request may carry.
 const MAX_PARAMS: usize = 64;

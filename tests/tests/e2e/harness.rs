@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use collector::config::Config;
 use collector::metrics::Metrics;
 use collector::reading::FieldValue;
-use collector::sinks::local::{LocalStore, Query};
+use collector::store::{LocalStore, Query};
 use simulator::fleet::{ExpectedValue, Message};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -1,25 +1,15 @@
-//! The embedded local store: the default sink, which needs no server, and what the `query`
-//! command reads.
-//!
-//! - [`LocalStore`]: one SQLite file; its documentation describes the schema and what is
-//!   guaranteed (idempotent writes, exact types, type changes, NaN).
-//! - [`LocalSink`]: the [`Sink`] that writes batches into it off the async runtime, applies
-//!   retention by age and by size, and reports the store's size in the metrics.
-//! - [`query`]: the `telemetry-collector query` command.
-
-pub mod query;
-mod store;
+//! The local sink: the default sink, which needs no server. A thin adapter over the
+//! [local store](crate::store): [`LocalSink`] writes batches into a [`LocalStore`] off the
+//! async runtime, applies retention by age and by size when due, settles the store once
+//! writes stop, and reports the store's size in the metrics.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-pub use store::{
-    Bucket, DeviceSummary, Dropped, LocalStore, Point, Query, SeriesBuckets, StoreError, StoreSize,
-};
+use std::time::{Duration, Instant};
 
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::sinks::{Batch, Sink, SinkError};
+use crate::store::{error_chain, now_ns, LocalStore, StoreError};
 
 /// Retention by age runs at most this often (and once at open), and the size metrics are
 /// brought up to date as often. Retention by size looks after every write.
@@ -309,32 +299,13 @@ fn apply_max_bytes(
     Ok(())
 }
 
-/// Now, in nanoseconds since the Unix epoch (saturating outside 1677..2262).
-pub(crate) fn now_ns() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
-    }
-}
-
-/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     use crate::reading::{FieldValue, Reading, DEVICE_TAG};
+    use crate::store::Query;
 
     const HOUR_NS: i64 = 3_600_000_000_000;
 

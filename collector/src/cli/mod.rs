@@ -1,5 +1,7 @@
 //! The command line: `run`, `validate`, `query`.
 
+pub mod query;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sinks::local::query::{self, QueryArgs};
+use query::QueryArgs;
 
 /// Collects sensor readings from serial ports and MQTT brokers into time-series stores,
 /// without losing any.

@@ -4,12 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 
 use super::codec::{self, Codec};
 use super::tests::checked_chunks;
@@ -67,7 +68,7 @@ fn spawn_child(mode: &str, path: &Path, from: i64) -> Child {
         .args([
             "--ignored",
             "--exact",
-            "sinks::local::store::crash_tests::child",
+            "store::crash_tests::child",
             "--nocapture",
             "--test-threads=1",
         ])

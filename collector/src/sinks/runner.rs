@@ -117,8 +117,11 @@ impl<S: Sink> SinkRunner<S> {
     /// Runs until the journal's writer has finished and everything it committed is written
     /// (a graceful stop), or until `abort` (what is not written stays in the journal).
     ///
+    /// Its log lines carry the span `sink{sink=<name>}`.
+    ///
     /// # Errors
     /// The journal cannot be read.
+    #[tracing::instrument(name = "sink", skip_all, fields(sink = %self.name))]
     pub async fn run(mut self, abort: CancellationToken) -> Result<(), JournalError> {
         let mut committed = self.reader_ref().committed();
         let mut input_closed = false;
@@ -126,7 +129,7 @@ impl<S: Sink> SinkRunner<S> {
             committed.borrow_and_update();
             let room = self.batcher.room();
             let Ok(chunk) = self.read(room).await else {
-                debug!(sink = %self.name, "the runtime is shutting down; the rest stays in the journal");
+                debug!("the runtime is shutting down; the rest stays in the journal");
                 return Ok(());
             };
             let chunk = chunk?;
@@ -145,14 +148,14 @@ impl<S: Sink> SinkRunner<S> {
                 if !self.batcher.is_empty() {
                     let _ = self.flush(&abort).await;
                 }
-                info!(sink = %self.name, "sink drained");
+                info!("sink drained");
                 return Ok(());
             }
             let deadline = self.batcher.deadline();
             tokio::select! {
                 biased;
                 () = abort.cancelled() => {
-                    info!(sink = %self.name, unwritten = self.batcher.len(), "sink stopped; the rest stays in the journal");
+                    info!(unwritten = self.batcher.len(), "sink stopped; the rest stays in the journal");
                     return Ok(());
                 }
                 () = sleep_until_opt(deadline) => {
@@ -217,7 +220,7 @@ impl<S: Sink> SinkRunner<S> {
             Ok(Ok(())) => Ok(()),
             // The readings are written; the old cursor only means writing them again.
             Ok(Err(e)) => {
-                warn!(sink = %self.name, error = %e, "cannot save the sink's cursor");
+                warn!(error = %e, "cannot save the sink's cursor");
                 Ok(())
             }
             Err(ShuttingDown) => Err(Aborted),
@@ -240,17 +243,17 @@ impl<S: Sink> SinkRunner<S> {
                 Ok(()) => {
                     self.written.add(n);
                     if self.retry.attempts() > 0 {
-                        info!(sink = %self.name, "sink writes again");
+                        info!("sink writes again");
                     }
                     self.retry.reset();
                     self.up.set(1);
                     self.unauthorized.set(0);
-                    debug!(sink = %self.name, readings = n, elapsed = ?started.elapsed(), "batch written");
+                    debug!(readings = n, elapsed = ?started.elapsed(), "batch written");
                     return Ok(None);
                 }
                 Err(SinkError::TooLarge(reason)) if n > 1 => {
                     self.splits.inc();
-                    info!(sink = %self.name, readings = n, %reason, "batch too large for the store: writing it in halves");
+                    info!(readings = n, %reason, "batch too large for the store: writing it in halves");
                     return Ok(Some(part.split_at(part.len() / 2)));
                 }
                 Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
@@ -278,7 +281,7 @@ impl<S: Sink> SinkRunner<S> {
                     self.unauthorized.set(1);
                     let delay = self.retry.next_delay();
                     if self.retry.worth_logging() {
-                        error!(sink = %self.name, %reason, attempts = self.retry.attempts(), ?delay,
+                        error!(%reason, attempts = self.retry.attempts(), ?delay,
                             "the store refuses our credentials: nothing is written to it until they are fixed (the readings wait in the journal)");
                     }
                     delay
@@ -295,7 +298,7 @@ impl<S: Sink> SinkRunner<S> {
                         _ => backoff,
                     };
                     if self.retry.worth_logging() {
-                        warn!(sink = %self.name, error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
+                        warn!(error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
                     }
                     delay
                 }
@@ -319,7 +322,7 @@ impl<S: Sink> SinkRunner<S> {
         let n = part.len() as u64;
         let Some(dead_letter) = self.dead_letter.clone() else {
             self.rejected.add(n);
-            error!(sink = %self.name, readings = n, %reason, "the store rejected a batch; skipping it");
+            error!(readings = n, %reason, "the store rejected a batch; skipping it");
             return Ok(());
         };
         let mut retry = Backoff::new(BackoffConfig {
@@ -339,14 +342,14 @@ impl<S: Sink> SinkRunner<S> {
             match written {
                 Ok(()) => {
                     self.dead_lettered.add(n);
-                    error!(sink = %self.name, readings = n, %reason, file = %dead_letter.path().display(),
+                    error!(readings = n, %reason, file = %dead_letter.path().display(),
                         "the store rejected a batch: it is in the dead-letter file; moving on");
                     return Ok(());
                 }
                 Err(e) => {
                     let delay = retry.next_delay();
                     if retry.worth_logging() {
-                        error!(sink = %self.name, error = %e, file = %dead_letter.path().display(), ?delay,
+                        error!(error = %e, file = %dead_letter.path().display(), ?delay,
                             "cannot write the dead-letter file; retrying (the sink waits)");
                     }
                     tokio::select! {

@@ -148,7 +148,7 @@ impl MqttSink {
             .as_ref()
             .is_some_and(|l| l.last_used.elapsed() >= self.keep_alive);
         if self.interrupted || stale {
-            debug!(sink = %self.name, interrupted = self.interrupted, "opening a new connection");
+            debug!(interrupted = self.interrupted, "opening a new connection");
             self.live = None;
             self.interrupted = false;
         }
@@ -175,7 +175,7 @@ impl MqttSink {
                     )))
                 }
             };
-            info!(sink = %self.name, client_id = %self.client_id, "connected to the broker");
+            info!(client_id = %self.client_id, "connected to the broker");
             self.live = Some(Live {
                 client,
                 events,
@@ -272,7 +272,7 @@ impl Sink for MqttSink {
                         .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
                     {
                         self.warned_no_subscribers = Some(now);
-                        warn!(sink = %self.name, messages = no_subscribers,
+                        warn!(messages = no_subscribers,
                             "the broker has no subscriber for some of the topics published to: those readings reached nobody (check the topic and the subscribers; a persistent session keeps a subscription while its collector is away)");
                     }
                 }

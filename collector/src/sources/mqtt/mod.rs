@@ -130,9 +130,12 @@ impl MqttSource {
     /// A full `out` pushes back: the event loop is not polled until there is room, so the
     /// broker holds the rest.
     ///
+    /// Its log lines carry the span `source{source=mqtt:<name>}`.
+    ///
     /// # Errors
     /// Only for a configuration that cannot be used at all (unreadable TLS files); network
     /// failures are retried forever.
+    #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
     pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
         let label = self.label();
         let s = &self.settings;
@@ -167,7 +170,7 @@ impl MqttSource {
             .collect();
         let mut state = ConnState::new(s.reconnect, packet_limit(s), s.max_payload_size);
         let mut reader = Reader::new(&self, &m);
-        info!(source = %label, host = %b.host, port = b.port, protocol = %b.protocol, client_id = %b.client_id, "connecting");
+        info!(host = %b.host, port = b.port, protocol = %b.protocol, client_id = %b.client_id, "connecting");
 
         let mut io = Io {
             max_messages: out.capacity(),
@@ -195,7 +198,7 @@ impl MqttSource {
                 Step::Stop => break,
                 Step::Subscribe { session_present } => {
                     m.counters.connected.set(1);
-                    info!(source = %label, session_present, "connected");
+                    info!(session_present, "connected");
                     // Subscribing from this task could wait on rumqttc's request channel,
                     // which only this task drains: hand it to another task.
                     let c = client.clone();
@@ -204,10 +207,10 @@ impl MqttSource {
                 }
                 Step::Subscribed => {
                     m.subscribed.set(1);
-                    info!(source = %label, filters = filters.len(), "subscribed");
+                    info!(filters = filters.len(), "subscribed");
                 }
                 Step::Refused(refused) => {
-                    error!(source = %label, ?refused, "the broker refused a subscription (check its ACL, and that it supports shared subscriptions if one is `$share/...`)");
+                    error!(?refused, "the broker refused a subscription (check its ACL, and that it supports shared subscriptions if one is `$share/...`)");
                 }
                 Step::Read { msg, counted } => {
                     if let Some(acks) = &io.ack_tx {
@@ -227,7 +230,7 @@ impl MqttSource {
         }
         m.counters.connected.set(0);
         io.acker.abort();
-        info!(source = %label, "stopped");
+        info!("stopped");
         Ok(())
     }
 }
@@ -320,7 +323,7 @@ impl Io {
                     self.drain_deadline.as_mut().reset(tokio::time::Instant::now() + ACK_DRAIN_TIMEOUT);
                 }
                 () = &mut self.drain_deadline => {
-                    warn!(source = %m.name, "stopping without sending every ack; the broker will redeliver those messages");
+                    warn!("stopping without sending every ack; the broker will redeliver those messages");
                     return None;
                 }
                 _ = &mut self.acker, if self.out.is_none() && !self.acks_done => {
@@ -418,31 +421,30 @@ impl<'a> Reader<'a> {
 
     /// Counts and logs why the connection ended.
     fn disconnected(&mut self, cause: &Disconnect, delay: Duration) {
-        let label = &self.m.name;
         let s = &self.source.settings;
         match cause {
             Disconnect::Oversized { size, unsaid } => {
                 self.rejections.counter(Reject::Oversized.reason()).inc();
                 if let Some(unsaid) = unsaid {
-                    error!(source = %label, size, max_payload_size = s.max_payload_size, unsaid,
+                    error!(size, max_payload_size = s.max_payload_size, unsaid,
                         "a message larger than the packet limit closed the connection: it is rejected as oversized, and the next connection reads packets up to its size so that the broker does not send it again (raise max_payload_size to accept such messages, or limit message sizes on the broker)");
                 }
             }
             Disconnect::TakenOver => {
-                error!(source = %label, client_id = %s.broker.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
+                error!(client_id = %s.broker.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
             }
             Disconnect::Lost(e) => {
-                warn!(source = %label, error = %e, "connection lost; reconnecting");
+                warn!(error = %e, "connection lost; reconnecting");
             }
             Disconnect::CannotConnect {
                 error: e,
                 attempts,
                 log: true,
             } => {
-                warn!(source = %label, error = %e, attempts, "cannot connect; retrying");
+                warn!(error = %e, attempts, "cannot connect; retrying");
             }
             Disconnect::CannotConnect { error: e, .. } => {
-                debug!(source = %label, error = %e, ?delay, "cannot connect");
+                debug!(error = %e, ?delay, "cannot connect");
             }
         }
     }

@@ -84,9 +84,12 @@ impl SerialSource {
     /// it is absent), reads lines, and sends their readings to `out`. A full `out` pushes
     /// back: the port is not read until there is room.
     ///
+    /// Its log lines carry the span `source{source=serial:<name>}`.
+    ///
     /// # Errors
     /// None so far: every failure of the port is retried. The signature is the one every
     /// source has.
+    #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
     pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
         let label = self.label();
         let s = &self.settings;
@@ -109,7 +112,7 @@ impl SerialSource {
         // Whether the port being away is already logged: each change of state is logged once.
         let mut away_logged = false;
         let mut first = true;
-        info!(source = %label, path = %path, baud_rate = s.baud_rate, "opening the port");
+        info!(path = %path, baud_rate = s.baud_rate, "opening the port");
         loop {
             if !first {
                 c.reconnects.inc();
@@ -118,7 +121,7 @@ impl SerialSource {
             match self.open() {
                 Ok(port) => {
                     c.connected.set(1);
-                    info!(source = %label, path = %path, "connected");
+                    info!(path = %path, "connected");
                     let end = reader.read_port(port, &out, &stop, &m).await;
                     // Back to short delays only if the port delivered something: a port
                     // that opens and fails at once keeps backing off.
@@ -134,7 +137,7 @@ impl SerialSource {
                     match end {
                         End::Stopped | End::Closed => break,
                         End::Disconnected(why) => {
-                            warn!(source = %label, path = %path, reason = %why, "disconnected; reopening with backoff");
+                            warn!(path = %path, reason = %why, "disconnected; reopening with backoff");
                             // The failed reopens that follow are the same state: not logged again.
                             away_logged = true;
                         }
@@ -142,9 +145,9 @@ impl SerialSource {
                 }
                 Err(e) => {
                     if !away_logged {
-                        warn!(source = %label, path = %path, error = %e, "cannot open the port; retrying with backoff until it appears");
+                        warn!(path = %path, error = %e, "cannot open the port; retrying with backoff until it appears");
                     } else {
-                        debug!(source = %label, path = %path, error = %e, "cannot open the port");
+                        debug!(path = %path, error = %e, "cannot open the port");
                     }
                     away_logged = true;
                 }
@@ -156,7 +159,7 @@ impl SerialSource {
             }
         }
         c.connected.set(0);
-        info!(source = %label, "stopped");
+        info!("stopped");
         Ok(())
     }
 

@@ -28,7 +28,8 @@
 //! - [`sinks`]: destinations (the embedded local store and its `query`, InfluxDB, an MQTT
 //!   broker), and the runner that feeds each one from the journal with retries.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
-//! - [`metrics`]: counters of everything received, written, rejected and dropped.
+//! - [`metrics`]: counters of everything received, written, rejected and dropped; `events`:
+//!   what the sources and sinks log and count together.
 //! - [`http`]: the local port with Prometheus `/metrics` and `/health`, and the dashboard.
 //! - [`dashboard`]: the read-only web page over the local store, and its JSON query API.
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
@@ -43,6 +44,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod doctor;
+mod events;
 pub mod http;
 pub mod journal;
 pub mod metrics;

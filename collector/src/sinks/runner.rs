@@ -32,8 +32,9 @@ use super::{Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
+use crate::events::{BatchRejected, BatchSplit, BatchWritten, SinkWriteFailed, SinkWrites};
 use crate::journal::{JournalError, JournalReader, Position};
-use crate::metrics::{Counter, Gauge, Histogram, Metrics};
+use crate::metrics::{Counter, Histogram, Metrics};
 use crate::task::{blocking, ShuttingDown};
 
 /// The longest `Retry-After` honoured; a store asking for more is asked again after this.
@@ -57,15 +58,12 @@ pub struct SinkRunner<S> {
     retry: Backoff,
     name: String,
     dead_letter: Option<DeadLetter>,
-    written: Counter,
+    writes: SinkWrites,
     rejected: Counter,
     dead_lettered: Counter,
     splits: Counter,
-    failures: Counter,
     /// `sink_write_duration_seconds`: every write attempt, failed ones too.
     write_duration: Histogram,
-    up: Gauge,
-    unauthorized: Gauge,
 }
 
 /// The runner was told to stop (or the runtime is shutting down) before its batch was
@@ -85,22 +83,24 @@ impl<S: Sink> SinkRunner<S> {
             sink,
             batcher: Batcher::new(settings.batch),
             retry: Backoff::new(settings.retry),
-            written: metrics.counter("readings_written_total", &[("sink", &name)]),
+            writes: SinkWrites {
+                written: metrics.counter("readings_written_total", &[("sink", &name)]),
+                failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
+                // Up until a write fails: /health reports a sink failing only once it has.
+                up: {
+                    let up = metrics.sink_up(&name);
+                    up.set(1);
+                    up
+                },
+                unauthorized: metrics.gauge("sink_unauthorized", &[("sink", &name)]),
+            },
             rejected: metrics.counter(
                 "readings_dropped_total",
                 &[("sink", &name), ("reason", "rejected_by_sink")],
             ),
             dead_lettered: metrics.counter("readings_dead_lettered_total", &[("sink", &name)]),
             splits: metrics.counter("sink_batch_splits_total", &[("sink", &name)]),
-            failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
             write_duration: metrics.histogram("sink_write_duration_seconds", &[("sink", &name)]),
-            // Up until a write fails: /health reports a sink failing only once it has.
-            up: {
-                let up = metrics.gauge("sink_up", &[("sink", &name)]);
-                up.set(1);
-                up
-            },
-            unauthorized: metrics.gauge("sink_unauthorized", &[("sink", &name)]),
             reader: Some(reader),
             dead_letter: None,
             name,
@@ -241,19 +241,23 @@ impl<S: Sink> SinkRunner<S> {
             self.write_duration.observe(started.elapsed());
             let delay = match result {
                 Ok(()) => {
-                    self.written.add(n);
-                    if self.retry.attempts() > 0 {
-                        info!("sink writes again");
+                    BatchWritten {
+                        m: &self.writes,
+                        readings: n,
+                        elapsed: started.elapsed(),
+                        recovered: self.retry.attempts() > 0,
                     }
+                    .emit();
                     self.retry.reset();
-                    self.up.set(1);
-                    self.unauthorized.set(0);
-                    debug!(readings = n, elapsed = ?started.elapsed(), "batch written");
                     return Ok(None);
                 }
                 Err(SinkError::TooLarge(reason)) if n > 1 => {
-                    self.splits.inc();
-                    info!(readings = n, %reason, "batch too large for the store: writing it in halves");
+                    BatchSplit {
+                        splits: &self.splits,
+                        readings: n,
+                        reason: &reason,
+                    }
+                    .emit();
                     return Ok(Some(part.split_at(part.len() / 2)));
                 }
                 Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
@@ -276,19 +280,11 @@ impl<S: Sink> SinkRunner<S> {
                     continue;
                 }
                 Err(SinkError::Unauthorized(reason)) => {
-                    self.failures.inc();
-                    self.up.set(0);
-                    self.unauthorized.set(1);
                     let delay = self.retry.next_delay();
-                    if self.retry.worth_logging() {
-                        error!(%reason, attempts = self.retry.attempts(), ?delay,
-                            "the store refuses our credentials: nothing is written to it until they are fixed (the readings wait in the journal)");
-                    }
+                    self.failed(&reason, true, delay);
                     delay
                 }
                 Err(e @ (SinkError::Retryable(_) | SinkError::Throttled { .. })) => {
-                    self.failures.inc();
-                    self.up.set(0);
                     let backoff = self.retry.next_delay();
                     let delay = match &e {
                         SinkError::Throttled {
@@ -297,9 +293,7 @@ impl<S: Sink> SinkRunner<S> {
                         } => (*after).min(MAX_RETRY_AFTER),
                         _ => backoff,
                     };
-                    if self.retry.worth_logging() {
-                        warn!(error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
-                    }
+                    self.failed(&e, false, delay);
                     delay
                 }
             };
@@ -308,6 +302,19 @@ impl<S: Sink> SinkRunner<S> {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Counts and logs a failed write, retried after `delay`.
+    fn failed(&self, error: &dyn std::fmt::Display, unauthorized: bool, delay: Duration) {
+        SinkWriteFailed {
+            m: &self.writes,
+            error,
+            unauthorized,
+            attempts: self.retry.attempts(),
+            delay,
+            loud: self.retry.worth_logging(),
+        }
+        .emit();
     }
 
     /// Puts readings the store refused for good into the dead-letter file (retrying while
@@ -321,8 +328,13 @@ impl<S: Sink> SinkRunner<S> {
     ) -> Result<(), Aborted> {
         let n = part.len() as u64;
         let Some(dead_letter) = self.dead_letter.clone() else {
-            self.rejected.add(n);
-            error!(readings = n, %reason, "the store rejected a batch; skipping it");
+            BatchRejected {
+                counter: &self.rejected,
+                readings: n,
+                reason,
+                file: None,
+            }
+            .emit();
             return Ok(());
         };
         let mut retry = Backoff::new(BackoffConfig {
@@ -341,9 +353,13 @@ impl<S: Sink> SinkRunner<S> {
             };
             match written {
                 Ok(()) => {
-                    self.dead_lettered.add(n);
-                    error!(readings = n, %reason, file = %dead_letter.path().display(),
-                        "the store rejected a batch: it is in the dead-letter file; moving on");
+                    BatchRejected {
+                        counter: &self.dead_lettered,
+                        readings: n,
+                        reason,
+                        file: Some(dead_letter.path()),
+                    }
+                    .emit();
                     return Ok(());
                 }
                 Err(e) => {

@@ -40,6 +40,7 @@ use self::wire::{lock, Wire, WireState};
 use super::{now_ns, Envelope, Inlet, Rejections, SourceCounters};
 use crate::backoff::{Backoff, LogLimit};
 use crate::config::{DeviceSettings, Link, ModbusSettings, Parity, RegisterKind, RtuSettings};
+use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{FieldValue, Reading};
 use crate::report::Exception;
@@ -185,8 +186,12 @@ impl ModbusSource {
             first = false;
             match self.open().await {
                 Ok(mut open) => {
-                    counters.connected.set(1);
-                    info!(at = %at, "connected");
+                    SourceConnected {
+                        connected: &counters.connected,
+                        at: Some(&at),
+                        session_present: None,
+                    }
+                    .emit();
                     let mut answered = false;
                     let end = self
                         .serve(
@@ -209,18 +214,25 @@ impl ModbusSource {
                     match end {
                         End::Stopped | End::Closed => break,
                         End::Disconnected(why) => {
-                            warn!(at = %at, reason = %why, "disconnected; reopening with backoff");
+                            SourceDisconnected {
+                                connected: &counters.connected,
+                                at: Some(&at),
+                                reason: &why,
+                            }
+                            .emit();
                             away_logged = true;
                         }
                     }
                 }
                 Err(e) => {
-                    if away_logged {
-                        debug!(at = %at, error = %e, "cannot open the link");
-                    } else {
-                        warn!(at = %at, error = %e, "cannot open the link; retrying with backoff");
-                        away_logged = true;
+                    SourceUnreachable {
+                        at: Some(&at),
+                        error: &e,
+                        attempts: None,
+                        loud: !away_logged,
                     }
+                    .emit();
+                    away_logged = true;
                 }
             }
             let delay = backoff.next_delay();
@@ -614,7 +626,7 @@ impl Device {
                 requests: metrics.counter("modbus_requests_total", &labels),
                 polls: metrics.counter("modbus_polls_total", &labels),
                 overruns: metrics.counter("modbus_poll_overruns_total", &labels),
-                up: metrics.gauge("modbus_device_up", &labels),
+                up: metrics.modbus_device_up(label, &d.name),
             },
             up: None,
             retry_at: None,

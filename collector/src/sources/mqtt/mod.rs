@@ -26,10 +26,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::{now_ns, timestamp_bounds, Ack, Envelope, Inlet, Rejections, SourceCounters};
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
+use crate::events::{
+    OversizedMessageClosedConnection, SourceConnected, SourceDisconnected, SourceUnreachable,
+};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::mqtt::{Client, ConnError, Connection, Event, Message, Options, Tuning};
 use crate::payload::{self, Context, Reject};
@@ -197,8 +200,12 @@ impl MqttSource {
             match state.on_event(event, stopping, std::time::Instant::now()) {
                 Step::Stop => break,
                 Step::Subscribe { session_present } => {
-                    m.counters.connected.set(1);
-                    info!(session_present, "connected");
+                    SourceConnected {
+                        connected: &m.counters.connected,
+                        at: None,
+                        session_present: Some(session_present),
+                    }
+                    .emit();
                     // Subscribing from this task could wait on rumqttc's request channel,
                     // which only this task drains: hand it to another task.
                     let c = client.clone();
@@ -220,7 +227,7 @@ impl MqttSource {
                 Step::Skip | Step::Nothing => {}
                 Step::Reconnect { delay, cause } => {
                     m.counters.reconnects.inc();
-                    reader.disconnected(&cause, delay);
+                    reader.disconnected(&cause);
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tokio::time::sleep(delay) => {}
@@ -420,32 +427,36 @@ impl<'a> Reader<'a> {
     }
 
     /// Counts and logs why the connection ended.
-    fn disconnected(&mut self, cause: &Disconnect, delay: Duration) {
+    fn disconnected(&mut self, cause: &Disconnect) {
         let s = &self.source.settings;
         match cause {
-            Disconnect::Oversized { size, unsaid } => {
-                self.rejections.counter(Reject::Oversized.reason()).inc();
-                if let Some(unsaid) = unsaid {
-                    error!(size, max_payload_size = s.max_payload_size, unsaid,
-                        "a message larger than the packet limit closed the connection: it is rejected as oversized, and the next connection reads packets up to its size so that the broker does not send it again (raise max_payload_size to accept such messages, or limit message sizes on the broker)");
-                }
+            Disconnect::Oversized { size, unsaid } => OversizedMessageClosedConnection {
+                rejected: self.rejections.counter(Reject::Oversized.reason()),
+                size: *size,
+                max_payload_size: s.max_payload_size,
+                unsaid: *unsaid,
             }
+            .emit(),
             Disconnect::TakenOver => {
                 error!(client_id = %s.broker.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
             }
-            Disconnect::Lost(e) => {
-                warn!(error = %e, "connection lost; reconnecting");
+            Disconnect::Lost(e) => SourceDisconnected {
+                connected: &self.m.counters.connected,
+                at: None,
+                reason: e,
             }
+            .emit(),
             Disconnect::CannotConnect {
-                error: e,
+                error,
                 attempts,
-                log: true,
-            } => {
-                warn!(error = %e, attempts, "cannot connect; retrying");
+                log,
+            } => SourceUnreachable {
+                at: None,
+                error,
+                attempts: Some(*attempts),
+                loud: *log,
             }
-            Disconnect::CannotConnect { error: e, .. } => {
-                debug!(error = %e, ?delay, "cannot connect");
-            }
+            .emit(),
         }
     }
 

@@ -19,12 +19,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use self::framing::{Frame, LineDecoder};
 use super::{now_ns, timestamp_bounds, Envelope, Inlet, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
+use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Metrics};
 use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
@@ -120,8 +121,12 @@ impl SerialSource {
             first = false;
             match self.open() {
                 Ok(port) => {
-                    c.connected.set(1);
-                    info!(path = %path, "connected");
+                    SourceConnected {
+                        connected: &c.connected,
+                        at: Some(&path),
+                        session_present: None,
+                    }
+                    .emit();
                     let end = reader.read_port(port, &out, &stop, &m).await;
                     // Back to short delays only if the port delivered something: a port
                     // that opens and fails at once keeps backing off.
@@ -137,18 +142,25 @@ impl SerialSource {
                     match end {
                         End::Stopped | End::Closed => break,
                         End::Disconnected(why) => {
-                            warn!(path = %path, reason = %why, "disconnected; reopening with backoff");
+                            SourceDisconnected {
+                                connected: &c.connected,
+                                at: Some(&path),
+                                reason: &why,
+                            }
+                            .emit();
                             // The failed reopens that follow are the same state: not logged again.
                             away_logged = true;
                         }
                     }
                 }
                 Err(e) => {
-                    if !away_logged {
-                        warn!(path = %path, error = %e, "cannot open the port; retrying with backoff until it appears");
-                    } else {
-                        debug!(path = %path, error = %e, "cannot open the port");
+                    SourceUnreachable {
+                        at: Some(&path),
+                        error: &e,
+                        attempts: None,
+                        loud: !away_logged,
                     }
+                    .emit();
                     away_logged = true;
                 }
             }

@@ -36,6 +36,11 @@ pub enum SinkError {
     /// A passing failure (connection, server error, busy store): retry later with backoff.
     #[error("retryable: {0}")]
     Retryable(String),
+    /// A passing failure that is an error of its own (a request that could not be sent):
+    /// retried like `Retryable`. The cause is kept as the error's source, printed once by
+    /// [`error_chain`].
+    #[error("retryable")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store asked to be left alone for a while (HTTP 429 or 503): retry after
     /// `retry_after` when it said so (`Retry-After`), else with backoff.
     #[error("throttled: {reason}")]
@@ -96,7 +101,32 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            SinkError::Retryable(_) | SinkError::Throttled { .. } | SinkError::Unauthorized(_)
+            SinkError::Retryable(_)
+                | SinkError::Transient(_)
+                | SinkError::Throttled { .. }
+                | SinkError::Unauthorized(_)
         )
     }
+
+    /// A passing failure caused by `err`.
+    pub fn transient(err: impl std::error::Error + Send + Sync + 'static) -> SinkError {
+        SinkError::Transient(Box::new(err))
+    }
+}
+
+/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error; a cause whose text
+/// the message already holds (some libraries repeat their cause in their own message) is not
+/// printed again.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }

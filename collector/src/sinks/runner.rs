@@ -7,7 +7,7 @@
 //!
 //! What the runner does with each class of [`SinkError`], so that every sink gets the same
 //! policies:
-//! - `Retryable`: backoff (capped, jittered), forever.
+//! - `Retryable`, `Transient`: backoff (capped, jittered), forever.
 //! - `Throttled`: wait what the store asked (`Retry-After`, at most [`MAX_RETRY_AFTER`]),
 //!   else backoff.
 //! - `Unauthorized`: the data stays in the journal; backoff, forever, with an error log (the
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::dead_letter::DeadLetter;
-use super::{Batch, Sink, SinkError};
+use super::{error_chain, Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
@@ -284,7 +284,11 @@ impl<S: Sink> SinkRunner<S> {
                     self.failed(&reason, true, delay);
                     delay
                 }
-                Err(e @ (SinkError::Retryable(_) | SinkError::Throttled { .. })) => {
+                Err(
+                    e @ (SinkError::Retryable(_)
+                    | SinkError::Transient(_)
+                    | SinkError::Throttled { .. }),
+                ) => {
                     let backoff = self.retry.next_delay();
                     let delay = match &e {
                         SinkError::Throttled {
@@ -293,7 +297,7 @@ impl<S: Sink> SinkRunner<S> {
                         } => (*after).min(MAX_RETRY_AFTER),
                         _ => backoff,
                     };
-                    self.failed(&e, false, delay);
+                    self.failed(&error_chain(&e), false, delay);
                     delay
                 }
             };

@@ -24,6 +24,7 @@ mod decode;
 pub mod plan;
 mod wire;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,9 +157,10 @@ impl ModbusSource {
     /// Its log lines carry the span `source{source=modbus:<name>}`.
     ///
     /// # Errors
-    /// None so far: every failure is retried. The signature is the one every source has.
+    /// None (the type says so): every failure is retried. The signature is the one every
+    /// source has.
     #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
-    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> Result<(), Infallible> {
         let label = self.label();
         let at = self.describe();
         let counters = SourceCounters::new(&self.metrics, &label);

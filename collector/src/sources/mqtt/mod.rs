@@ -16,10 +16,9 @@ mod topic;
 
 pub use topic::{TopicMatch, TopicTemplate};
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
-
-use anyhow::Context as _;
 
 use rumqttc::QoS;
 use tokio::sync::mpsc;
@@ -34,7 +33,7 @@ use crate::events::{
     OversizedMessageClosedConnection, SourceConnected, SourceDisconnected, SourceUnreachable,
 };
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::mqtt::{Client, ConnError, Connection, Event, Message, Options, Tuning};
+use crate::mqtt::{Client, ConnError, Connection, Event, Message, MqttFailed, Options, Tuning};
 use crate::payload::{self, Context, Reject};
 use crate::reading::{CompactString, Reading};
 use state::{ConnState, Disconnect, Step};
@@ -88,7 +87,7 @@ impl MqttSource {
         settings: MqttSettings,
         timestamps: TimestampConfig,
         metrics: Metrics,
-    ) -> anyhow::Result<MqttSource> {
+    ) -> Result<MqttSource, MqttFailed> {
         let s = &settings;
         let options = Options::new(
             &s.broker,
@@ -101,7 +100,7 @@ impl MqttSource {
                 max_inflight: 1,
             },
         )
-        .with_context(|| format!("source {}", s.name))?;
+        .map_err(|e| MqttFailed::new(format!("source {}", s.name), e))?;
         Ok(MqttSource {
             settings,
             options,
@@ -116,12 +115,12 @@ impl MqttSource {
     ///
     /// # Errors
     /// The broker cannot be reached, refuses the connection, or does not answer in time.
-    pub async fn check(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), MqttFailed> {
         let b = &self.settings.broker;
         self.options
             .check(&b.client_id, timeout)
             .await
-            .with_context(|| format!("{}:{}", b.host, b.port))
+            .map_err(|e| MqttFailed::new(format!("{}:{}", b.host, b.port), e))
     }
 
     /// The source's name in logs and metrics (`mqtt:<name>`).
@@ -136,10 +135,10 @@ impl MqttSource {
     /// Its log lines carry the span `source{source=mqtt:<name>}`.
     ///
     /// # Errors
-    /// Only for a configuration that cannot be used at all (unreadable TLS files); network
-    /// failures are retried forever.
+    /// None (the type says so): every failure is retried. The signature is the one every
+    /// source has.
     #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
-    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> Result<(), Infallible> {
         let label = self.label();
         let s = &self.settings;
         let b = &s.broker;

@@ -13,6 +13,7 @@
 
 mod framing;
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -88,10 +89,10 @@ impl SerialSource {
     /// Its log lines carry the span `source{source=serial:<name>}`.
     ///
     /// # Errors
-    /// None so far: every failure of the port is retried. The signature is the one every
+    /// None (the type says so): every failure is retried. The signature is the one every
     /// source has.
     #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
-    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> Result<(), Infallible> {
         let label = self.label();
         let s = &self.settings;
         let path = s.path.display().to_string();

@@ -7,6 +7,10 @@
 //! capped, jittered backoff (rumqttc has none of its own), and subscribes again on every
 //! ConnAck (a session that was not kept has lost its subscriptions).
 //!
+//! The connection's state machine (`state.rs`: what each event means, backoff, the packet
+//! limit) has no I/O and is tested without a broker; [`MqttSource::run`] and its `Io` do the
+//! polling, the envelopes, the acks and the stop.
+//!
 //! Shared subscriptions (`$share/<group>/<filter>`) need nothing more here: the broker hands
 //! each message of the group to one of its members, and the message's topic is the real one,
 //! which the template's filter part matches (the prefix never becomes a tag).

@@ -182,15 +182,10 @@ impl Key {
     }
 }
 
-/// The gauges `/health` reads, named once: components get them through
-/// [`Metrics::sink_up`], [`Metrics::source_connected`], [`Metrics::modbus_device_up`] and
-/// [`Metrics::journal_bytes`], and `/health` reads them through [`Metrics::health`].
-const SINK_UP: &str = "sink_up";
-const SOURCE_CONNECTED: &str = "source_connected";
-const MODBUS_DEVICE_UP: &str = "modbus_device_up";
-const JOURNAL_BYTES: &str = "journal_bytes";
-
-/// What `/health` reports, read from typed gauges rather than by metric names.
+/// What `/health` reports: the gauges that components get through [`Metrics::sink_up`],
+/// [`Metrics::source_connected`], [`Metrics::modbus_device_up`] and
+/// [`Metrics::journal_bytes`], read by [`Metrics::health`] (their names are written only in
+/// those five places).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthState {
     /// Per sink label: whether its writes succeed (or it has not failed yet).
@@ -235,22 +230,25 @@ impl Metrics {
 
     /// `sink_up{sink}`: 1 while the sink's writes succeed, 0 once one failed.
     pub fn sink_up(&self, sink: &str) -> Gauge {
-        self.gauge(SINK_UP, &[("sink", sink)])
+        self.gauge("sink_up", &[("sink", sink)])
     }
 
     /// `source_connected{source}`: 1 while connected (or the port is open), else 0.
     pub fn source_connected(&self, source: &str) -> Gauge {
-        self.gauge(SOURCE_CONNECTED, &[("source", source)])
+        self.gauge("source_connected", &[("source", source)])
     }
 
     /// `modbus_device_up{source, device}`: 1 while the device answers, else 0.
     pub fn modbus_device_up(&self, source: &str, device: &str) -> Gauge {
-        self.gauge(MODBUS_DEVICE_UP, &[("source", source), ("device", device)])
+        self.gauge(
+            "modbus_device_up",
+            &[("source", source), ("device", device)],
+        )
     }
 
     /// `journal_bytes`: the journal's size on disk.
     pub fn journal_bytes(&self) -> Gauge {
-        self.gauge(JOURNAL_BYTES, &[])
+        self.gauge("journal_bytes", &[])
     }
 
     /// The state of every sink, source and polled device, and the journal's size.
@@ -263,15 +261,17 @@ impl Metrics {
                 .unwrap_or_default()
         };
         let mut state = HealthState::default();
+        // The names as literals, as in the accessors above (where the dashboards test reads
+        // every metric's name from its `gauge("...")` call).
         for (k, v) in self.gauges() {
             match k.name {
-                SINK_UP => state.sinks.push((label(&k, "sink"), v == 1)),
-                SOURCE_CONNECTED => state.sources.push((label(&k, "source"), v == 1)),
-                MODBUS_DEVICE_UP => {
+                "sink_up" => state.sinks.push((label(&k, "sink"), v == 1)),
+                "source_connected" => state.sources.push((label(&k, "source"), v == 1)),
+                "modbus_device_up" => {
                     let (source, device) = (label(&k, "source"), label(&k, "device"));
                     state.devices.push((source, device, v == 1));
                 }
-                JOURNAL_BYTES => state.journal_bytes = v,
+                "journal_bytes" => state.journal_bytes = v,
                 _ => {}
             }
         }

@@ -110,7 +110,7 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
     for s in &settings.influxdb {
         let result = match InfluxSink::new(s) {
             Ok(sink) => match tokio::time::timeout(CHECK_TIMEOUT, sink.check()).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
+                Ok(r) => r.map_err(|e| crate::sinks::error_chain(&e)),
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             },
             Err(e) => Err(crate::store::error_chain(&e)),

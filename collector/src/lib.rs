@@ -30,7 +30,8 @@
 //! - [`store`]: the embedded local store (one SQLite file of compressed chunks), a component
 //!   of its own: the local sink writes it, `query` and the dashboard read it.
 //! - [`pipeline`]: the wiring, and the orderly shutdown.
-//! - [`metrics`]: counters of everything received, written, rejected and dropped.
+//! - [`metrics`]: counters of everything received, written, rejected and dropped; `events`:
+//!   what the sources and sinks log and count together.
 //! - [`http`]: the local port with Prometheus `/metrics` and `/health`, and the dashboard.
 //! - [`dashboard`]: the read-only web page over the local store, and its JSON query API.
 //! - [`service`]: systemd notifications (readiness, status, a progress-gated watchdog).
@@ -45,6 +46,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod doctor;
+mod events;
 pub mod http;
 pub mod journal;
 pub mod metrics;

@@ -182,6 +182,22 @@ impl Key {
     }
 }
 
+/// What `/health` reports: the gauges that components get through [`Metrics::sink_up`],
+/// [`Metrics::source_connected`], [`Metrics::modbus_device_up`] and
+/// [`Metrics::journal_bytes`], read by [`Metrics::health`] (their names are written only in
+/// those five places).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthState {
+    /// Per sink label: whether its writes succeed (or it has not failed yet).
+    pub sinks: Vec<(String, bool)>,
+    /// Per source label: whether it is connected (or its port is open).
+    pub sources: Vec<(String, bool)>,
+    /// Per polled (Modbus) source and device: whether the device answers.
+    pub devices: Vec<(String, String, bool)>,
+    /// The journal's size on disk.
+    pub journal_bytes: i64,
+}
+
 /// The registry. Cheap to clone; every clone shares the same metrics.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -210,6 +226,56 @@ impl Metrics {
         let key = key(name, labels);
         let mut map = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(key).or_default().clone()
+    }
+
+    /// `sink_up{sink}`: 1 while the sink's writes succeed, 0 once one failed.
+    pub fn sink_up(&self, sink: &str) -> Gauge {
+        self.gauge("sink_up", &[("sink", sink)])
+    }
+
+    /// `source_connected{source}`: 1 while connected (or the port is open), else 0.
+    pub fn source_connected(&self, source: &str) -> Gauge {
+        self.gauge("source_connected", &[("source", source)])
+    }
+
+    /// `modbus_device_up{source, device}`: 1 while the device answers, else 0.
+    pub fn modbus_device_up(&self, source: &str, device: &str) -> Gauge {
+        self.gauge(
+            "modbus_device_up",
+            &[("source", source), ("device", device)],
+        )
+    }
+
+    /// `journal_bytes`: the journal's size on disk.
+    pub fn journal_bytes(&self) -> Gauge {
+        self.gauge("journal_bytes", &[])
+    }
+
+    /// The state of every sink, source and polled device, and the journal's size.
+    pub fn health(&self) -> HealthState {
+        let label = |k: &Key, name: &str| {
+            k.labels
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut state = HealthState::default();
+        // The names as literals, as in the accessors above (where the dashboards test reads
+        // every metric's name from its `gauge("...")` call).
+        for (k, v) in self.gauges() {
+            match k.name {
+                "sink_up" => state.sinks.push((label(&k, "sink"), v == 1)),
+                "source_connected" => state.sources.push((label(&k, "source"), v == 1)),
+                "modbus_device_up" => {
+                    let (source, device) = (label(&k, "source"), label(&k, "device"));
+                    state.devices.push((source, device, v == 1));
+                }
+                "journal_bytes" => state.journal_bytes = v,
+                _ => {}
+            }
+        }
+        state
     }
 
     /// The histogram `name` with `labels`, created empty on first use.

@@ -21,8 +21,8 @@ use crate::config::{HttpTlsConfig, TlsConfig};
 /// Why a TLS configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A PEM file that cannot be read or parsed.
-    #[error("{}: {source}", path.display())]
+    /// A PEM file that cannot be read or parsed (the cause is the source, not repeated here).
+    #[error("{}", path.display())]
     Pem {
         /// The file.
         path: PathBuf,

@@ -432,43 +432,27 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 /// are reported but do not make it unhealthy (a broker or a port that is away is waited for;
 /// the data waits there).
 pub fn health(metrics: &Metrics, limits: &HealthLimits) -> (bool, serde_json::Value) {
-    let gauges = metrics.gauges();
-    let label = |k: &crate::metrics::Key, name: &str| {
-        k.labels
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let mut sinks = serde_json::Map::new();
-    let mut sources = serde_json::Map::new();
+    let state = metrics.health();
+    let sinks: serde_json::Map<_, _> = state
+        .sinks
+        .iter()
+        .map(|(name, up)| (name.clone(), json!(if *up { "up" } else { "failing" })))
+        .collect();
+    let sources: serde_json::Map<_, _> = state
+        .sources
+        .iter()
+        .map(|(name, c)| {
+            let c = if *c { "connected" } else { "disconnected" };
+            (name.clone(), json!(c))
+        })
+        .collect();
     // Polled devices (Modbus): answering or not, by source.
     let mut devices = serde_json::Map::new();
-    let mut journal_bytes = 0;
-    for (k, v) in &gauges {
-        match k.name {
-            "sink_up" => {
-                sinks.insert(
-                    label(k, "sink"),
-                    json!(if *v == 1 { "up" } else { "failing" }),
-                );
-            }
-            "source_connected" => {
-                sources.insert(
-                    label(k, "source"),
-                    json!(if *v == 1 { "connected" } else { "disconnected" }),
-                );
-            }
-            "modbus_device_up" => {
-                let entry = devices
-                    .entry(label(k, "source"))
-                    .or_insert_with(|| json!({}));
-                entry[label(k, "device")] = json!(if *v == 1 { "up" } else { "down" });
-            }
-            "journal_bytes" => journal_bytes = *v,
-            _ => {}
-        }
+    for (source, device, up) in &state.devices {
+        let entry = devices.entry(source.clone()).or_insert_with(|| json!({}));
+        entry[device] = json!(if *up { "up" } else { "down" });
     }
+    let journal_bytes = state.journal_bytes;
     let fill = journal_bytes as f64 / limits.journal_max_bytes.max(1) as f64;
     let journal_ok = fill < JOURNAL_NEARLY_FULL;
     let sinks_ok = sinks.values().all(|v| v == "up");
@@ -498,14 +482,10 @@ mod tests {
         let limits = HealthLimits {
             journal_max_bytes: 1000,
         };
-        m.gauge("sink_up", &[("sink", "local")]).set(1);
-        m.gauge("source_connected", &[("source", "mqtt:a")]).set(0);
-        m.gauge("journal_bytes", &[]).set(100);
-        m.gauge(
-            "modbus_device_up",
-            &[("source", "modbus:bus"), ("device", "meter")],
-        )
-        .set(0);
+        m.sink_up("local").set(1);
+        m.source_connected("mqtt:a").set(0);
+        m.journal_bytes().set(100);
+        m.modbus_device_up("modbus:bus", "meter").set(0);
         let (ok, body) = health(&m, &limits);
         assert!(
             ok,
@@ -514,13 +494,13 @@ mod tests {
         assert_eq!(body["sources"]["mqtt:a"], "disconnected");
         assert_eq!(body["devices"]["modbus:bus"]["meter"], "down");
 
-        m.gauge("sink_up", &[("sink", "influxdb:vm")]).set(0);
+        m.sink_up("influxdb:vm").set(0);
         let (ok, body) = health(&m, &limits);
         assert!(!ok);
         assert_eq!(body["sinks"]["influxdb:vm"], "failing");
 
-        m.gauge("sink_up", &[("sink", "influxdb:vm")]).set(1);
-        m.gauge("journal_bytes", &[]).set(950);
+        m.sink_up("influxdb:vm").set(1);
+        m.journal_bytes().set(950);
         let (ok, body) = health(&m, &limits);
         assert!(!ok);
         assert_eq!(body["journal"]["status"], "nearly full");

@@ -15,7 +15,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::QoS;
@@ -69,12 +68,12 @@ impl Options {
     ///
     /// # Errors
     /// TLS files that cannot be read or hold no usable certificate or key.
-    pub fn new(broker: &BrokerSettings, tuning: Tuning) -> anyhow::Result<Options> {
+    pub fn new(broker: &BrokerSettings, tuning: Tuning) -> Result<Options, MqttError> {
         let b = broker;
         let transport = match &b.tls {
             Some(tls) => Some(rumqttc::Transport::tls_with_config(
                 rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(
-                    crate::tls::client_config(Some(tls)).context("TLS")?,
+                    crate::tls::client_config(Some(tls)).map_err(MqttError::Tls)?,
                 )),
             )),
             None => None,
@@ -156,25 +155,78 @@ impl Options {
     ///
     /// # Errors
     /// The broker cannot be reached, refuses the connection, or does not answer in time.
-    pub async fn check(&self, client_id: &str, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn check(&self, client_id: &str, timeout: Duration) -> Result<(), MqttError> {
         let (client, mut conn) = self.throwaway(format!("{client_id}-doctor")).connect(8);
         let connect = async {
             loop {
                 match conn.poll().await {
                     Ok(Event::Connected { .. }) => return Ok(()),
                     Ok(_) => {}
-                    Err(e) => return Err(anyhow::anyhow!(e)),
+                    Err(e) => return Err(MqttError::Connect(e)),
                 }
             }
         };
         let result = tokio::time::timeout(timeout, connect)
             .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {timeout:?}")));
+            .unwrap_or_else(|_| Err(MqttError::Timeout(timeout)));
         if result.is_ok() {
             let _ = client.disconnect().await;
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.poll()).await;
         }
         result
+    }
+}
+
+/// Why a connection cannot be set up, or a check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The TLS configuration cannot be built (a CA or client certificate file).
+    #[error("TLS")]
+    Tls(#[source] crate::tls::TlsError),
+    /// The broker cannot be reached, or refused the connection.
+    #[error(transparent)]
+    Connect(ConnError),
+    /// No CONNACK in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// An [`MqttError`] and what it was about (a source, a sink, a broker's address): `{}`
+/// prints only that, `{:#}` it and every cause (as anyhow's `{:#}` does), and the error is
+/// its [`source`](std::error::Error::source): no cause is printed twice.
+#[derive(Debug)]
+pub struct MqttFailed {
+    what: String,
+    error: MqttError,
+}
+
+impl MqttFailed {
+    /// `error`, about `what`.
+    pub fn new(what: impl Into<String>, error: MqttError) -> MqttFailed {
+        MqttFailed {
+            what: what.into(),
+            error,
+        }
+    }
+}
+
+impl fmt::Display for MqttFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.what)?;
+        if f.alternate() {
+            let mut cause: Option<&dyn std::error::Error> = Some(&self.error);
+            while let Some(e) = cause {
+                write!(f, ": {e}")?;
+                cause = e.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for MqttFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
@@ -544,6 +596,26 @@ fn error_v5(e: v5::ConnectionError) -> ConnError {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn a_failure_prints_its_causes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::config::TlsConfig {
+            ca_file: Some(dir.path().join("nope.pem")),
+            ..crate::config::TlsConfig::default()
+        };
+        let tls = crate::tls::client_config(Some(&tls)).unwrap_err();
+        let io = std::error::Error::source(&tls).unwrap().to_string();
+        let e = MqttFailed::new("source a", MqttError::Tls(tls));
+        assert_eq!(e.to_string(), "source a");
+        let chain = format!("{e:#}");
+        assert!(
+            chain.starts_with("source a: TLS: ") && chain.contains("nope.pem: "),
+            "{chain}"
+        );
+        assert_eq!(chain.matches(&io).count(), 1, "{chain}");
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), chain);
+    }
 
     fn broker(extra: &str) -> BrokerSettings {
         let text = format!(

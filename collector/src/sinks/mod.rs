@@ -31,14 +31,19 @@ pub trait Sink: Send + 'static {
 }
 
 /// Why a write failed, classified by what the runner should do about it.
+///
+/// Displayed as `<class>: <reason>`; a `Transient` error's cause is its source, shown by
+/// `{:#}` and [`error_chain`] (once), not by `{}`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// A passing failure (connection, server error, busy store): retry later with backoff.
-    #[error("retryable: {0}")]
     Retryable(String),
+    /// A passing failure that is an error of its own (a request that could not be sent):
+    /// retried like `Retryable`. The cause is kept as the error's source, printed once by
+    /// [`error_chain`] or `{:#}`.
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store asked to be left alone for a while (HTTP 429 or 503): retry after
     /// `retry_after` when it said so (`Retry-After`), else with backoff.
-    #[error("throttled: {reason}")]
     Throttled {
         /// What the store said.
         reason: String,
@@ -46,21 +51,34 @@ pub enum SinkError {
         retry_after: Option<Duration>,
     },
     /// The batch is too large for the store (HTTP 413): the runner writes it in halves.
-    #[error("too large: {0}")]
     TooLarge(String),
     /// The store refuses to let us write at all (HTTP 401, 403): the data stays in the
     /// journal, the runner retries with backoff and reports it loudly.
-    #[error("unauthorized: {0}")]
     Unauthorized(String),
     /// The store refused these readings for good (other 4xx): the runner puts them in the
     /// dead-letter file and moves on.
-    #[error("rejected: {0}")]
     Rejected(String),
     /// Some readings of the batch cannot be written to this store at all (its line protocol
     /// has no way to say them): the sink wrote nothing; the runner puts those in the
     /// dead-letter file and writes the others.
-    #[error("refused: {}", .0.reason())]
     Refused(Refused),
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkError::Retryable(r) => write!(f, "retryable: {r}"),
+            SinkError::Transient(cause) if f.alternate() => {
+                write!(f, "retryable: {}", error_chain(&**cause))
+            }
+            SinkError::Transient(_) => f.write_str("retryable"),
+            SinkError::Throttled { reason, .. } => write!(f, "throttled: {reason}"),
+            SinkError::TooLarge(r) => write!(f, "too large: {r}"),
+            SinkError::Unauthorized(r) => write!(f, "unauthorized: {r}"),
+            SinkError::Rejected(r) => write!(f, "rejected: {r}"),
+            SinkError::Refused(r) => write!(f, "refused: {}", r.reason()),
+        }
+    }
 }
 
 /// The readings of a batch a sink cannot write, by their place in the batch, with why.
@@ -96,7 +114,52 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            SinkError::Retryable(_) | SinkError::Throttled { .. } | SinkError::Unauthorized(_)
+            SinkError::Retryable(_)
+                | SinkError::Transient(_)
+                | SinkError::Throttled { .. }
+                | SinkError::Unauthorized(_)
         )
+    }
+
+    /// A passing failure caused by `err`.
+    pub fn transient(err: impl std::error::Error + Send + Sync + 'static) -> SinkError {
+        SinkError::Transient(Box::new(err))
+    }
+}
+
+/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error; a cause whose text
+/// the message already holds (some libraries repeat their cause in their own message) is not
+/// printed again.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_error_keeps_its_cause_and_prints_it_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = SinkError::transient(io);
+        assert_eq!(e.to_string(), "retryable");
+        assert_eq!(format!("{e:#}"), "retryable: refused");
+        assert_eq!(error_chain(&e), "retryable: refused");
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "retryable: refused"
+        );
+        assert!(SinkError::Retryable("x".into()).is_retryable());
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! What the runner does with each class of [`SinkError`], so that every sink gets the same
 //! policies:
-//! - `Retryable`: backoff (capped, jittered), forever.
+//! - `Retryable`, `Transient`: backoff (capped, jittered), forever.
 //! - `Throttled`: wait what the store asked (`Retry-After`, at most [`MAX_RETRY_AFTER`]),
 //!   else backoff.
 //! - `Unauthorized`: the data stays in the journal; backoff, forever, with an error log (the
@@ -28,12 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::dead_letter::DeadLetter;
-use super::{Batch, Sink, SinkError};
+use super::{error_chain, Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
+use crate::events::{BatchRejected, BatchSplit, BatchWritten, SinkWriteFailed, SinkWrites};
 use crate::journal::{JournalError, JournalReader, Position};
-use crate::metrics::{Counter, Gauge, Histogram, Metrics};
+use crate::metrics::{Counter, Histogram, Metrics};
 use crate::task::{blocking, ShuttingDown};
 
 /// The longest `Retry-After` honoured; a store asking for more is asked again after this.
@@ -57,15 +58,12 @@ pub struct SinkRunner<S> {
     retry: Backoff,
     name: String,
     dead_letter: Option<DeadLetter>,
-    written: Counter,
+    writes: SinkWrites,
     rejected: Counter,
     dead_lettered: Counter,
     splits: Counter,
-    failures: Counter,
     /// `sink_write_duration_seconds`: every write attempt, failed ones too.
     write_duration: Histogram,
-    up: Gauge,
-    unauthorized: Gauge,
 }
 
 /// The runner was told to stop (or the runtime is shutting down) before its batch was
@@ -85,22 +83,24 @@ impl<S: Sink> SinkRunner<S> {
             sink,
             batcher: Batcher::new(settings.batch),
             retry: Backoff::new(settings.retry),
-            written: metrics.counter("readings_written_total", &[("sink", &name)]),
+            writes: SinkWrites {
+                written: metrics.counter("readings_written_total", &[("sink", &name)]),
+                failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
+                // Up until a write fails: /health reports a sink failing only once it has.
+                up: {
+                    let up = metrics.sink_up(&name);
+                    up.set(1);
+                    up
+                },
+                unauthorized: metrics.gauge("sink_unauthorized", &[("sink", &name)]),
+            },
             rejected: metrics.counter(
                 "readings_dropped_total",
                 &[("sink", &name), ("reason", "rejected_by_sink")],
             ),
             dead_lettered: metrics.counter("readings_dead_lettered_total", &[("sink", &name)]),
             splits: metrics.counter("sink_batch_splits_total", &[("sink", &name)]),
-            failures: metrics.counter("sink_write_failures_total", &[("sink", &name)]),
             write_duration: metrics.histogram("sink_write_duration_seconds", &[("sink", &name)]),
-            // Up until a write fails: /health reports a sink failing only once it has.
-            up: {
-                let up = metrics.gauge("sink_up", &[("sink", &name)]);
-                up.set(1);
-                up
-            },
-            unauthorized: metrics.gauge("sink_unauthorized", &[("sink", &name)]),
             reader: Some(reader),
             dead_letter: None,
             name,
@@ -117,8 +117,11 @@ impl<S: Sink> SinkRunner<S> {
     /// Runs until the journal's writer has finished and everything it committed is written
     /// (a graceful stop), or until `abort` (what is not written stays in the journal).
     ///
+    /// Its log lines carry the span `sink{sink=<name>}`.
+    ///
     /// # Errors
     /// The journal cannot be read.
+    #[tracing::instrument(name = "sink", skip_all, fields(sink = %self.name))]
     pub async fn run(mut self, abort: CancellationToken) -> Result<(), JournalError> {
         let mut committed = self.reader_ref().committed();
         let mut input_closed = false;
@@ -126,7 +129,7 @@ impl<S: Sink> SinkRunner<S> {
             committed.borrow_and_update();
             let room = self.batcher.room();
             let Ok(chunk) = self.read(room).await else {
-                debug!(sink = %self.name, "the runtime is shutting down; the rest stays in the journal");
+                debug!("the runtime is shutting down; the rest stays in the journal");
                 return Ok(());
             };
             let chunk = chunk?;
@@ -145,14 +148,14 @@ impl<S: Sink> SinkRunner<S> {
                 if !self.batcher.is_empty() {
                     let _ = self.flush(&abort).await;
                 }
-                info!(sink = %self.name, "sink drained");
+                info!("sink drained");
                 return Ok(());
             }
             let deadline = self.batcher.deadline();
             tokio::select! {
                 biased;
                 () = abort.cancelled() => {
-                    info!(sink = %self.name, unwritten = self.batcher.len(), "sink stopped; the rest stays in the journal");
+                    info!(unwritten = self.batcher.len(), "sink stopped; the rest stays in the journal");
                     return Ok(());
                 }
                 () = sleep_until_opt(deadline) => {
@@ -217,7 +220,7 @@ impl<S: Sink> SinkRunner<S> {
             Ok(Ok(())) => Ok(()),
             // The readings are written; the old cursor only means writing them again.
             Ok(Err(e)) => {
-                warn!(sink = %self.name, error = %e, "cannot save the sink's cursor");
+                warn!(error = %e, "cannot save the sink's cursor");
                 Ok(())
             }
             Err(ShuttingDown) => Err(Aborted),
@@ -238,19 +241,23 @@ impl<S: Sink> SinkRunner<S> {
             self.write_duration.observe(started.elapsed());
             let delay = match result {
                 Ok(()) => {
-                    self.written.add(n);
-                    if self.retry.attempts() > 0 {
-                        info!(sink = %self.name, "sink writes again");
+                    BatchWritten {
+                        m: &self.writes,
+                        readings: n,
+                        elapsed: started.elapsed(),
+                        recovered: self.retry.attempts() > 0,
                     }
+                    .emit();
                     self.retry.reset();
-                    self.up.set(1);
-                    self.unauthorized.set(0);
-                    debug!(sink = %self.name, readings = n, elapsed = ?started.elapsed(), "batch written");
                     return Ok(None);
                 }
                 Err(SinkError::TooLarge(reason)) if n > 1 => {
-                    self.splits.inc();
-                    info!(sink = %self.name, readings = n, %reason, "batch too large for the store: writing it in halves");
+                    BatchSplit {
+                        splits: &self.splits,
+                        readings: n,
+                        reason: &reason,
+                    }
+                    .emit();
                     return Ok(Some(part.split_at(part.len() / 2)));
                 }
                 Err(SinkError::TooLarge(reason) | SinkError::Rejected(reason)) => {
@@ -273,19 +280,15 @@ impl<S: Sink> SinkRunner<S> {
                     continue;
                 }
                 Err(SinkError::Unauthorized(reason)) => {
-                    self.failures.inc();
-                    self.up.set(0);
-                    self.unauthorized.set(1);
                     let delay = self.retry.next_delay();
-                    if self.retry.worth_logging() {
-                        error!(sink = %self.name, %reason, attempts = self.retry.attempts(), ?delay,
-                            "the store refuses our credentials: nothing is written to it until they are fixed (the readings wait in the journal)");
-                    }
+                    self.failed(&reason, true, delay);
                     delay
                 }
-                Err(e @ (SinkError::Retryable(_) | SinkError::Throttled { .. })) => {
-                    self.failures.inc();
-                    self.up.set(0);
+                Err(
+                    e @ (SinkError::Retryable(_)
+                    | SinkError::Transient(_)
+                    | SinkError::Throttled { .. }),
+                ) => {
                     let backoff = self.retry.next_delay();
                     let delay = match &e {
                         SinkError::Throttled {
@@ -294,9 +297,7 @@ impl<S: Sink> SinkRunner<S> {
                         } => (*after).min(MAX_RETRY_AFTER),
                         _ => backoff,
                     };
-                    if self.retry.worth_logging() {
-                        warn!(sink = %self.name, error = %e, attempts = self.retry.attempts(), ?delay, "write failed; retrying");
-                    }
+                    self.failed(&error_chain(&e), false, delay);
                     delay
                 }
             };
@@ -305,6 +306,19 @@ impl<S: Sink> SinkRunner<S> {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Counts and logs a failed write, retried after `delay`.
+    fn failed(&self, error: &dyn std::fmt::Display, unauthorized: bool, delay: Duration) {
+        SinkWriteFailed {
+            m: &self.writes,
+            error,
+            unauthorized,
+            attempts: self.retry.attempts(),
+            delay,
+            loud: self.retry.worth_logging(),
+        }
+        .emit();
     }
 
     /// Puts readings the store refused for good into the dead-letter file (retrying while
@@ -318,8 +332,13 @@ impl<S: Sink> SinkRunner<S> {
     ) -> Result<(), Aborted> {
         let n = part.len() as u64;
         let Some(dead_letter) = self.dead_letter.clone() else {
-            self.rejected.add(n);
-            error!(sink = %self.name, readings = n, %reason, "the store rejected a batch; skipping it");
+            BatchRejected {
+                counter: &self.rejected,
+                readings: n,
+                reason,
+                file: None,
+            }
+            .emit();
             return Ok(());
         };
         let mut retry = Backoff::new(BackoffConfig {
@@ -338,15 +357,19 @@ impl<S: Sink> SinkRunner<S> {
             };
             match written {
                 Ok(()) => {
-                    self.dead_lettered.add(n);
-                    error!(sink = %self.name, readings = n, %reason, file = %dead_letter.path().display(),
-                        "the store rejected a batch: it is in the dead-letter file; moving on");
+                    BatchRejected {
+                        counter: &self.dead_lettered,
+                        readings: n,
+                        reason,
+                        file: Some(dead_letter.path()),
+                    }
+                    .emit();
                     return Ok(());
                 }
                 Err(e) => {
                     let delay = retry.next_delay();
                     if retry.worth_logging() {
-                        error!(sink = %self.name, error = %e, file = %dead_letter.path().display(), ?delay,
+                        error!(error = %e, file = %dead_letter.path().display(), ?delay,
                             "cannot write the dead-letter file; retrying (the sink waits)");
                     }
                     tokio::select! {

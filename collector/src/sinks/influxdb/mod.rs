@@ -204,7 +204,7 @@ impl InfluxSink {
                 .get(ping_url.clone())
                 .send()
                 .await
-                .map_err(|e| SinkError::Retryable(error_chain(&e)))?;
+                .map_err(SinkError::transient)?;
             version = ping
                 .headers()
                 .get("X-Influxdb-Version")
@@ -246,10 +246,7 @@ impl InfluxSink {
         } else {
             request = request.body(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| SinkError::Retryable(error_chain(&e)))?;
+        let response = request.send().await.map_err(SinkError::transient)?;
         classify_response(response).await
     }
 }
@@ -345,24 +342,33 @@ pub fn classify(status: StatusCode, body: &str, retry_after: Option<Duration>) -
     }
 }
 
-/// `err` and its causes, `: `-separated.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn a_tls_error_prints_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::config::TlsConfig {
+            ca_file: Some(dir.path().join("nope.pem")),
+            ..crate::config::TlsConfig::default()
+        };
+        let source = crate::tls::client_config(Some(&tls)).unwrap_err();
+        let e = InfluxError::Tls {
+            sink: "influxdb:x".into(),
+            source,
+        };
+        let io = std::error::Error::source(&e)
+            .and_then(std::error::Error::source)
+            .unwrap()
+            .to_string();
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert!(
+            shown.starts_with("TLS: ") && shown.contains("nope.pem: "),
+            "{shown}"
+        );
+        assert_eq!(shown.matches(&io).count(), 1, "{shown}");
+    }
+
     use super::*;
     use crate::config::Config;
 

@@ -40,7 +40,9 @@ use super::line_protocol::{self, Dialect, Precision};
 use super::{Batch, Sink, SinkError};
 use crate::config::MqttSinkSettings;
 use crate::metrics::{Counter, Metrics};
-use crate::mqtt::{ConnError, Connection, Event, Options, PubAckOutcome, Tuning};
+use crate::mqtt::{
+    ConnError, Connection, Event, MqttError, MqttFailed, Options, PubAckOutcome, Tuning,
+};
 use crate::reading::Readings;
 
 /// Room in a PUBLISH packet for what is not the payload: the fixed header (at most 5
@@ -97,7 +99,7 @@ impl MqttSink {
     ///
     /// # Errors
     /// TLS files that cannot be read or hold no usable certificate or key.
-    pub fn new(settings: &MqttSinkSettings, metrics: &Metrics) -> anyhow::Result<MqttSink> {
+    pub fn new(settings: &MqttSinkSettings, metrics: &Metrics) -> Result<MqttSink, MqttFailed> {
         let s = settings;
         let options = Options::new(
             &s.broker,
@@ -109,7 +111,7 @@ impl MqttSink {
                 max_inflight: s.max_inflight,
             },
         )
-        .map_err(|e| e.context(s.sink.clone()))?;
+        .map_err(|e| MqttFailed::new(s.sink.clone(), e))?;
         let labels = [("sink", s.sink.as_str())];
         Ok(MqttSink {
             name: s.sink.clone(),
@@ -137,7 +139,7 @@ impl MqttSink {
     ///
     /// # Errors
     /// The broker cannot be reached, refuses the connection, or does not answer in time.
-    pub async fn check(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), MqttError> {
         self.options.check(&self.client_id, timeout).await
     }
 
@@ -148,7 +150,7 @@ impl MqttSink {
             .as_ref()
             .is_some_and(|l| l.last_used.elapsed() >= self.keep_alive);
         if self.interrupted || stale {
-            debug!(sink = %self.name, interrupted = self.interrupted, "opening a new connection");
+            debug!(interrupted = self.interrupted, "opening a new connection");
             self.live = None;
             self.interrupted = false;
         }
@@ -175,7 +177,7 @@ impl MqttSink {
                     )))
                 }
             };
-            info!(sink = %self.name, client_id = %self.client_id, "connected to the broker");
+            info!(client_id = %self.client_id, "connected to the broker");
             self.live = Some(Live {
                 client,
                 events,
@@ -210,7 +212,7 @@ impl MqttSink {
         while acked < n {
             tokio::select! {
                 sent = &mut sending, if !all_sent => {
-                    sent.map_err(|e| SinkError::Retryable(e.to_string()))?;
+                    sent.map_err(SinkError::transient)?;
                     all_sent = true;
                 }
                 () = &mut silence => {
@@ -272,7 +274,7 @@ impl Sink for MqttSink {
                         .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
                     {
                         self.warned_no_subscribers = Some(now);
-                        warn!(sink = %self.name, messages = no_subscribers,
+                        warn!(messages = no_subscribers,
                             "the broker has no subscriber for some of the topics published to: those readings reached nobody (check the topic and the subscribers; a persistent session keeps a subscription while its collector is away)");
                     }
                 }

@@ -24,6 +24,7 @@ mod decode;
 pub mod plan;
 mod wire;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ use self::wire::{lock, Wire, WireState};
 use super::{now_ns, Envelope, Inlet, Rejections, SourceCounters};
 use crate::backoff::{Backoff, LogLimit};
 use crate::config::{DeviceSettings, Link, ModbusSettings, Parity, RegisterKind, RtuSettings};
+use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{FieldValue, Reading};
 use crate::report::Exception;
@@ -152,9 +154,13 @@ impl ModbusSource {
     /// backoff, while it is away), polls every device as planned, and sends the readings
     /// to `out`. A full `out` pushes back: polling waits.
     ///
+    /// Its log lines carry the span `source{source=modbus:<name>}`.
+    ///
     /// # Errors
-    /// None so far: every failure is retried. The signature is the one every source has.
-    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
+    /// None (the type says so): every failure is retried. The signature is the one every
+    /// source has.
+    #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> Result<(), Infallible> {
         let label = self.label();
         let at = self.describe();
         let counters = SourceCounters::new(&self.metrics, &label);
@@ -174,7 +180,7 @@ impl ModbusSource {
         let mut backoff = Backoff::new(self.settings.reopen);
         let mut away_logged = false;
         let mut first = true;
-        info!(source = %label, at = %at, devices = devices.len(), "opening the Modbus link");
+        info!(at = %at, devices = devices.len(), "opening the Modbus link");
         loop {
             if !first {
                 counters.reconnects.inc();
@@ -182,8 +188,12 @@ impl ModbusSource {
             first = false;
             match self.open().await {
                 Ok(mut open) => {
-                    counters.connected.set(1);
-                    info!(source = %label, at = %at, "connected");
+                    SourceConnected {
+                        connected: &counters.connected,
+                        at: Some(&at),
+                        session_present: None,
+                    }
+                    .emit();
                     let mut answered = false;
                     let end = self
                         .serve(
@@ -206,18 +216,25 @@ impl ModbusSource {
                     match end {
                         End::Stopped | End::Closed => break,
                         End::Disconnected(why) => {
-                            warn!(source = %label, at = %at, reason = %why, "disconnected; reopening with backoff");
+                            SourceDisconnected {
+                                connected: &counters.connected,
+                                at: Some(&at),
+                                reason: &why,
+                            }
+                            .emit();
                             away_logged = true;
                         }
                     }
                 }
                 Err(e) => {
-                    if away_logged {
-                        debug!(source = %label, at = %at, error = %e, "cannot open the link");
-                    } else {
-                        warn!(source = %label, at = %at, error = %e, "cannot open the link; retrying with backoff");
-                        away_logged = true;
+                    SourceUnreachable {
+                        at: Some(&at),
+                        error: &e,
+                        attempts: None,
+                        loud: !away_logged,
                     }
+                    .emit();
+                    away_logged = true;
                 }
             }
             let delay = backoff.next_delay();
@@ -227,7 +244,7 @@ impl ModbusSource {
             }
         }
         counters.connected.set(0);
-        info!(source = %label, "stopped");
+        info!("stopped");
         Ok(())
     }
 
@@ -362,7 +379,6 @@ impl ModbusSource {
         probing: bool,
         sending: &mut Sending<'_>,
     ) -> Result<bool, String> {
-        let label = self.label();
         let timestamp = now_ns();
         device.metrics.polls.inc();
         let attempts = if probing {
@@ -401,7 +417,7 @@ impl ModbusSource {
         if answered {
             *sending.answered = true;
         }
-        device.record(answered, failure.as_ref(), &label);
+        device.record(answered, failure.as_ref());
         if answered {
             sending
                 .counters
@@ -612,7 +628,7 @@ impl Device {
                 requests: metrics.counter("modbus_requests_total", &labels),
                 polls: metrics.counter("modbus_polls_total", &labels),
                 overruns: metrics.counter("modbus_poll_overruns_total", &labels),
-                up: metrics.gauge("modbus_device_up", &labels),
+                up: metrics.modbus_device_up(label, &d.name),
             },
             up: None,
             retry_at: None,
@@ -635,22 +651,22 @@ impl Device {
             )
             .inc();
         if let Some(similar_since_last) = self.log.event(std::time::Instant::now()) {
-            debug!(source = %label, device = %self.settings.name, reason, similar_since_last, "request failed");
+            debug!(device = %self.settings.name, reason, similar_since_last, "request failed");
         }
     }
 
     /// Records the outcome of a poll: whether the device answered (an exception is an
     /// answer), and logs a change of state once.
-    fn record(&mut self, answered: bool, failure: Option<&Failure>, label: &str) {
+    fn record(&mut self, answered: bool, failure: Option<&Failure>) {
         let name = &self.settings.name;
         if answered {
             if self.up != Some(true) {
-                info!(source = %label, device = %name, unit = self.settings.unit, "device answering");
+                info!(device = %name, unit = self.settings.unit, "device answering");
             }
             if let Some(f) = failure {
                 // Alive, but refusing part of the map: worth a line now and then.
                 if self.log.event(std::time::Instant::now()).is_some() {
-                    warn!(source = %label, device = %name, error = %f, "device refused a request");
+                    warn!(device = %name, error = %f, "device refused a request");
                 }
             }
             self.up = Some(true);
@@ -661,7 +677,7 @@ impl Device {
             let delay = self.offline.next_delay();
             if self.up != Some(false) {
                 let why = failure.map(ToString::to_string).unwrap_or_default();
-                warn!(source = %label, device = %name, unit = self.settings.unit, error = %why, retry_in = ?delay, "device not answering; trying it again now and then");
+                warn!(device = %name, unit = self.settings.unit, error = %why, retry_in = ?delay, "device not answering; trying it again now and then");
             }
             self.up = Some(false);
             self.retry_at = Some(Instant::now() + delay);

@@ -7,30 +7,40 @@
 //! capped, jittered backoff (rumqttc has none of its own), and subscribes again on every
 //! ConnAck (a session that was not kept has lost its subscriptions).
 //!
+//! The connection's state machine (`state.rs`: what each event means, backoff, the packet
+//! limit) has no I/O and is tested without a broker; [`MqttSource::run`] and its `Io` do the
+//! polling, the envelopes, the acks and the stop.
+//!
 //! Shared subscriptions (`$share/<group>/<filter>`) need nothing more here: the broker hands
 //! each message of the group to one of its members, and the message's topic is the real one,
 //! which the template's filter part matches (the prefix never becomes a tag).
 
+mod state;
 mod topic;
 
 pub use topic::{TopicMatch, TopicTemplate};
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::time::Duration;
-
-use anyhow::Context as _;
 
 use rumqttc::QoS;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::{now_ns, timestamp_bounds, Ack, Envelope, Inlet, Rejections, SourceCounters};
-use crate::backoff::{Backoff, LogLimit};
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
+use crate::events::{
+    OversizedMessageClosedConnection, SourceConnected, SourceDisconnected, SourceUnreachable,
+};
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::mqtt::{ConnError, Event, Message, Options, Tuning, MAX_REMAINING_LENGTH};
+use crate::mqtt::{Client, ConnError, Connection, Event, Message, MqttFailed, Options, Tuning};
 use crate::payload::{self, Context, Reject};
 use crate::reading::{CompactString, Reading};
+use state::{ConnState, Disconnect, Step};
 
 /// Room for every packet id that can be unacknowledged at once: sending an ack never waits.
 const ACK_CHANNEL_CAPACITY: usize = 65_535;
@@ -81,7 +91,7 @@ impl MqttSource {
         settings: MqttSettings,
         timestamps: TimestampConfig,
         metrics: Metrics,
-    ) -> anyhow::Result<MqttSource> {
+    ) -> Result<MqttSource, MqttFailed> {
         let s = &settings;
         let options = Options::new(
             &s.broker,
@@ -94,7 +104,7 @@ impl MqttSource {
                 max_inflight: 1,
             },
         )
-        .with_context(|| format!("source {}", s.name))?;
+        .map_err(|e| MqttFailed::new(format!("source {}", s.name), e))?;
         Ok(MqttSource {
             settings,
             options,
@@ -109,12 +119,12 @@ impl MqttSource {
     ///
     /// # Errors
     /// The broker cannot be reached, refuses the connection, or does not answer in time.
-    pub async fn check(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), MqttFailed> {
         let b = &self.settings.broker;
         self.options
             .check(&b.client_id, timeout)
             .await
-            .with_context(|| format!("{}:{}", b.host, b.port))
+            .map_err(|e| MqttFailed::new(format!("{}:{}", b.host, b.port), e))
     }
 
     /// The source's name in logs and metrics (`mqtt:<name>`).
@@ -126,10 +136,13 @@ impl MqttSource {
     /// A full `out` pushes back: the event loop is not polled until there is room, so the
     /// broker holds the rest.
     ///
+    /// Its log lines carry the span `source{source=mqtt:<name>}`.
+    ///
     /// # Errors
-    /// Only for a configuration that cannot be used at all (unreadable TLS files); network
-    /// failures are retried forever.
-    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
+    /// None (the type says so): every failure is retried. The signature is the one every
+    /// source has.
+    #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> Result<(), Infallible> {
         let label = self.label();
         let s = &self.settings;
         let b = &s.broker;
@@ -148,7 +161,7 @@ impl MqttSource {
 
         let (ack_tx, mut ack_rx) = mpsc::channel::<u16>(ACK_CHANNEL_CAPACITY);
         let ack_client = client.clone();
-        let mut acker = tokio::spawn(async move {
+        let acker = tokio::spawn(async move {
             while let Some(pkid) = ack_rx.recv().await {
                 if ack_client.ack(pkid).await.is_err() {
                     break; // the event loop is gone: the broker redelivers
@@ -161,41 +174,126 @@ impl MqttSource {
             .iter()
             .map(|sub| (sub.template.filter(), sub.qos))
             .collect();
-        let mut backoff = Backoff::new(s.reconnect);
-        let mut connected = false;
-        let mut packet_limit = packet_limit(s);
-        let mut oversized_logs = LogLimit::new(Duration::from_secs(60));
+        let mut state = ConnState::new(s.reconnect, packet_limit(s), s.max_payload_size);
         let mut reader = Reader::new(&self, &m);
-        info!(source = %label, host = %b.host, port = b.port, protocol = %b.protocol, client_id = %b.client_id, "connecting");
+        info!(host = %b.host, port = b.port, protocol = %b.protocol, client_id = %b.client_id, "connecting");
 
-        // While running, `out` and `ack_tx` are Some. Stopping takes both: no new message is
-        // read (the broker keeps what we did not ack), and once the journal has taken every
-        // message already read, the acker ends; a disconnect queued behind its acks then
-        // closes the connection after they went out.
-        let max_messages = out.capacity();
-        let mut out = Some(out);
-        let mut ack_tx = Some(ack_tx);
-        let mut acks_done = false;
-        let drain_deadline = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(drain_deadline);
-        // The messages that arrived together (rumqttc reads several packets at a time) go
-        // into one envelope: it is sent when no further event is ready, when it is full, or
-        // before any other event is handled.
-        let mut collected: Option<Envelope> = None;
-        // Set when an oversized message closed the connection: the next one reads packets up
-        // to `packet_limit`.
-        let mut raise_limit = false;
+        let mut io = Io {
+            max_messages: out.capacity(),
+            out: Some(out),
+            ack_tx: Some(ack_tx),
+            acker,
+            acks_done: false,
+            drain_deadline: Box::pin(tokio::time::sleep(Duration::MAX)),
+            collected: None,
+            read_pause: s.read_pause,
+        };
         loop {
-            if std::mem::take(&mut raise_limit) {
-                conn.set_max_incoming_packet(packet_limit, MAX_OUTGOING_PACKET);
+            if let Some(limit) = state.take_raised_limit() {
+                conn.set_max_incoming_packet(limit, MAX_OUTGOING_PACKET);
             }
+            let Some(event) = io.next_event(&mut conn, &client, &m, &stop).await else {
+                break;
+            };
+            let stopping = io.out.is_none();
+            if event.is_err() {
+                m.counters.connected.set(0);
+                m.subscribed.set(0);
+            }
+            match state.on_event(event, stopping, std::time::Instant::now()) {
+                Step::Stop => break,
+                Step::Subscribe { session_present } => {
+                    SourceConnected {
+                        connected: &m.counters.connected,
+                        at: None,
+                        session_present: Some(session_present),
+                    }
+                    .emit();
+                    // Subscribing from this task could wait on rumqttc's request channel,
+                    // which only this task drains: hand it to another task.
+                    let c = client.clone();
+                    let f = filters.clone();
+                    tokio::spawn(async move { c.subscribe(&f).await });
+                }
+                Step::Subscribed => {
+                    m.subscribed.set(1);
+                    info!(filters = filters.len(), "subscribed");
+                }
+                Step::Refused(refused) => {
+                    error!(?refused, "the broker refused a subscription (check its ACL, and that it supports shared subscriptions if one is `$share/...`)");
+                }
+                Step::Read { msg, counted } => {
+                    if let Some(acks) = &io.ack_tx {
+                        reader.read(msg, counted, acks, &mut io.collected);
+                    }
+                }
+                Step::Skip | Step::Nothing => {}
+                Step::Reconnect { delay, cause } => {
+                    m.counters.reconnects.inc();
+                    reader.disconnected(&cause);
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        m.counters.connected.set(0);
+        io.acker.abort();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// The largest packet a source reads: a publish packet is the payload plus at most a 64 KiB
+/// topic and a few header bytes, so anything larger cannot be a payload it would accept.
+/// A larger one closes the connection (MQTT 3.1.1 cannot tell the broker a limit); see the
+/// handling of [`crate::mqtt::ConnError::Oversized`] in [`state::ConnState`].
+fn packet_limit(s: &MqttSettings) -> usize {
+    s.max_payload_size.saturating_add(70 * 1024)
+}
+
+/// The I/O side of a running source: its way into the pipeline, its acks, and the envelope
+/// it is collecting.
+///
+/// While running, `out` and `ack_tx` are Some. Stopping takes both: no new message is read
+/// (the broker keeps what we did not ack), and once the journal has taken every message
+/// already read, the acker ends; a disconnect queued behind its acks then closes the
+/// connection after they went out.
+struct Io {
+    out: Option<Inlet>,
+    ack_tx: Option<mpsc::Sender<u16>>,
+    acker: JoinHandle<()>,
+    acks_done: bool,
+    drain_deadline: Pin<Box<Sleep>>,
+    /// The messages that arrived together (rumqttc reads several packets at a time) go into
+    /// one envelope: it is sent when no further event is ready, when it is full, or before
+    /// any other event is handled.
+    collected: Option<Envelope>,
+    max_messages: usize,
+    read_pause: Duration,
+}
+
+impl Io {
+    /// The next event of `conn`, once what was collected is sent if it must be; `None` when
+    /// the source is done (the pipeline is gone, or it stopped and its acks went out or
+    /// timed out).
+    async fn next_event(
+        &mut self,
+        conn: &mut Connection,
+        client: &Client,
+        m: &SourceMetrics,
+        stop: &CancellationToken,
+    ) -> Option<Result<Event, ConnError>> {
+        let event = loop {
             let mut next = std::pin::pin!(conn.poll());
             // Whether the connection was polled: `Pending` then means every message
             // waiting has been read.
             let mut polled = false;
-            let ready = match (&out, collected.as_ref()) {
+            let ready = match (&self.out, self.collected.as_ref()) {
                 (Some(_), Some(c))
-                    if c.readings.len() < MAX_ENVELOPE_READINGS && c.messages < max_messages =>
+                    if c.readings.len() < MAX_ENVELOPE_READINGS
+                        && c.messages < self.max_messages =>
                 {
                     polled = true;
                     // One poll, with this task's waker: `Pending` leaves the future as it is.
@@ -206,145 +304,52 @@ impl MqttSource {
                 }
                 _ => std::task::Poll::Pending,
             };
-            let event = match ready {
-                std::task::Poll::Ready(e) => e,
-                std::task::Poll::Pending => {
-                    // Nothing more right now (or the envelope is full): hand over what was
-                    // collected, then wait. The poll future is not dropped in between.
-                    // Once every message waiting is read, and none needs an ack, pause
-                    // before reading again (see `MqttSettings::read_pause`).
-                    let mut pause = false;
-                    if let Some(envelope) = collected.take() {
-                        pause = polled && envelope.ack.is_none() && !s.read_pause.is_zero();
-                        if send(&out, &m.counters, envelope).await.is_err() {
-                            break; // the pipeline is gone
-                        }
-                    }
-                    if pause {
-                        tokio::select! {
-                            biased;
-                            () = stop.cancelled() => {}
-                            () = tokio::time::sleep(s.read_pause) => {}
-                        }
-                    }
-                    tokio::select! {
-                        biased;
-                        () = stop.cancelled(), if out.is_some() => {
-                            out = None;
-                            ack_tx = None;
-                            drain_deadline.as_mut().reset(tokio::time::Instant::now() + ACK_DRAIN_TIMEOUT);
-                            continue;
-                        }
-                        () = &mut drain_deadline => {
-                            warn!(source = %label, "stopping without sending every ack; the broker will redeliver those messages");
-                            break;
-                        }
-                        _ = &mut acker, if out.is_none() && !acks_done => {
-                            acks_done = true;
-                            client.try_disconnect();
-                            continue;
-                        }
-                        e = next => e,
-                    }
-                }
-            };
-            if !matches!(event, Ok(Event::Message(_))) {
-                if let Some(envelope) = collected.take() {
-                    if send(&out, &m.counters, envelope).await.is_err() {
-                        break;
-                    }
+            if let std::task::Poll::Ready(e) = ready {
+                break e;
+            }
+            // Nothing more right now (or the envelope is full): hand over what was collected,
+            // then wait. The poll future is not dropped in between. Once every message
+            // waiting is read, and none needs an ack, pause before reading again (see
+            // `MqttSettings::read_pause`).
+            let mut pause = false;
+            if let Some(envelope) = self.collected.take() {
+                pause = polled && envelope.ack.is_none() && !self.read_pause.is_zero();
+                if send(&self.out, &m.counters, envelope).await.is_err() {
+                    return None; // the pipeline is gone
                 }
             }
-            match event {
-                Ok(Event::Disconnecting) => break,
-                Ok(Event::Connected {
-                    session_present, ..
-                }) => {
-                    connected = true;
-                    m.counters.connected.set(1);
-                    backoff.connected();
-                    info!(source = %label, session_present, "connected");
-                    // Subscribing from this task could wait on rumqttc's request channel,
-                    // which only this task drains: hand it to another task.
-                    let c = client.clone();
-                    let f = filters.clone();
-                    tokio::spawn(async move { c.subscribe(&f).await });
+            if pause {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(self.read_pause) => {}
                 }
-                Ok(Event::Subscribed { refused }) => {
-                    if refused.is_empty() {
-                        m.subscribed.set(1);
-                        info!(source = %label, filters = filters.len(), "subscribed");
-                    } else {
-                        error!(source = %label, ?refused, "the broker refused a subscription (check its ACL, and that it supports shared subscriptions if one is `$share/...`)");
-                    }
+            }
+            tokio::select! {
+                biased;
+                () = stop.cancelled(), if self.out.is_some() => {
+                    self.out = None;
+                    self.ack_tx = None;
+                    self.drain_deadline.as_mut().reset(tokio::time::Instant::now() + ACK_DRAIN_TIMEOUT);
                 }
-                Ok(Event::Message(msg)) => {
-                    // While stopping, a new message is not acked: the broker redelivers it.
-                    let Some(acks) = &ack_tx else {
-                        continue;
-                    };
-                    reader.read(msg, acks, &mut collected);
+                () = &mut self.drain_deadline => {
+                    warn!("stopping without sending every ack; the broker will redeliver those messages");
+                    return None;
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    m.counters.connected.set(0);
-                    m.subscribed.set(0);
-                    if out.is_none() {
-                        break;
-                    }
-                    m.counters.reconnects.inc();
-                    let delay = backoff.next_delay();
-                    match &e {
-                        ConnError::Oversized { size } => {
-                            // The message is lost (QoS 0) or comes again (QoS 1, and with
-                            // MQTT 3.1.1 after every reconnect, for as long as it is not
-                            // acked). Take it on the next connection, once, so that it is
-                            // rejected and acked like any oversized payload: its memory
-                            // is paid once, and nothing behind it waits.
-                            reader.rejections.counter(Reject::Oversized.reason()).inc();
-                            reader.oversized_counted += 1;
-                            let limit = (*size).max(packet_limit).min(MAX_REMAINING_LENGTH);
-                            if limit > packet_limit {
-                                packet_limit = limit;
-                                raise_limit = true;
-                            }
-                            if let Some(unsaid) = oversized_logs.event(std::time::Instant::now()) {
-                                error!(source = %label, size, max_payload_size = s.max_payload_size, unsaid,
-                                    "a message larger than the packet limit closed the connection: it is rejected as oversized, and the next connection reads packets up to its size so that the broker does not send it again (raise max_payload_size to accept such messages, or limit message sizes on the broker)");
-                            }
-                        }
-                        ConnError::TakenOver => {
-                            error!(source = %label, client_id = %b.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
-                        }
-                        _ if connected => {
-                            warn!(source = %label, error = %e, "connection lost; reconnecting");
-                        }
-                        _ if backoff.worth_logging() => {
-                            warn!(source = %label, error = %e, attempts = backoff.attempts(), "cannot connect; retrying");
-                        }
-                        _ => debug!(source = %label, error = %e, ?delay, "cannot connect"),
-                    }
-                    connected = false;
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(delay) => {}
-                    }
+                _ = &mut self.acker, if self.out.is_none() && !self.acks_done => {
+                    self.acks_done = true;
+                    client.try_disconnect();
                 }
+                e = next => break e,
+            }
+        };
+        if !matches!(event, Ok(Event::Message(_))) {
+            if let Some(envelope) = self.collected.take() {
+                send(&self.out, &m.counters, envelope).await.ok()?;
             }
         }
-        m.counters.connected.set(0);
-        acker.abort();
-        info!(source = %label, "stopped");
-        Ok(())
+        Some(event)
     }
-}
-
-/// The largest packet a source reads: a publish packet is the payload plus at most a 64 KiB
-/// topic and a few header bytes, so anything larger cannot be a payload it would accept.
-/// A larger one closes the connection (MQTT 3.1.1 cannot tell the broker a limit); see the
-/// handling of [`ConnError::Oversized`] in [`MqttSource::run`].
-fn packet_limit(s: &MqttSettings) -> usize {
-    s.max_payload_size.saturating_add(70 * 1024)
 }
 
 /// Counts the readings of `envelope` (per device, once per envelope rather than per message)
@@ -370,9 +375,6 @@ struct Reader<'a> {
     /// The tags of the message being parsed (the subscription's and the topic's), kept
     /// from one message to the next for its capacity.
     tags: Vec<(CompactString, CompactString)>,
-    /// Oversized messages already counted when they closed the connection: when one comes
-    /// again (resent, with its DUP flag), it is rejected and acked but not counted twice.
-    oversized_counted: u32,
 }
 
 impl<'a> Reader<'a> {
@@ -382,25 +384,25 @@ impl<'a> Reader<'a> {
             m,
             rejections: Rejections::new(m.metrics.clone(), &m.name),
             tags: Vec::new(),
-            oversized_counted: 0,
         }
     }
 
     /// Parses one message into `collected` (started when `None`), with its ack. A message
-    /// with nothing usable in it is counted, and acked at once.
-    fn read(&mut self, msg: Message, ack_tx: &mpsc::Sender<u16>, collected: &mut Option<Envelope>) {
+    /// with nothing usable in it is counted, and acked at once; one `counted` already (an
+    /// oversized message resent) only acked.
+    fn read(
+        &mut self,
+        msg: Message,
+        counted: bool,
+        ack_tx: &mpsc::Sender<u16>,
+        collected: &mut Option<Envelope>,
+    ) {
         self.m.counters.messages.inc();
         let envelope = collected.get_or_insert_with(|| Envelope::new(Vec::new(), None, 0));
         let before = envelope.readings.len();
         match &msg.topic {
-            Some(_)
-                if msg.dup
-                    && self.oversized_counted > 0
-                    && msg.payload.len() > self.source.settings.max_payload_size =>
-            {
-                // Counted when it closed the connection.
-                self.oversized_counted -= 1;
-            }
+            // Counted when it closed the connection.
+            Some(_) if counted => {}
             Some(topic) => self.parse(topic, &msg.payload, &mut envelope.readings),
             None => self.reject("(a topic that is not UTF-8)", Reject::InvalidUtf8.reason()),
         }
@@ -424,6 +426,40 @@ impl<'a> Reader<'a> {
         }
         if envelope.readings.is_empty() {
             *collected = None;
+        }
+    }
+
+    /// Counts and logs why the connection ended.
+    fn disconnected(&mut self, cause: &Disconnect) {
+        let s = &self.source.settings;
+        match cause {
+            Disconnect::Oversized { size, unsaid } => OversizedMessageClosedConnection {
+                rejected: self.rejections.counter(Reject::Oversized.reason()),
+                size: *size,
+                max_payload_size: s.max_payload_size,
+                unsaid: *unsaid,
+            }
+            .emit(),
+            Disconnect::TakenOver => {
+                error!(client_id = %s.broker.client_id, "another client connected with this client id and took the session over: every collector needs its own client_id (for example \"collector-{{hostname}}\")");
+            }
+            Disconnect::Lost(e) => SourceDisconnected {
+                connected: &self.m.counters.connected,
+                at: None,
+                reason: e,
+            }
+            .emit(),
+            Disconnect::CannotConnect {
+                error,
+                attempts,
+                log,
+            } => SourceUnreachable {
+                at: None,
+                error,
+                attempts: Some(*attempts),
+                loud: *log,
+            }
+            .emit(),
         }
     }
 

@@ -13,18 +13,20 @@
 
 mod framing;
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use self::framing::{Frame, LineDecoder};
 use super::{now_ns, timestamp_bounds, Envelope, Inlet, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
+use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Metrics};
 use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
@@ -84,10 +86,13 @@ impl SerialSource {
     /// it is absent), reads lines, and sends their readings to `out`. A full `out` pushes
     /// back: the port is not read until there is room.
     ///
+    /// Its log lines carry the span `source{source=serial:<name>}`.
+    ///
     /// # Errors
-    /// None so far: every failure of the port is retried. The signature is the one every
+    /// None (the type says so): every failure is retried. The signature is the one every
     /// source has.
-    pub async fn run(self, out: Inlet, stop: CancellationToken) -> anyhow::Result<()> {
+    #[tracing::instrument(name = "source", skip_all, fields(source = %self.label()))]
+    pub async fn run(self, out: Inlet, stop: CancellationToken) -> Result<(), Infallible> {
         let label = self.label();
         let s = &self.settings;
         let path = s.path.display().to_string();
@@ -109,7 +114,7 @@ impl SerialSource {
         // Whether the port being away is already logged: each change of state is logged once.
         let mut away_logged = false;
         let mut first = true;
-        info!(source = %label, path = %path, baud_rate = s.baud_rate, "opening the port");
+        info!(path = %path, baud_rate = s.baud_rate, "opening the port");
         loop {
             if !first {
                 c.reconnects.inc();
@@ -117,8 +122,12 @@ impl SerialSource {
             first = false;
             match self.open() {
                 Ok(port) => {
-                    c.connected.set(1);
-                    info!(source = %label, path = %path, "connected");
+                    SourceConnected {
+                        connected: &c.connected,
+                        at: Some(&path),
+                        session_present: None,
+                    }
+                    .emit();
                     let end = reader.read_port(port, &out, &stop, &m).await;
                     // Back to short delays only if the port delivered something: a port
                     // that opens and fails at once keeps backing off.
@@ -134,18 +143,25 @@ impl SerialSource {
                     match end {
                         End::Stopped | End::Closed => break,
                         End::Disconnected(why) => {
-                            warn!(source = %label, path = %path, reason = %why, "disconnected; reopening with backoff");
+                            SourceDisconnected {
+                                connected: &c.connected,
+                                at: Some(&path),
+                                reason: &why,
+                            }
+                            .emit();
                             // The failed reopens that follow are the same state: not logged again.
                             away_logged = true;
                         }
                     }
                 }
                 Err(e) => {
-                    if !away_logged {
-                        warn!(source = %label, path = %path, error = %e, "cannot open the port; retrying with backoff until it appears");
-                    } else {
-                        debug!(source = %label, path = %path, error = %e, "cannot open the port");
+                    SourceUnreachable {
+                        at: Some(&path),
+                        error: &e,
+                        attempts: None,
+                        loud: !away_logged,
                     }
+                    .emit();
                     away_logged = true;
                 }
             }
@@ -156,7 +172,7 @@ impl SerialSource {
             }
         }
         c.connected.set(0);
-        info!(source = %label, "stopped");
+        info!("stopped");
         Ok(())
     }
 

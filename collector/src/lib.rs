@@ -17,8 +17,10 @@
 //!   source and the MQTT sink.
 //! - [`tls`]: the one rustls client configuration of every remote (brokers, InfluxDB).
 //! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`],
-//!   [`sources::modbus`]); each source sends
-//!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
+//!   [`sources::modbus`]); each source sends [`Envelope`](channel::Envelope)s into the
+//!   [`channel`].
+//! - [`channel`]: the one bounded channel between the sources and the journal (room
+//!   counted in messages, backpressure, acks once durable).
 //! - [`report`]: report by exception (deadband, on change, heartbeat), for any source.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
 //! - [`reading`]: the [`Reading`](reading::Reading) type, and its journal encoding.
@@ -39,6 +41,7 @@
 
 pub mod backoff;
 pub mod batcher;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod dashboard;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::channel::Inlet;
 use crate::config::{
     InfluxSettings, LocalSettings, ModbusSettings, MqttSettings, MqttSinkSettings, SerialSettings,
     Settings, TimestampConfig,
@@ -33,7 +34,6 @@ use crate::sinks::Sink;
 use crate::sources::modbus::ModbusSource;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
-use crate::sources::Inlet;
 use crate::task::blocking;
 
 /// The name of the local store sink (its journal cursor and metrics label).

@@ -40,10 +40,10 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::backoff::{Backoff, LogLimit};
+use crate::channel::{Envelope, Outlet};
 use crate::config::{BackoffConfig, JournalSettings, WhenFull};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{self, Batch, Encoded, Encoding, Reading};
-use crate::sources::{Envelope, Outlet};
 
 /// The most readings one commit takes; bounds the writer's memory.
 const MAX_ENTRY_READINGS: usize = 65_536;

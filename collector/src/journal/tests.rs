@@ -1,7 +1,7 @@
 use super::*;
+use crate::channel::{Ack, Inlet};
 use crate::metrics::Metrics;
 use crate::reading::{FieldValue, Readings};
-use crate::sources::{Ack, Inlet};
 use tokio::sync::mpsc;
 
 fn reading(i: usize) -> Reading {

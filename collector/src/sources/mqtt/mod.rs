@@ -24,8 +24,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{now_ns, timestamp_bounds, Ack, Envelope, Inlet, Rejections, SourceCounters};
+use super::{now_ns, timestamp_bounds, Rejections, SourceCounters};
 use crate::backoff::{Backoff, LogLimit};
+use crate::channel::{Ack, Envelope, Inlet};
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::mqtt::{ConnError, Event, Message, Options, Tuning, MAX_REMAINING_LENGTH};

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::framing::{Frame, LineDecoder};
-use super::{now_ns, timestamp_bounds, Envelope, Inlet, Rejections, SourceCounters};
+use super::{now_ns, timestamp_bounds, Rejections, SourceCounters};
 use crate::backoff::Backoff;
+use crate::channel::{Envelope, Inlet};
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
 use crate::metrics::{Counter, Metrics};
 use crate::payload::{self, Context, Reject};

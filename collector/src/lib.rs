@@ -61,5 +61,6 @@ pub mod sinks;
 pub mod sources;
 pub mod task;
 pub mod tls;
+pub mod topic;
 
 pub use pipeline::run;

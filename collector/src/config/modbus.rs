@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::settings::Problems;
+use super::problems::Problems;
 use super::{BackoffConfig, Parity};
 use crate::reading::{CompactString, DEVICE_TAG};
 

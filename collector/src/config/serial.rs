@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::settings::{payload_format, FormatOptions, Problems};
+use super::format::{payload_format, FormatOptions};
+use super::problems::Problems;
 use super::{BackoffConfig, CsvConfig, FormatName, JsonConfig, LineProtocolConfig};
 use crate::payload::Format;
 use crate::reading::{CompactString, DEVICE_TAG};

@@ -11,10 +11,6 @@
 //! each message of the group to one of its members, and the message's topic is the real one,
 //! which the template's filter part matches (the prefix never becomes a tag).
 
-mod topic;
-
-pub use topic::{TopicMatch, TopicTemplate};
-
 use std::time::Duration;
 
 use anyhow::Context as _;

@@ -511,7 +511,7 @@ impl Sinks {
             let task_name = name.clone();
             let task = self.tasks.spawn(run(abort.clone()).map(move |r| {
                 if let Err(e) = r {
-                    error!(sink = %task_name, error = %e, "sink stopped on a journal error");
+                    error!(sink = %task_name, error = format!("{:#}", anyhow::Error::from(e)), "sink stopped on a journal error");
                 }
             }));
             self.running.insert(

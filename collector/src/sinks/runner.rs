@@ -217,7 +217,7 @@ impl<S: Sink> SinkRunner<S> {
             Ok(Ok(())) => Ok(()),
             // The readings are written; the old cursor only means writing them again.
             Ok(Err(e)) => {
-                warn!(sink = %self.name, error = %e, "cannot save the sink's cursor");
+                warn!(sink = %self.name, error = format!("{:#}", anyhow::Error::from(e)), "cannot save the sink's cursor");
                 Ok(())
             }
             Err(ShuttingDown) => Err(Aborted),

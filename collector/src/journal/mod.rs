@@ -14,8 +14,8 @@
 //! ```
 //!
 //! The schema version is in `PRAGMA user_version`. Journals of version 0 (before entries
-//! recorded their [`Encoding`]) are upgraded when opened: their entries keep being read as
-//! [`Encoding::Plain`]. A journal of a newer version is refused with a clear error rather
+//! recorded their [`Encoding`](crate::reading::Encoding)) are upgraded when opened: their
+//! entries keep being read as [`Encoding::Plain`](crate::reading::Encoding::Plain). A journal of a newer version is refused with a clear error rather
 //! than misread.
 //!
 //! A cursor `(seq, idx)` means: every entry before `seq` and the first `idx` readings of

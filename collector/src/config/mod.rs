@@ -284,6 +284,7 @@ pub struct SubscriptionConfig {
     /// Tags added to every reading of this subscription.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    // Keys repeated in `SerialConfig`: `#[serde(flatten)]` would lose unknown-key errors.
     /// Options of the JSON format.
     #[serde(default)]
     pub json: JsonConfig,

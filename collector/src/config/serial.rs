@@ -56,6 +56,7 @@ pub struct SerialConfig {
     /// Tags added to every reading (`location = "roof"`).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    // Keys repeated in `SubscriptionConfig`: `#[serde(flatten)]` would lose unknown-key errors.
     /// Options of the JSON format.
     #[serde(default)]
     pub json: JsonConfig,

@@ -12,7 +12,10 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file as written, environment overrides, validation into
-//!   [`Settings`](config::Settings) with every problem reported at once.
+//!   [`Settings`](config::Settings) with every problem reported at once. A leaf: it imports
+//!   no component, only [`reading`], [`payload`] and [`topic`].
+//! - [`topic`]: MQTT topic templates (what a subscription reads tags from) and patterns
+//!   (where the MQTT sink publishes a reading).
 //! - [`mqtt`]: MQTT client connections (3.1.1 or 5) behind one interface, for the MQTT
 //!   source and the MQTT sink.
 //! - [`tls`]: the one rustls client configuration of every remote (brokers, InfluxDB).
@@ -23,13 +26,16 @@
 //!   counted in messages, backpressure, acks once durable).
 //! - [`report`]: report by exception (deadband, on change, heartbeat), for any source.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
-//! - [`reading`]: the [`Reading`](reading::Reading) type, and its journal encoding.
+//! - [`reading`]: the [`Reading`](reading::Reading) type, its journal encoding, and the
+//!   [`Precision`](reading::Precision) timestamps are written in.
 //! - [`journal`]: the durable log every reading passes through (group commit, ack after
-//!   sync, bounded in bytes), read by each sink from its own cursor.
+//!   sync, bounded in bytes), read by each sink from its own cursor; it takes its input
+//!   from the [`channel`]'s outlet.
 //! - [`batcher`]: when a sink writes (size, age of the first reading, end of input).
 //! - [`sinks`]: destinations (the embedded local store and its `query`, InfluxDB, an MQTT
 //!   broker), and the runner that feeds each one from the journal with retries.
-//! - [`pipeline`]: the wiring, and the orderly shutdown.
+//! - [`pipeline`]: the wiring, the reconcile of sources and sinks on reload, and the
+//!   orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped.
 //! - [`http`]: the local port with Prometheus `/metrics` and `/health`, and the dashboard.
 //! - [`dashboard`]: the read-only web page over the local store, and its JSON query API.

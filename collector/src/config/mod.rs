@@ -4,6 +4,11 @@
 //! Loading reports every unknown key at once, each with its path (a misspelt key must never
 //! fall back to a default silently), and a wrongly typed value with its path. Validation then
 //! reports every remaining problem at once, one line each.
+//!
+//! A leaf of the crate: it imports no component (sources, sinks, the journal), only the data
+//! types beneath them ([`crate::reading`], [`crate::payload`], [`crate::topic`]), so that
+//! every component can depend on its settings. Each section validates itself in its own file
+//! into `Problems` (`problems.rs`); `settings.rs` validates the whole.
 
 mod broker;
 mod bytesize;

@@ -12,24 +12,32 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file as written, environment overrides, validation into
-//!   [`Settings`](config::Settings) with every problem reported at once.
+//!   [`Settings`](config::Settings) with every problem reported at once. A leaf: it imports
+//!   no component, only [`reading`], [`payload`] and [`topic`].
+//! - [`topic`]: MQTT topic templates (what a subscription reads tags from) and patterns
+//!   (where the MQTT sink publishes a reading).
 //! - [`mqtt`]: MQTT client connections (3.1.1 or 5) behind one interface, for the MQTT
 //!   source and the MQTT sink.
 //! - [`tls`]: the one rustls client configuration of every remote (brokers, InfluxDB).
 //! - [`sources`]: where readings come from ([`sources::mqtt`], [`sources::serial`],
-//!   [`sources::modbus`]); each source sends
-//!   [`Envelope`](sources::Envelope)s into the pipeline's one bounded channel.
+//!   [`sources::modbus`]); each source sends [`Envelope`](channel::Envelope)s into the
+//!   [`channel`].
+//! - [`channel`]: the one bounded channel between the sources and the journal (room
+//!   counted in messages, backpressure, acks once durable).
 //! - [`report`]: report by exception (deadband, on change, heartbeat), for any source.
 //! - [`payload`]: parsers for JSON, line protocol and bare values, with counted rejections.
-//! - [`reading`]: the [`Reading`](reading::Reading) type, and its journal encoding.
+//! - [`reading`]: the [`Reading`](reading::Reading) type, its journal encoding, and the
+//!   [`Precision`](reading::Precision) timestamps are written in.
 //! - [`journal`]: the durable log every reading passes through (group commit, ack after
-//!   sync, bounded in bytes), read by each sink from its own cursor.
+//!   sync, bounded in bytes), read by each sink from its own cursor; it takes its input
+//!   from the [`channel`]'s outlet.
 //! - [`batcher`]: when a sink writes (size, age of the first reading, end of input).
 //! - [`sinks`]: destinations (the local store, InfluxDB, an MQTT broker), and the runner
 //!   that feeds each one from the journal with retries.
 //! - [`store`]: the embedded local store (one SQLite file of compressed chunks), a component
 //!   of its own: the local sink writes it, `query` and the dashboard read it.
-//! - [`pipeline`]: the wiring, and the orderly shutdown.
+//! - [`pipeline`]: the wiring, the reconcile of sources and sinks on reload, and the
+//!   orderly shutdown.
 //! - [`metrics`]: counters of everything received, written, rejected and dropped; `events`:
 //!   what the sources and sinks log and count together.
 //! - [`http`]: the local port with Prometheus `/metrics` and `/health`, and the dashboard.
@@ -42,6 +50,7 @@
 
 pub mod backoff;
 pub mod batcher;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
@@ -63,5 +72,6 @@ pub mod sources;
 pub mod store;
 pub mod task;
 pub mod tls;
+pub mod topic;
 
 pub use pipeline::run;

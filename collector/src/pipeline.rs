@@ -5,6 +5,12 @@
 //! channel drains into the journal and those messages are acked, every sink writes what the
 //! journal holds, and the process exits. Whatever is not written when `shutdown_timeout`
 //! has passed stays in the journal for the next start.
+//!
+//! A reload reconciles the running sources and sinks with the new settings, by name: one
+//! algorithm (`Tasks::changes`), applied by `Sources::apply` and `Sinks::apply`, each
+//! with its own order (a changed source stops before it starts again; a changed sink is
+//! opened before the old one stops). This is the application's edge: errors here are
+//! `anyhow`, with context; the components below return their own typed errors.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::channel::Inlet;
 use crate::config::{
     InfluxSettings, LocalSettings, ModbusSettings, MqttSettings, MqttSinkSettings, SerialSettings,
     Settings, TimestampConfig,
 };
-use crate::journal::{Journal, JournalReader};
+use crate::journal::{Journal, JournalError, JournalReader};
 use crate::metrics::Metrics;
 use crate::sinks::dead_letter::DeadLetter;
 use crate::sinks::influxdb::InfluxSink;
@@ -33,7 +40,6 @@ use crate::sinks::Sink;
 use crate::sources::modbus::ModbusSource;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::serial::SerialSource;
-use crate::sources::Inlet;
 use crate::task::blocking;
 
 /// The name of the local store sink (its journal cursor and metrics label).
@@ -88,9 +94,7 @@ pub async fn run_reloadable(
     let abort_sinks = CancellationToken::new();
     let sink_tasks = TaskTracker::new();
     let mut sinks = Sinks {
-        running: BTreeMap::new(),
-        tasks: sink_tasks.clone(),
-        abort: abort_sinks.clone(),
+        tasks: Tasks::new(sink_tasks.clone(), abort_sinks.clone()),
         journal: journal.clone(),
         metrics: metrics.clone(),
     };
@@ -115,9 +119,7 @@ pub async fn run_reloadable(
     let stop_sources = CancellationToken::new();
     let source_tasks = TaskTracker::new();
     let mut sources = Sources {
-        running: BTreeMap::new(),
-        tasks: source_tasks.clone(),
-        stop: stop_sources.clone(),
+        tasks: Tasks::new(source_tasks.clone(), stop_sources.clone()),
         out: tx.clone(),
         metrics: metrics.clone(),
     };
@@ -224,6 +226,104 @@ pub async fn run_reloadable(
     Ok(())
 }
 
+/// Tasks by name, each with the settings it runs on and the token that stops it: what
+/// [`Sources`] and [`Sinks`] reconcile with the configuration on every reload.
+struct Tasks<S> {
+    running: BTreeMap<String, Task<S>>,
+    tracker: TaskTracker,
+    /// Parent of every task's token.
+    parent: CancellationToken,
+}
+
+/// One running task.
+struct Task<S> {
+    settings: S,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// How the running tasks differ from those wanted.
+struct Changes<S> {
+    /// Running but not as wanted, in name order; `true` when the name is still wanted (with
+    /// other settings).
+    stale: Vec<(String, bool)>,
+    /// Wanted but not running as wanted (new, or changed), in name order.
+    start: Vec<(String, S)>,
+}
+
+impl<S: PartialEq> Tasks<S> {
+    fn new(tracker: TaskTracker, parent: CancellationToken) -> Tasks<S> {
+        Tasks {
+            running: BTreeMap::new(),
+            tracker,
+            parent,
+        }
+    }
+
+    /// What differs between the running tasks and `wanted` (by name).
+    fn changes(&self, wanted: BTreeMap<String, S>) -> Changes<S> {
+        let stale = self
+            .running
+            .iter()
+            .filter_map(|(name, task)| match wanted.get(name) {
+                None => Some((name.clone(), false)),
+                Some(w) if *w != task.settings => Some((name.clone(), true)),
+                Some(_) => None,
+            })
+            .collect();
+        let start = wanted
+            .into_iter()
+            .filter(|(name, w)| self.running.get(name).is_none_or(|t| t.settings != *w))
+            .collect();
+        Changes { stale, start }
+    }
+
+    fn is_running(&self, name: &str) -> bool {
+        self.running.contains_key(name)
+    }
+
+    /// Tells the task `name` to stop and hands back its handle to wait on; `None` if no
+    /// such task runs.
+    fn cancel(&mut self, name: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let task = self.running.remove(name)?;
+        task.stop.cancel();
+        Some(task.handle)
+    }
+
+    /// A token for a new task: cancelled with the parent, or alone by [`Tasks::cancel`].
+    fn token(&self) -> CancellationToken {
+        self.parent.child_token()
+    }
+
+    /// Runs `task` as `name`, stopped by `stop` (from [`Tasks::token`]).
+    fn spawn<F>(&mut self, name: String, settings: S, stop: CancellationToken, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.tracker.spawn(task);
+        self.running.insert(
+            name,
+            Task {
+                settings,
+                stop,
+                handle,
+            },
+        );
+    }
+
+    /// Logs what an update started and stopped, if anything (`what`: sources, sinks).
+    fn log_update(&self, what: &str, started: usize, stopped: usize) {
+        if stopped + started > 0 {
+            info!(
+                started,
+                stopped,
+                running = self.running.len(),
+                "{what} updated"
+            );
+        }
+    }
+}
+
 /// What a source runs on; two sources are the same when these are equal.
 #[derive(Debug, Clone, PartialEq)]
 enum SourceSettings {
@@ -232,18 +332,10 @@ enum SourceSettings {
     Modbus(ModbusSettings),
 }
 
-/// One running source.
-struct Running {
-    settings: (SourceSettings, TimestampConfig),
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// The running sources, by label (`mqtt:<name>`, `serial:<name>`).
+/// The running sources, by label (`mqtt:<name>`, `serial:<name>`), with the timestamp
+/// bounds they run with.
 struct Sources {
-    running: BTreeMap<String, Running>,
-    tasks: TaskTracker,
-    stop: CancellationToken,
+    tasks: Tasks<(SourceSettings, TimestampConfig)>,
     out: Inlet,
     metrics: Metrics,
 }
@@ -253,7 +345,7 @@ impl Sources {
     /// changed ones are stopped (waiting up to `timeout` for their in-flight messages to be
     /// acked) and started again, new ones started, removed ones stopped.
     async fn apply(&mut self, settings: &Settings, timeout: Duration) {
-        let wanted: BTreeMap<String, SourceSettings> = settings
+        let wanted = settings
             .mqtt
             .iter()
             .map(|m| (format!("mqtt:{}", m.name), SourceSettings::Mqtt(m.clone())))
@@ -269,32 +361,22 @@ impl Sources {
                     SourceSettings::Modbus(m.clone()),
                 )
             }))
+            .map(|(label, s)| (label, (s, settings.timestamps.clone())))
             .collect();
+        let changes = self.tasks.changes(wanted);
         let (mut stopped, mut started) = (0, 0);
-        let labels: Vec<String> = self.running.keys().cloned().collect();
-        for label in labels {
-            let keep = wanted.get(&label).is_some_and(|w| {
-                self.running[&label].settings == (w.clone(), settings.timestamps.clone())
-            });
-            if keep {
-                continue;
-            }
-            let Some(r) = self.running.remove(&label) else {
+        for (label, _) in changes.stale {
+            let Some(task) = self.tasks.cancel(&label) else {
                 continue;
             };
-            r.stop.cancel();
             // The same client id must not connect twice: wait for the old connection.
-            if tokio::time::timeout(timeout, r.task).await.is_err() {
+            if tokio::time::timeout(timeout, task).await.is_err() {
                 warn!(source = %label, "the old source did not stop in time");
             }
             stopped += 1;
         }
-        for (label, s) in wanted {
-            if self.running.contains_key(&label) {
-                continue;
-            }
-            let stop = self.stop.child_token();
-            let timestamps = settings.timestamps.clone();
+        for (label, (s, timestamps)) in changes.start {
+            let stop = self.tasks.token();
             let run = match &s {
                 SourceSettings::Mqtt(m) => {
                     match MqttSource::new(m.clone(), timestamps.clone(), self.metrics.clone()) {
@@ -315,29 +397,15 @@ impl Sources {
                     .boxed(),
             };
             let task_label = label.clone();
-            let task = self.tasks.spawn(async move {
+            let task = async move {
                 if let Err(e) = run.await {
                     error!(source = %task_label, error = format!("{e:#}"), "source failed");
                 }
-            });
-            self.running.insert(
-                label,
-                Running {
-                    settings: (s, timestamps),
-                    stop,
-                    task,
-                },
-            );
+            };
+            self.tasks.spawn(label, (s, timestamps), stop, task);
             started += 1;
         }
-        if stopped + started > 0 {
-            info!(
-                started,
-                stopped,
-                running = self.running.len(),
-                "sources updated"
-            );
-        }
+        self.tasks.log_update("sources", started, stopped);
     }
 }
 
@@ -367,8 +435,8 @@ impl SinkSettings {
         local.chain(influx).chain(mqtt).collect()
     }
 
-    /// Opens the sink (blocking: files, a token to read). What it returns makes the runner
-    /// once it has its journal reader.
+    /// Opens the sink (blocking: files, a token to read), ready to run once it has its
+    /// journal reader.
     fn open(&self, metrics: &Metrics) -> anyhow::Result<OpenSink> {
         Ok(match self {
             SinkSettings::Local(local) => {
@@ -381,78 +449,95 @@ impl SinkSettings {
                     metrics,
                 )
                 .with_context(|| format!("cannot open the local store {}", local.path.display()))?;
-                let runner = RunnerSettings {
-                    batch: local.batch,
-                    retry: local.retry,
-                };
-                Box::new(move |reader, metrics| {
-                    let runner = SinkRunner::new(sink, reader, runner, metrics);
-                    Box::new(move |abort| runner.run(abort).boxed())
-                })
+                OpenSink {
+                    sink: AnySink::Local(sink),
+                    runner: RunnerSettings {
+                        batch: local.batch,
+                        retry: local.retry,
+                    },
+                    dead_letter: None,
+                }
             }
             SinkSettings::Influx(s) => {
                 let sink = InfluxSink::new(s)?;
                 let dead_letter =
                     DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes)
                         .with_dialect(sink.dialect());
-                remote(
-                    sink,
-                    dead_letter,
-                    RunnerSettings {
+                OpenSink {
+                    sink: AnySink::Influx(sink),
+                    runner: RunnerSettings {
                         batch: s.batch,
                         retry: s.retry,
                     },
-                )
+                    dead_letter: Some(dead_letter),
+                }
             }
-            SinkSettings::Mqtt(s) => remote(
-                MqttSink::new(s, metrics)?,
-                DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes)
-                    .with_dialect(MqttSink::DIALECT),
-                RunnerSettings {
+            SinkSettings::Mqtt(s) => OpenSink {
+                sink: AnySink::Mqtt(MqttSink::new(s, metrics)?),
+                runner: RunnerSettings {
                     batch: s.batch,
                     retry: s.retry,
                 },
-            ),
+                dead_letter: Some(
+                    DeadLetter::new(&s.dead_letter_dir, &s.sink, s.dead_letter_max_bytes)
+                        .with_dialect(MqttSink::DIALECT),
+                ),
+            },
         })
     }
 }
 
-/// A sink that sends what its store refuses for good to `dead_letter`, waiting for its
-/// journal reader.
-fn remote<S: Sink>(sink: S, dead_letter: DeadLetter, runner: RunnerSettings) -> OpenSink {
-    Box::new(move |reader, metrics| {
-        let runner = SinkRunner::new(sink, reader, runner, metrics).with_dead_letter(dead_letter);
-        Box::new(move |abort| runner.run(abort).boxed())
-    })
+/// Every kind of sink. [`Sink`] has async methods, so sinks are told apart here rather than
+/// boxed.
+enum AnySink {
+    Local(LocalSink),
+    Influx(InfluxSink),
+    Mqtt(MqttSink),
 }
 
 /// An opened sink, waiting for its journal reader.
-type OpenSink = Box<dyn FnOnce(JournalReader, &Metrics) -> RunSink + Send>;
+struct OpenSink {
+    sink: AnySink,
+    runner: RunnerSettings,
+    /// Where a remote sink sends what its store refuses for good.
+    dead_letter: Option<DeadLetter>,
+}
 
-/// A sink's runner, waiting for its abort token.
-type RunSink = Box<
-    dyn FnOnce(
-            CancellationToken,
-        )
-            -> futures::future::BoxFuture<'static, Result<(), crate::journal::JournalError>>
-        + Send,
->;
-
-/// One running sink.
-struct RunningSink {
-    settings: SinkSettings,
-    abort: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+impl OpenSink {
+    /// The sink's runner, reading with `reader`, as a task that runs until the journal's
+    /// writer has finished and everything is written, or until `abort`.
+    fn run(
+        self,
+        reader: JournalReader,
+        metrics: &Metrics,
+        abort: CancellationToken,
+    ) -> futures::future::BoxFuture<'static, Result<(), JournalError>> {
+        fn runner<S: Sink>(
+            sink: S,
+            reader: JournalReader,
+            open: (RunnerSettings, Option<DeadLetter>),
+            metrics: &Metrics,
+        ) -> SinkRunner<S> {
+            let runner = SinkRunner::new(sink, reader, open.0, metrics);
+            match open.1 {
+                Some(dead_letter) => runner.with_dead_letter(dead_letter),
+                None => runner,
+            }
+        }
+        let open = (self.runner, self.dead_letter);
+        match self.sink {
+            AnySink::Local(s) => runner(s, reader, open, metrics).run(abort).boxed(),
+            AnySink::Influx(s) => runner(s, reader, open, metrics).run(abort).boxed(),
+            AnySink::Mqtt(s) => runner(s, reader, open, metrics).run(abort).boxed(),
+        }
+    }
 }
 
 /// The running sinks, by name. Each runs until the journal's writer has finished and it
-/// has written everything (a graceful stop), or until its abort token (what it has not
-/// written stays in the journal, behind its cursor).
+/// has written everything (a graceful stop), or until its abort token, a child of the
+/// shutdown timeout's (what it has not written stays in the journal, behind its cursor).
 struct Sinks {
-    running: BTreeMap<String, RunningSink>,
-    tasks: TaskTracker,
-    /// Parent of every sink's abort token: the shutdown timeout.
-    abort: CancellationToken,
+    tasks: Tasks<SinkSettings>,
     journal: Journal,
     metrics: Metrics,
 }
@@ -468,29 +553,21 @@ impl Sinks {
     /// A sink cannot be opened (the others are updated), or the journal failed.
     async fn apply(&mut self, settings: &Settings) -> anyhow::Result<()> {
         let wanted = SinkSettings::of(settings);
+        let names: Vec<String> = wanted.keys().cloned().collect();
+        let changes = self.tasks.changes(wanted);
         let (mut stopped, mut started) = (0, 0);
-        let removed: Vec<String> = self
-            .running
-            .keys()
-            .filter(|name| !wanted.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in removed {
-            self.stop(&name).await;
+        for (name, _) in changes.stale.iter().filter(|(_, wanted)| !wanted) {
+            self.stop(name).await;
             stopped += 1;
         }
         // Cursors: new sinks get one, removed ones (stopped above) lose theirs.
         let journal = self.journal.clone();
-        let names: Vec<String> = wanted.keys().cloned().collect();
         blocking(move || {
             journal.register_sinks(&names.iter().map(String::as_str).collect::<Vec<_>>())
         })
         .await??;
         let mut failed = Vec::new();
-        for (name, s) in wanted {
-            if self.running.get(&name).is_some_and(|r| r.settings == s) {
-                continue;
-            }
+        for (name, s) in changes.start {
             let (opening, metrics) = (s.clone(), self.metrics.clone());
             let open = match blocking(move || opening.open(&metrics)).await? {
                 Ok(open) => open,
@@ -500,38 +577,23 @@ impl Sinks {
                     continue;
                 }
             };
-            if self.running.contains_key(&name) {
+            if self.tasks.is_running(&name) {
                 self.stop(&name).await;
                 stopped += 1;
             }
             let (journal, reader_name) = (self.journal.clone(), name.clone());
             let reader = blocking(move || journal.reader(&reader_name)).await??;
-            let run = open(reader, &self.metrics);
-            let abort = self.abort.child_token();
+            let abort = self.tasks.token();
             let task_name = name.clone();
-            let task = self.tasks.spawn(run(abort.clone()).map(move |r| {
+            let task = open.run(reader, &self.metrics, abort.clone()).map(move |r| {
                 if let Err(e) = r {
-                    error!(sink = %task_name, error = %e, "sink stopped on a journal error");
+                    error!(sink = %task_name, error = format!("{:#}", anyhow::Error::from(e)), "sink stopped on a journal error");
                 }
-            }));
-            self.running.insert(
-                name,
-                RunningSink {
-                    settings: s,
-                    abort,
-                    task,
-                },
-            );
+            });
+            self.tasks.spawn(name, s, abort, task);
             started += 1;
         }
-        if stopped + started > 0 {
-            info!(
-                started,
-                stopped,
-                running = self.running.len(),
-                "sinks updated"
-            );
-        }
+        self.tasks.log_update("sinks", started, stopped);
         if failed.is_empty() {
             Ok(())
         } else {
@@ -541,11 +603,10 @@ impl Sinks {
 
     /// Stops the sink `name` where it is: what it has not written stays in the journal.
     async fn stop(&mut self, name: &str) {
-        let Some(r) = self.running.remove(name) else {
+        let Some(task) = self.tasks.cancel(name) else {
             return;
         };
-        r.abort.cancel();
-        if let Err(e) = r.task.await {
+        if let Err(e) = task.await {
             error!(sink = %name, error = %e, "the sink's task failed");
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::settings::Problems;
+use super::problems::Problems;
 use super::{Secret, TlsConfig};
 
 /// The MQTT protocol version of a connection.

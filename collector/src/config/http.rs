@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::problems::Problems;
 use super::secret::secret_source;
-use super::settings::Problems;
 use super::{Secret, SecretSource};
 
 /// `[http]`: Prometheus `/metrics`, `/health`, and the dashboard (`/`, `/api/v1/`), on a

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::problems::Problems;
 use super::secret::secret_source;
-use super::settings::Problems;
 use super::{BackoffConfig, BatchConfig, ByteSize, Secret, SecretSource, TlsConfig};
-use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
-use crate::sinks::line_protocol::Precision;
+use crate::reading::Precision;
 
 /// The prefix of an InfluxDB sink's name in the journal (its cursor) and in metrics.
 pub const SINK_PREFIX: &str = "influxdb:";
@@ -87,7 +86,7 @@ pub struct InfluxDbConfig {
     #[serde(default)]
     pub retry: BackoffConfig,
     /// The bound of the dead-letter file (see the README).
-    #[serde(default = "default_dead_letter_max_bytes")]
+    #[serde(default = "super::default_dead_letter_max_bytes")]
     pub dead_letter_max_bytes: ByteSize,
 }
 
@@ -108,10 +107,6 @@ pub(crate) fn gzip_by_default(url: &reqwest::Url) -> bool {
         Ok(ip) => !ip.is_loopback(),
         Err(_) => !host.eq_ignore_ascii_case("localhost"),
     }
-}
-
-fn default_dead_letter_max_bytes() -> ByteSize {
-    ByteSize(DEFAULT_MAX_BYTES)
 }
 
 /// One validated InfluxDB sink.

@@ -4,14 +4,21 @@
 //! Loading reports every unknown key at once, each with its path (a misspelt key must never
 //! fall back to a default silently), and a wrongly typed value with its path. Validation then
 //! reports every remaining problem at once, one line each.
+//!
+//! A leaf of the crate: it imports no component (sources, sinks, the journal), only the data
+//! types beneath them ([`crate::reading`], [`crate::payload`], [`crate::topic`]), so that
+//! every component can depend on its settings. Each section validates itself in its own file
+//! into `Problems` (`problems.rs`); `settings.rs` validates the whole.
 
 mod broker;
 mod bytesize;
 mod files;
+mod format;
 mod http;
 mod influxdb;
 mod modbus;
 mod mqtt_sink;
+mod problems;
 mod report;
 mod secret;
 mod serial;
@@ -20,6 +27,7 @@ mod syntax;
 
 pub use broker::{BrokerSettings, Protocol, HOSTNAME_PLACEHOLDER};
 pub use bytesize::ByteSize;
+pub use format::{CsvConfig, FormatName, JsonConfig, LineProtocolConfig};
 pub use http::{HttpAuthConfig, HttpAuthSettings, HttpConfig, HttpSettings, HttpTlsConfig};
 pub use influxdb::{InfluxApi, InfluxApiSettings, InfluxDbConfig, InfluxSettings, SINK_PREFIX};
 pub use mqtt_sink::{MqttSinkConfig, MqttSinkSettings, MQTT_SINK_PREFIX};
@@ -45,8 +53,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::payload::TimeUnit;
 
 /// The prefix of environment overrides: `COLLECTOR__SINKS__LOCAL__PATH=/x` sets
 /// `sinks.local.path`. Nested keys are joined with `__`.
@@ -177,6 +183,13 @@ pub struct SourcesConfig {
     pub modbus: Vec<ModbusConfig>,
 }
 
+/// The default bound of one dead-letter file (`dead_letter_max_bytes` of a remote sink).
+const DEFAULT_DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
+
+fn default_dead_letter_max_bytes() -> ByteSize {
+    ByteSize(DEFAULT_DEAD_LETTER_MAX_BYTES)
+}
+
 /// Capped exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(default)]
@@ -258,23 +271,6 @@ pub struct TlsConfig {
     pub client_key_file: Option<PathBuf>,
 }
 
-/// The payload format of a subscription.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FormatName {
-    /// A flat JSON object.
-    #[default]
-    Json,
-    /// InfluxDB line protocol.
-    LineProtocol,
-    /// A bare value.
-    Value,
-    /// `key=value` pairs.
-    KeyValue,
-    /// CSV with configured column names.
-    Csv,
-}
-
 /// `[[sources.mqtt.subscriptions]]`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SubscriptionConfig {
@@ -293,6 +289,7 @@ pub struct SubscriptionConfig {
     /// Tags added to every reading of this subscription.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    // Keys repeated in `SerialConfig`: `#[serde(flatten)]` would lose unknown-key errors.
     /// Options of the JSON format.
     #[serde(default)]
     pub json: JsonConfig,
@@ -305,80 +302,6 @@ pub struct SubscriptionConfig {
     /// Options of the CSV format.
     #[serde(default)]
     pub csv: CsvConfig,
-}
-
-/// `[sources.mqtt.subscriptions.json]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct JsonConfig {
-    /// The key holding the timestamp.
-    pub timestamp_key: String,
-    /// `auto`, `s`, `ms`, `us`, `ns` or `rfc3339`.
-    pub timestamp_unit: TimeUnit,
-    /// Keys whose values become tags.
-    pub tag_keys: Vec<String>,
-    /// Keep integer literals as integers instead of floats.
-    pub keep_integers: bool,
-}
-
-impl Default for JsonConfig {
-    fn default() -> Self {
-        let d = crate::payload::JsonOptions::default();
-        JsonConfig {
-            timestamp_key: d.timestamp_key,
-            timestamp_unit: d.timestamp_unit,
-            tag_keys: d.tag_keys,
-            keep_integers: d.keep_integers,
-        }
-    }
-}
-
-/// `[sources.mqtt.subscriptions.line_protocol]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct LineProtocolConfig {
-    /// The unit of the timestamps: `s`, `ms`, `us` or `ns`.
-    pub precision: TimeUnit,
-}
-
-impl Default for LineProtocolConfig {
-    fn default() -> Self {
-        LineProtocolConfig {
-            precision: TimeUnit::Ns,
-        }
-    }
-}
-
-/// The `csv` options of a source: the columns, and the same choices as for JSON keys.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct CsvConfig {
-    /// The name of each column, in order (required); `_` ignores a column.
-    pub columns: Vec<String>,
-    /// One character between cells.
-    pub delimiter: String,
-    /// The column holding the timestamp.
-    pub timestamp_column: String,
-    /// `auto`, `s`, `ms`, `us`, `ns` or `rfc3339`.
-    pub timestamp_unit: TimeUnit,
-    /// Columns whose values become tags.
-    pub tag_columns: Vec<String>,
-    /// Keep integer cells as integers instead of floats.
-    pub keep_integers: bool,
-}
-
-impl Default for CsvConfig {
-    fn default() -> Self {
-        let d = crate::payload::JsonOptions::default();
-        CsvConfig {
-            columns: Vec::new(),
-            delimiter: ",".to_string(),
-            timestamp_column: d.timestamp_key,
-            timestamp_unit: d.timestamp_unit,
-            tag_columns: d.tag_keys,
-            keep_integers: d.keep_integers,
-        }
-    }
 }
 
 /// `[sinks]`.

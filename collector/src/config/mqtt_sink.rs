@@ -11,10 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::broker::{self, SessionKeys};
-use super::settings::Problems;
+use super::problems::Problems;
 use super::{BackoffConfig, BatchConfig, BrokerSettings, ByteSize, Protocol, Secret, TlsConfig};
-use crate::sinks::dead_letter::DEFAULT_MAX_BYTES;
-use crate::sinks::mqtt::TopicPattern;
+use crate::topic::TopicPattern;
 
 /// The prefix of an MQTT sink's name in the journal (its cursor) and in metrics.
 pub const MQTT_SINK_PREFIX: &str = "mqtt:";
@@ -67,7 +66,7 @@ pub struct MqttSinkConfig {
     pub retry: BackoffConfig,
     /// The bound of the dead-letter file (readings too large for one message, or refused by
     /// the broker for good).
-    #[serde(default = "default_dead_letter_max_bytes")]
+    #[serde(default = "super::default_dead_letter_max_bytes")]
     pub dead_letter_max_bytes: ByteSize,
 }
 
@@ -85,10 +84,6 @@ fn default_max_inflight() -> u16 {
 
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(10)
-}
-
-fn default_dead_letter_max_bytes() -> ByteSize {
-    ByteSize(DEFAULT_MAX_BYTES)
 }
 
 /// One validated MQTT sink.

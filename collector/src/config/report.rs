@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::settings::Problems;
+use super::problems::Problems;
 
 /// How often an unchanged value is written when the configuration does not say.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(600);

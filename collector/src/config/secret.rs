@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::settings::Problems;
+use super::problems::Problems;
 
 /// A secret string. `Debug` and `Display` print `***`; only [`Secret::expose`] reveals it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

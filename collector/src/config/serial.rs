@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::settings::{payload_format, FormatOptions, Problems};
+use super::format::{payload_format, FormatOptions};
+use super::problems::Problems;
 use super::{BackoffConfig, CsvConfig, FormatName, JsonConfig, LineProtocolConfig};
 use crate::payload::Format;
 use crate::reading::{CompactString, DEVICE_TAG};
@@ -55,6 +56,7 @@ pub struct SerialConfig {
     /// Tags added to every reading (`location = "roof"`).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    // Keys repeated in `SubscriptionConfig`: `#[serde(flatten)]` would lose unknown-key errors.
     /// Options of the JSON format.
     #[serde(default)]
     pub json: JsonConfig,

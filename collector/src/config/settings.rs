@@ -7,16 +7,16 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use super::broker::{self, SessionKeys};
-use super::files::{check_readable, FileCheck};
+use super::format::{payload_format, FormatOptions};
+use super::problems::Problems;
 use super::{
-    BackoffConfig, BatchConfig, BrokerSettings, Config, ConfigErrors, CsvConfig, FormatName,
-    JournalConfig, JsonConfig, LineProtocolConfig, LocalConfig, MqttConfig, MqttSinkSettings,
-    PipelineConfig, Problem, Protocol, SerialSettings, SubscriptionConfig, TimestampConfig,
-    WhenFull,
+    BackoffConfig, BrokerSettings, Config, ConfigErrors, FormatName, JournalConfig, LocalConfig,
+    MqttConfig, MqttSinkSettings, PipelineConfig, Problem, Protocol, SerialSettings,
+    SubscriptionConfig, TimestampConfig, WhenFull,
 };
-use crate::payload::{CsvOptions, Format, JsonOptions, TimeUnit};
+use crate::payload::Format;
 use crate::reading::CompactString;
-use crate::sources::mqtt::TopicTemplate;
+use crate::topic::TopicTemplate;
 
 /// The longest an MQTT source pauses, once it has read every message waiting and none of
 /// them needs an ack, before it reads again: `journal.commit_delay` when shorter (zero: no
@@ -124,99 +124,6 @@ pub struct SubscriptionSettings {
     pub field: String,
     /// Tags added to every reading, sorted by key.
     pub tags: Vec<(CompactString, CompactString)>,
-}
-
-/// Collects problems, one per key path, and what could not be checked here.
-#[derive(Default)]
-pub(super) struct Problems {
-    problems: Vec<Problem>,
-    unchecked: Vec<Problem>,
-}
-
-impl Problems {
-    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    /// Notes that the file at key `path` could not be checked by this process, and why.
-    pub(super) fn not_checked(&mut self, path: impl Into<String>, why: impl Into<String>) {
-        self.unchecked.push(Problem {
-            path: path.into(),
-            message: why.into(),
-        });
-    }
-
-    /// Checks that the file at key `path` can be read (see [`check_readable`]).
-    pub(super) fn readable_file(&mut self, file: &std::path::Path, path: impl Into<String>) {
-        match check_readable(file) {
-            FileCheck::Readable => {}
-            FileCheck::Problem(why) => self.add(path, why),
-            FileCheck::NotChecked(why) => self.not_checked(path, why),
-        }
-    }
-
-    pub(super) fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
-        if !ok {
-            self.add(path, message);
-        }
-    }
-
-    /// A source's name: not empty, and not `taken` by another source of its kind (`what`).
-    pub(super) fn source_name(&mut self, name: &str, taken: bool, path: &str, what: &str) {
-        self.check(
-            !name.trim().is_empty(),
-            format!("{path}.name"),
-            "must not be empty",
-        );
-        if taken {
-            self.add(
-                format!("{path}.name"),
-                format!("`{name}` is used by another {what}"),
-            );
-        }
-    }
-
-    /// Tag names (of a subscription or a port) must not be empty.
-    pub(super) fn tag_names(
-        &mut self,
-        tags: &std::collections::BTreeMap<String, String>,
-        path: &str,
-    ) {
-        self.check(
-            tags.keys().all(|k| !k.is_empty()),
-            format!("{path}.tags"),
-            "tag names must not be empty",
-        );
-    }
-
-    pub(super) fn batch(&mut self, b: &BatchConfig, path: &str) {
-        self.check(
-            (1..=1_000_000).contains(&b.max_readings),
-            format!("{path}.max_readings"),
-            "must be between 1 and 1000000",
-        );
-        self.check(
-            !b.max_age.is_zero(),
-            format!("{path}.max_age"),
-            "must be more than zero",
-        );
-    }
-
-    pub(super) fn backoff(&mut self, b: &BackoffConfig, path: &str) {
-        self.check(
-            !b.initial.is_zero(),
-            format!("{path}.initial"),
-            "must be more than zero",
-        );
-        self.check(
-            b.max >= b.initial,
-            format!("{path}.max"),
-            "must be at least `initial`",
-        );
-    }
 }
 
 impl Config {
@@ -327,9 +234,7 @@ impl Config {
         }
 
         let http = super::http::validate(&self.http, &mut p);
-        if !p.problems.is_empty() {
-            return Err(ConfigErrors(p.problems));
-        }
+        let unchecked = p.finish()?;
         Ok(Settings {
             data_dir: self.data_dir,
             pipeline: self.pipeline,
@@ -343,7 +248,7 @@ impl Config {
             influxdb,
             mqtt_sinks,
             http,
-            unchecked: p.unchecked,
+            unchecked,
         })
     }
 }
@@ -537,83 +442,6 @@ fn subscription(
             .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
             .collect(),
     })
-}
-
-/// The options of every payload format, as a source's section has them.
-pub(super) struct FormatOptions<'a> {
-    pub(super) json: &'a JsonConfig,
-    pub(super) line_protocol: &'a LineProtocolConfig,
-    pub(super) key_value: &'a JsonConfig,
-    pub(super) csv: &'a CsvConfig,
-}
-
-/// The payload format `name` with its options, checked; `path` is the section's key path.
-pub(super) fn payload_format(
-    name: FormatName,
-    o: &FormatOptions<'_>,
-    path: &str,
-    p: &mut Problems,
-) -> Format {
-    let fields = |j: &JsonConfig| JsonOptions {
-        timestamp_key: j.timestamp_key.clone(),
-        timestamp_unit: j.timestamp_unit,
-        tag_keys: j.tag_keys.clone(),
-        keep_integers: j.keep_integers,
-    };
-    match name {
-        FormatName::Json => Format::Json(fields(o.json)),
-        FormatName::KeyValue => Format::KeyValue(fields(o.key_value)),
-        FormatName::LineProtocol => {
-            p.check(
-                !matches!(
-                    o.line_protocol.precision,
-                    TimeUnit::Auto | TimeUnit::Rfc3339
-                ),
-                format!("{path}.line_protocol.precision"),
-                "must be s, ms, us or ns",
-            );
-            Format::LineProtocol {
-                precision: o.line_protocol.precision,
-            }
-        }
-        FormatName::Value => Format::Value,
-        FormatName::Csv => {
-            let c = o.csv;
-            p.check(
-                !c.columns.is_empty(),
-                format!("{path}.csv.columns"),
-                "must not be empty",
-            );
-            for (i, col) in c.columns.iter().enumerate() {
-                p.check(
-                    col == "_" || !c.columns[..i].contains(col),
-                    format!("{path}.csv.columns"),
-                    format!("`{col}` appears twice"),
-                );
-            }
-            let mut chars = c.delimiter.chars();
-            let delimiter = match (chars.next(), chars.next()) {
-                (Some(d), None) if !matches!(d, '\r' | '\n' | '"') => d,
-                _ => {
-                    p.add(
-                        format!("{path}.csv.delimiter"),
-                        "must be one character (not a quote or a line ending)",
-                    );
-                    ','
-                }
-            };
-            Format::Csv(CsvOptions {
-                columns: c.columns.clone(),
-                delimiter,
-                fields: JsonOptions {
-                    timestamp_key: c.timestamp_column.clone(),
-                    timestamp_unit: c.timestamp_unit,
-                    tag_keys: c.tag_columns.clone(),
-                    keep_integers: c.keep_integers,
-                },
-            })
-        }
-    }
 }
 
 #[cfg(test)]

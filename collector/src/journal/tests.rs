@@ -1,7 +1,15 @@
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection};
+
+use super::schema::{RECLAIM_BYTES, SCHEMA_VERSION, WAL_LIMIT_BYTES};
+use super::shared::MAX_TAIL_BYTES;
 use super::*;
-use crate::metrics::Metrics;
-use crate::reading::{FieldValue, Readings};
-use crate::sources::{Ack, Inlet};
+use crate::channel::{Ack, Envelope, Inlet};
+use crate::config::WhenFull;
+use crate::metrics::{Counter, Metrics};
+use crate::reading::{self, Encoding, FieldValue, Reading, Readings};
 use tokio::sync::mpsc;
 
 fn reading(i: usize) -> Reading {
@@ -739,4 +747,19 @@ fn a_journal_made_before_it_gave_space_back_is_converted_at_open() {
     let (file, wal) = idle_sizes_after_a_burst(&s);
     assert!(file < RECLAIM_BYTES + (64 << 10), "file {file}");
     assert!(wal <= WAL_LIMIT_BYTES as u64, "wal {wal}");
+}
+
+#[test]
+fn an_error_keeps_its_cause_and_prints_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the data directory should be: the directory cannot be created.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let s = settings(&blocker.join("sub"), 1 << 30, WhenFull::Block);
+    let err = Journal::open(&s, Metrics::new()).unwrap_err();
+    assert!(matches!(err, JournalError::CreateDir { .. }), "{err:?}");
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    let chain = format!("{:#}", anyhow::Error::new(err));
+    assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+    assert!(chain.starts_with("cannot create "), "{chain}");
 }

@@ -14,10 +14,12 @@ pub use compact_str::CompactString;
 
 mod batch;
 mod encoding;
+mod precision;
 
 pub use batch::{Batch, Encoded, Readings};
 pub use encoding::{decode_all, decode_into, encode_all, encode_all_as, DecodeError, Encoding};
 pub(crate) use encoding::{get_varint, put_varint, unzigzag, zigzag};
+pub use precision::Precision;
 
 /// The tag that names the device a reading came from. Every stored reading has it.
 pub const DEVICE_TAG: &str = "device";

@@ -29,9 +29,6 @@ use std::path::{Path, PathBuf};
 use crate::reading::Readings;
 use crate::sinks::line_protocol::{self, Dialect, Precision};
 
-/// The default bound of one dead-letter file.
-pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
-
 /// A sink's dead-letter file.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

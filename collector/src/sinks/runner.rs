@@ -220,7 +220,7 @@ impl<S: Sink> SinkRunner<S> {
             Ok(Ok(())) => Ok(()),
             // The readings are written; the old cursor only means writing them again.
             Ok(Err(e)) => {
-                warn!(error = %e, "cannot save the sink's cursor");
+                warn!(error = %super::error_chain(&e), "cannot save the sink's cursor");
                 Ok(())
             }
             Err(ShuttingDown) => Err(Aborted),

@@ -25,10 +25,6 @@
 //! reason codes: a 3.1.1 broker that drops what it does not accept (Mosquitto does, for a
 //! topic its ACL denies) still acknowledges it.
 
-mod topic;
-
-pub use topic::{TopicPattern, MISSING};
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -44,6 +40,7 @@ use crate::mqtt::{
     ConnError, Connection, Event, MqttError, MqttFailed, Options, PubAckOutcome, Tuning,
 };
 use crate::reading::Readings;
+use crate::topic::TopicPattern;
 
 /// Room in a PUBLISH packet for what is not the payload: the fixed header (at most 5
 /// bytes), the topic's length prefix, the packet id and MQTT 5's properties length.

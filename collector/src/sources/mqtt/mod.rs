@@ -16,9 +16,6 @@
 //! which the template's filter part matches (the prefix never becomes a tag).
 
 mod state;
-mod topic;
-
-pub use topic::{TopicMatch, TopicTemplate};
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -31,7 +28,8 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{now_ns, timestamp_bounds, Ack, Envelope, Inlet, Rejections, SourceCounters};
+use super::{now_ns, timestamp_bounds, Rejections, SourceCounters};
+use crate::channel::{Ack, Envelope, Inlet};
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::events::{
     OversizedMessageClosedConnection, SourceConnected, SourceDisconnected, SourceUnreachable,

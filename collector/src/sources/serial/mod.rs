@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use self::framing::{Frame, LineDecoder};
-use super::{now_ns, timestamp_bounds, Envelope, Inlet, Rejections, SourceCounters};
+use super::{now_ns, timestamp_bounds, Rejections, SourceCounters};
 use crate::backoff::Backoff;
+use crate::channel::{Envelope, Inlet};
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
 use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Metrics};

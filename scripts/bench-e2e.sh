@@ -5,6 +5,11 @@
 #
 #   scripts/bench-e2e.sh                      # 1,000 devices, 500,000 messages, QoS 0 and 1, 3 runs
 #   DEVICES=10000 MESSAGES=500000 QOS=0 RUNS=1 scripts/bench-e2e.sh
+#   COLLECTOR=/path/to/telemetry-collector QOS=0 SINKS=local,influxdb scripts/bench-e2e.sh
+#
+# Knobs (see scripts/bench_e2e.py): QOS, RUNS, DEVICES, MESSAGES, SINKS, COLLECTOR, PROFILE,
+# GZIP, INFLIGHT, PUBLISHER (blast | mqtt), BLAST_CONNECTIONS, CONNECTIONS, SUBSCRIBER
+# (discard | mosquitto_sub), FOOTPRINT_WAIT. With COLLECTOR set, only the simulator is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +24,9 @@ if ((${#missing[@]})); then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-cargo build --release --locked -q -p telemetry-collector -p telemetry-simulator --bins
+if [ -n "${COLLECTOR:-}" ]; then
+  cargo build --release --locked -q -p telemetry-simulator --bins
+else
+  cargo build --release --locked -q -p telemetry-collector -p telemetry-simulator --bins
+fi
 BIN=$PWD/target/release exec python3 scripts/bench_e2e.py

@@ -250,14 +250,23 @@ def stored_locally(collector_bin, store):
 
 
 def stored_in_vm(vm_port, measurement):
-    """Field values of `measurement` in VictoriaMetrics, read back through its export API."""
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{vm_port}/internal/force_flush", timeout=30).read()
-    except OSError as e:
-        print(f"  (VictoriaMetrics force_flush: {e})")
+    """Field values of `measurement` in VictoriaMetrics, read back through its export API.
+    What it has just taken may take a moment to be searchable (new series): read again
+    until every value is there or the count stops growing for 5 s."""
     query = urllib.parse.urlencode({"match[]": f'{{__name__=~"{measurement}_.*"}}'})
-    with urllib.request.urlopen(f"http://127.0.0.1:{vm_port}/api/v1/export?{query}", timeout=60) as r:
-        return sum(len(json.loads(line)["values"]) for line in r if line.strip())
+    count, last_change = -1, time.monotonic()
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{vm_port}/internal/force_flush", timeout=30).read()
+        except OSError as e:
+            print(f"  (VictoriaMetrics force_flush: {e})")
+        with urllib.request.urlopen(f"http://127.0.0.1:{vm_port}/api/v1/export?{query}", timeout=60) as r:
+            now = sum(len(json.loads(line)["values"]) for line in r if line.strip())
+        if now != count:
+            count, last_change = now, time.monotonic()
+        if count >= VALUES or time.monotonic() - last_change > 5.0:
+            return count
+        time.sleep(0.2)
 
 
 def collector_run(work, procs, port, vm_port, qos, sinks):

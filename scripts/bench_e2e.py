@@ -25,7 +25,7 @@ collector, VictoriaMetrics), per field value too, the publisher's own time, the 
 peak RSS (VmHWM) and the load average when it started (the machine may be shared). Then
 the medians per sink setting. GZIP=true|false sets the sink's `gzip` (by default off: the
 server is on this machine); COLLECTOR=path measures another binary; PROFILE="perf record
-... --" runs the collector under a profiler. Nothing here is a pass/fail test: the figures
+... --" runs the collector under a profiler; LOGS=dir keeps every collector log. Nothing here is a pass/fail test: the figures
 go to BENCHMARKS.md.
 """
 
@@ -357,6 +357,11 @@ format = "json"
     time.sleep(float(os.environ.get("FOOTPRINT_WAIT", "0")))
     c.send_signal(signal.SIGINT if prefix else signal.SIGTERM)
     c.wait(timeout=60)
+    log.close()
+    if os.environ.get("LOGS"):
+        # LOGS=dir keeps each run's collector log (measurement mNN: the run's number).
+        os.makedirs(os.environ["LOGS"], exist_ok=True)
+        shutil.copy(log.name, os.path.join(os.environ["LOGS"], f"collector-{measurement}-qos{qos}.log"))
     footprint = {name: file_size(os.path.join(data, name))
                  for name in ["store.db", "store.db-wal", "journal.db", "journal.db-wal"]}
     verified = {}
@@ -449,14 +454,16 @@ max_queued_messages 0
                     r["ratio"] = rate / lim["rate"]
                     r["load"] = load
                     rows[sinks].append(r)
-                    ok = all(v == VALUES for v in r["verified"].values())
+                    stored_ok = ("" if all(v == VALUES for v in r["verified"].values()) else
+                                 " MISSING" if any(v < VALUES for v in r["verified"].values())
+                                 else " DUPLICATES")
                     print(f"  {','.join(sinks)} (load {load}): {r['elapsed']:.2f} s "
                           f"({', '.join(f'{s} {t:.2f}' for s, t in r['per_sink'].items())}), "
                           f"ratio {r['ratio']:.2f}; publisher {r['publisher_time']:.2f} s; "
                           f"all received by {r['all_received']:.2f} s; {r['stored']} stored of "
                           f"{r['received']} received, {MESSAGES} sent; read back: "
                           f"{', '.join(f'{k} {v}' for k, v in r['verified'].items())} field values"
-                          f"{'' if ok else ' MISSING'}; {r['commits']} journal commits; entries "
+                          f"{stored_ok}; {r['commits']} journal commits; entries "
                           f"read: {r['reads']}; peak RSS {r['rss'] / 2**20:.1f} MiB", flush=True)
                     print(f"    CPU {per_value(r['cpu'])} per field value", flush=True)
                     fp = r["footprint"]

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Where the collector's CPU goes, by stage, from a `perf record --call-graph dwarf` profile.
 
-    perf script --no-inline -i perf.data | python3 scripts/bench_perf_stages.py [--pid PID]
+    perf script --inline -i perf.data | python3 scripts/bench_perf_stages.py [--pid PID]
 
-Each sample is given to the innermost stage on its stack (walking from the leaf up, the
-first frame that matches one of STAGES below): SQLite under the store's compaction counts
-as compaction, under the journal writer as the journal, and so on; a sample with no frame
-of ours (the runtime parked, the kernel) goes by its outermost known library. Prints the
+With LTO most of our functions are inlined into the runtime's task poll: `--inline` (slow:
+addr2line) shows them, by their bare names. A bare name is given the module of the one
+file under collector/src that defines a function of that name (names defined in several
+files are left out), and matched as `collector::<module>::<name>`.
+
+Each sample is given to the first of STAGES below that any frame of its stack matches
+(inclusive: SQLite under the store's compaction counts as compaction, under the journal
+writer as the journal, and so on); a sample with no frame of ours (the runtime parked, the
+kernel, a stack the unwinder could not follow) goes by what it shows. Prints the
 share of the samples per stage, then the top leaf symbols (self time). `--pid` keeps the
 samples of one process (perf also records its own children).
 """
@@ -15,36 +20,71 @@ import collections
 import re
 import sys
 
-# (stage, pattern on a demangled symbol): the innermost matching frame wins.
+# (stage, pattern on a symbol), in priority order: a sample goes to the first stage any of
+# whose patterns matches any frame of its stack (inclusive: SQLite under the compaction is
+# the compaction's, the readings a sink decodes are that sink's).
 STAGES = [
-    ("rumqttc (MQTT client: read, decode, PUBACK writes)", r"^rumqttc::"),
-    ("payload parsing (JSON, fields, timestamps)", r"collector::payload::"),
-    ("line protocol encoding", r"collector::sinks::line_protocol::"),
-    ("HTTP client (reqwest, hyper: body, socket)", r"^(reqwest|hyper|hyper_util|h2|http_body)::"),
-    ("local store: compaction", r"collector::sinks::local::store::.*(compact|tail|merge|settle)"),
-    ("local store: insert and other", r"collector::sinks::local::"),
-    ("journal: sinks' reads and commits", r"collector::journal::JournalReader|collector::journal::.*(read|load_next|commit)"),
-    ("journal: writer (append, commit, fsync)", r"collector::journal::"),
-    ("InfluxDB sink (other)", r"collector::sinks::influxdb::"),
-    ("sinks: runner, batches", r"collector::sinks::"),
-    ("readings: encode, decode, batches", r"collector::reading::"),
-    ("MQTT source (envelopes, acks, topics)", r"collector::(sources::mqtt|mqtt)::"),
-    ("pipeline, channel (inlet/outlet)", r"collector::(pipeline|batcher|task)::"),
+    ("local store: compaction", r"collector::sinks::local::store.*(compact|merge|settle|tail)"),
+    ("local store: insert (SQLite, chunks, series ids)", r"collector::sinks::local::"),
+    ("InfluxDB sink: line protocol encoding", r"collector::sinks::line_protocol::"),
+    ("InfluxDB sink: HTTP body and client (reqwest, hyper)", r"^(reqwest|hyper|hyper_util|h2|http_body)::"),
+    ("InfluxDB sink: other", r"collector::sinks::influxdb::"),
+    ("journal: sinks' reads and commits", r"JournalReader|load_next_entry"),
+    ("journal: writer (encode, insert, commit, fsync)", r"collector::journal::"),
+    ("sinks: runner, batch visits", r"collector::sinks::"),
+    ("MQTT: payload parsing (JSON, fields, timestamps)", r"collector::payload::"),
+    ("MQTT: rumqttc (socket reads, packet decoding, PUBACK writes)", r"^rumqttc::"),
+    ("MQTT: source (envelopes, topics, acks, counters)", r"collector::(sources|mqtt)::"),
     ("metrics, device table", r"collector::metrics::"),
     ("HTTP server (/metrics)", r"collector::(http|dashboard)::|^axum::"),
+    ("pipeline, channel", r"collector::(pipeline|batcher|task)::"),
     ("other collector code", r"^collector::|^telemetry_collector::"),
-    ("SQLite (no caller of ours on the stack)", r"^sqlite3"),
+]
+# Only for a stack with no frame of ours (often a stack the unwinder could not follow up).
+FALLBACKS = [
+    ("SQLite (no caller of ours on the stack)", r"^(sqlite3|rusqlite::|wal|seekAnd|full_fsync|unixSync|pager|btree)"),
     ("tokio runtime (scheduling, parking)", r"^tokio::"),
     ("allocator (no caller of ours on the stack)", r"^(malloc|free|realloc|_int_malloc|_int_free|cfree)"),
 ]
 COMPILED = [(name, re.compile(p)) for name, p in STAGES]
+COMPILED_FALLBACKS = [(name, re.compile(p)) for name, p in FALLBACKS]
 HEADER = re.compile(r"^\s*(\S.*?)\s+(\d+)(?:/(\d+))?\s+(?:\[\d+\]\s+)?[\d.]+:")
 FRAME = re.compile(r"^\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)$")
 
 
+def inline_names(src):
+    """Bare function name -> `collector::<module>::<name>`, for names defined in one file."""
+    import os
+    seen = collections.defaultdict(set)
+    for d, _, files in os.walk(src):
+        for f in files:
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(d, f)
+            module = os.path.relpath(path, src)[:-3].replace(os.sep, "::")
+            module = re.sub(r"(::)?mod$", "", module)
+            with open(path, encoding="utf-8") as fh:
+                for m in re.finditer(r"\bfn\s+([a-z_][a-z0-9_]*)", fh.read()):
+                    seen[m.group(1)].add(module)
+    return {name: f"collector::{mods.pop()}::{name}" for name, mods in seen.items() if len(mods) == 1}
+
+
+NAMES = {}
+
+
+def qualify(sym, dso):
+    if dso != "inlined" or "::" in sym.split("<")[0]:
+        return sym
+    bare = re.sub(r"[<{].*$", "", sym)
+    return NAMES.get(bare, sym)
+
+
 def stage_of(frames):
+    for name, pattern in COMPILED:
+        if any(pattern.search(sym) for sym, _ in frames):
+            return name
     for sym, _ in frames:
-        for name, pattern in COMPILED:
+        for name, pattern in COMPILED_FALLBACKS:
             if pattern.search(sym):
                 return name
     # Nothing of ours: the kernel, libc, or unknown frames.
@@ -60,6 +100,8 @@ def clean(sym):
 
 
 def main():
+    import os
+    NAMES.update(inline_names(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "collector", "src")))
     want_pid = None
     if "--pid" in sys.argv:
         want_pid = sys.argv[sys.argv.index("--pid") + 1]
@@ -72,7 +114,7 @@ def main():
         if frames and (want_pid is None or pid == want_pid):
             total += 1
             stages[stage_of(frames)] += 1
-            leaves[frames[0][0]] += 1
+            leaves[next((f for f, d in frames if d != "inlined"), frames[0][0])] += 1
             comms[comm] += 1
 
     for line in sys.stdin:
@@ -82,7 +124,7 @@ def main():
             continue
         m = FRAME.match(line)
         if m and not HEADER.match(line):
-            frames.append((clean(m.group(1)), m.group(2)))
+            frames.append((qualify(clean(m.group(1)), m.group(2)), m.group(2)))
             continue
         h = HEADER.match(line)
         if h:
@@ -93,7 +135,7 @@ def main():
         sys.exit("no samples")
     print(f"{total} samples; by thread name: "
           + ", ".join(f"{c} {n / total:.1%}" for c, n in comms.most_common(6)))
-    print("\nby stage (innermost of ours on the stack):")
+    print("\nby stage (inclusive, first match in priority order):")
     for name, n in stages.most_common():
         print(f"  {n / total:6.1%}  {name}")
     print("\ntop leaf symbols (self):")

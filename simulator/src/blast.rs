@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use crate::fleet::Message;
 
-/// The keep-alive we announce: none (a run has no idle period to notice a dead broker in).
-const KEEP_ALIVE_SECS: u16 = 0;
+/// The keep-alive we announce, the longest MQTT allows (about 18 hours): neither tool sends
+/// pings, and a run has no idle period to notice a dead broker in. (0, "none", is refused
+/// by rumqttd.)
+const KEEP_ALIVE_SECS: u16 = u16::MAX;
 /// Size of a read: many PUBACKs (or PUBLISHes) per `read()`.
 const READ_CHUNK: usize = 256 * 1024;
 /// Packet ids cycle through 1..=65535.

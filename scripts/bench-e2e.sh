@@ -13,20 +13,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
-command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
-command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
-if [ -n "${COLLECTOR:-}" ]; then
-  cargo build --release --locked -q -p telemetry-simulator --bins
-else
-  cargo build --release --locked -q -p telemetry-collector -p telemetry-simulator --bins
-fi
+source scripts/bench-prepare.sh
 BIN=$PWD/target/release exec python3 scripts/bench_e2e.py

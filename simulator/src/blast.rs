@@ -396,20 +396,42 @@ fn connect(host: &str, port: u16, client_id: &str) -> Result<TcpStream, BlastErr
     body.push(0x02); // clean session
     body.extend_from_slice(&KEEP_ALIVE_SECS.to_be_bytes());
     encode_str(&mut body, client_id.as_bytes())?;
-    let mut packet = vec![0x10];
-    encode_remaining_length(&mut packet, body.len())?;
-    packet.extend_from_slice(&body);
-    stream
-        .write_all(&packet)
-        .map_err(io_err("writing CONNECT"))?;
     let mut connack = [0u8; 4];
-    stream
-        .read_exact(&mut connack)
-        .map_err(io_err("reading CONNACK"))?;
+    exchange(
+        &mut stream,
+        0x10,
+        &body,
+        &mut connack,
+        "writing CONNECT",
+        "reading CONNACK",
+    )?;
     if connack[..2] != [0x20, 0x02] || connack[3] != 0 {
         return Err(BlastError::Protocol(format!("CONNACK {connack:02x?}")));
     }
     Ok(stream)
+}
+
+/// Writes the packet of first byte `header` and `body`, then reads exactly `reply.len()`
+/// bytes of the broker's answer.
+fn exchange(
+    stream: &mut TcpStream,
+    header: u8,
+    body: &[u8],
+    reply: &mut [u8],
+    request: &'static str,
+    answer: &'static str,
+) -> Result<(), BlastError> {
+    let mut packet = vec![header];
+    encode_remaining_length(&mut packet, body.len())?;
+    packet.extend_from_slice(body);
+    stream.write_all(&packet).map_err(|source| BlastError::Io {
+        context: request,
+        source,
+    })?;
+    stream.read_exact(reply).map_err(|source| BlastError::Io {
+        context: answer,
+        source,
+    })
 }
 
 /// What [`discard`] received.
@@ -458,16 +480,15 @@ pub fn discard(spec: &DiscardSpec, subscribed: impl FnOnce()) -> Result<DiscardR
     let mut body = vec![0x00, 0x01]; // packet id 1
     encode_str(&mut body, spec.filter.as_bytes())?;
     body.push(spec.qos);
-    let mut packet = vec![0x82];
-    encode_remaining_length(&mut packet, body.len())?;
-    packet.extend_from_slice(&body);
-    stream
-        .write_all(&packet)
-        .map_err(io_err("writing SUBSCRIBE"))?;
     let mut suback = [0u8; 5];
-    stream
-        .read_exact(&mut suback)
-        .map_err(io_err("reading SUBACK"))?;
+    exchange(
+        &mut stream,
+        0x82,
+        &body,
+        &mut suback,
+        "writing SUBSCRIBE",
+        "reading SUBACK",
+    )?;
     if suback[0] != 0x90 || suback[4] > 1 {
         return Err(BlastError::Protocol(format!("SUBACK {suback:02x?}")));
     }

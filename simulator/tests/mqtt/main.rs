@@ -33,6 +33,15 @@ fn keys(messages: &[Message]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The payloads of each topic (one device's), in the order of `list`.
+fn per_device(list: &[(String, Vec<u8>)]) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (topic, payload) in list {
+        map.entry(topic.clone()).or_default().push(payload.clone());
+    }
+    map
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_qos1_message_is_received_and_acked() {
     let broker = start_broker().await;
@@ -77,13 +86,6 @@ async fn every_qos1_message_is_received_and_acked() {
     );
 
     // One connection per device, in order: each device's messages arrive in order.
-    let per_device = |list: &[(String, Vec<u8>)]| {
-        let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        for (topic, payload) in list {
-            map.entry(topic.clone()).or_default().push(payload.clone());
-        }
-        map
-    };
     assert!(
         per_device(&received) == per_device(&keys(&sent)),
         "per-device order changed"
@@ -288,13 +290,6 @@ async fn blast_delivers_the_fleets_messages_and_discard_counts_them() {
         assert_eq!(discarded.messages, sent.len(), "QoS {qos}");
         subscriber.wait_for(sent.len()).await;
         let received = subscriber.received();
-        let per_device = |list: &[(String, Vec<u8>)]| {
-            let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-            for (topic, payload) in list {
-                map.entry(topic.clone()).or_default().push(payload.clone());
-            }
-            map
-        };
         assert!(
             per_device(&received) == per_device(&keys(&sent)),
             "QoS {qos}: not exactly the messages sent, each device's in order"

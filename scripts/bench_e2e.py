@@ -25,8 +25,8 @@ collector, VictoriaMetrics), per field value too, the publisher's own time, the 
 peak RSS (VmHWM) and the load average when it started (the machine may be shared). Then
 the medians per sink setting. GZIP=true|false sets the sink's `gzip` (by default off: the
 server is on this machine); COLLECTOR=path measures another binary; PROFILE="perf record
-... --" runs the collector under a profiler; LOGS=dir keeps every collector log. Nothing here is a pass/fail test: the figures
-go to BENCHMARKS.md.
+... --" runs the collector under a profiler; LOGS=dir keeps every collector log. Nothing
+here is a pass/fail test: the figures go to BENCHMARKS.md.
 """
 
 import json

@@ -5,19 +5,13 @@
 #
 #   scripts/bench-e2e.sh                      # 1,000 devices, 500,000 messages, QoS 0 and 1, 3 runs
 #   DEVICES=10000 MESSAGES=500000 QOS=0 RUNS=1 scripts/bench-e2e.sh
+#   COLLECTOR=/path/to/telemetry-collector QOS=0 SINKS=local,influxdb scripts/bench-e2e.sh
+#
+# Knobs (see scripts/bench_e2e.py): QOS, RUNS, DEVICES, MESSAGES, SINKS, COLLECTOR, PROFILE,
+# GZIP, INFLIGHT, PUBLISHER (blast | mqtt), BLAST_CONNECTIONS, CONNECTIONS, SUBSCRIBER
+# (discard | mosquitto_sub), FOOTPRINT_WAIT. With COLLECTOR set, only the simulator is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
-command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
-command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
-cargo build --release --locked -q -p telemetry-collector -p telemetry-simulator --bins
+source scripts/bench-prepare.sh
 BIN=$PWD/target/release exec python3 scripts/bench_e2e.py

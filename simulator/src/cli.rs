@@ -37,6 +37,97 @@ pub enum Command {
     Serial(Box<SerialArgs>),
     /// Simulate Modbus devices: an RTU bus on a pty, and/or a Modbus TCP server.
     Modbus(Box<crate::modbus::cli::ModbusArgs>),
+    /// Benchmark publisher: encode every PUBLISH of a workload first, then stream them as
+    /// fast as the broker's sockets take them.
+    Blast(Box<BlastArgs>),
+    /// Benchmark subscriber: count and throw away what a topic filter receives.
+    Discard(DiscardArgs),
+}
+
+/// `telemetry-simulator blast`: the messages of `mqtt --count` (good ones only), sent by a
+/// publisher that is never the bottleneck (see the `blast` module).
+#[derive(Debug, Args)]
+pub struct BlastArgs {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// Number of devices.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Number of sites the devices are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub sites: usize,
+    /// Seed of all values.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Time between two samples of a device (in the timestamps).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Timestamp of the first sample in ns [default: the last sample is stamped now, to the
+    /// second].
+    #[arg(long)]
+    pub start_ns: Option<i64>,
+    /// Samples per device.
+    #[arg(long, default_value_t = 500)]
+    pub count: usize,
+    /// Payload format.
+    #[arg(long, value_enum, default_value_t = PayloadFormat::Json)]
+    pub format: PayloadFormat,
+    /// Leave the integer `count` field out: three float fields per reading.
+    #[arg(long)]
+    pub no_counter: bool,
+    /// Measurement of the readings (the last topic level).
+    #[arg(long, default_value = "env")]
+    pub measurement: String,
+    /// First topic level(s).
+    #[arg(long, default_value = "sensors")]
+    pub topic_prefix: String,
+    /// QoS of the publishes.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// TCP connections; devices are spread over them.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Unacknowledged QoS 1 publishes per connection (keep it within the broker's receive
+    /// window: Mosquitto's `max_inflight_messages` for MQTT 5 clients).
+    #[arg(long, default_value_t = 1000)]
+    pub window: usize,
+    /// Client id prefix; connection N uses `PREFIX-N` [default: blast-PID].
+    #[arg(long)]
+    pub client_id_prefix: Option<String>,
+    /// After encoding and connecting, print `ready` and wait for a line on standard input
+    /// before sending (a benchmark starts its clocks then).
+    #[arg(long)]
+    pub go_on_stdin: bool,
+}
+
+/// `telemetry-simulator discard`.
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// Topic filter.
+    #[arg(long, default_value = "sensors/#")]
+    pub topic: String,
+    /// QoS of the subscription.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: usize,
+    /// Give up when nothing came for this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
+    /// Client id [default: discard-PID].
+    #[arg(long)]
+    pub client_id: Option<String>,
 }
 
 /// `telemetry-simulator mqtt`.
@@ -223,7 +314,100 @@ pub async fn run(cli: Cli, stop: CancellationToken) -> anyhow::Result<()> {
         }
         Command::Serial(args) => run_serial(*args, stop).await,
         Command::Modbus(args) => crate::modbus::cli::run(*args, stop).await,
+        Command::Blast(args) => tokio::task::spawn_blocking(move || run_blast(&args)).await?,
+        Command::Discard(args) => tokio::task::spawn_blocking(move || run_discard(&args)).await?,
     }
+}
+
+fn run_blast(args: &BlastArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let fleet = Fleet::new(FleetConfig {
+        devices: args.devices,
+        sites: args.sites,
+        seed: args.seed,
+        start_ns: match args.start_ns {
+            Some(ns) => ns,
+            None => start_ns_ending_now(args.interval, args.count)?,
+        },
+        interval: args.interval,
+        format: args.format,
+        measurement: args.measurement.clone(),
+        topic_prefix: args.topic_prefix.clone(),
+        faults: FaultConfig::default(),
+        counter: !args.no_counter,
+    })?;
+    let total = args.count * args.devices * fleet.messages_per_sample();
+    let started = std::time::Instant::now();
+    let blast = crate::blast::Blast::encode(fleet.iter().take(total), args.qos, args.connections)?;
+    println!(
+        "encoded {} PUBLISH packets ({} bytes) for {} connections in {:.2} s",
+        blast.messages(),
+        blast.bytes(),
+        args.connections,
+        started.elapsed().as_secs_f64()
+    );
+    let prefix = args
+        .client_id_prefix
+        .clone()
+        .unwrap_or_else(|| format!("blast-{}", std::process::id()));
+    let streams = blast.connect(&args.host, args.port, &prefix)?;
+    if args.go_on_stdin {
+        println!("ready");
+        std::io::stdout().flush()?;
+        std::io::stdin().lock().read_line(&mut String::new())?;
+    }
+    let report = blast.send(streams, args.window)?;
+    let secs = report.elapsed.as_secs_f64();
+    println!(
+        "published {} messages at QoS {} in {secs:.3} s ({:.0} msg/s; {} acks out of order)",
+        report.messages,
+        args.qos,
+        report.messages as f64 / secs.max(1e-9),
+        report.acks_out_of_order
+    );
+    Ok(())
+}
+
+fn run_discard(args: &DiscardArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("discard-{}", std::process::id()));
+    let spec = crate::blast::DiscardSpec {
+        host: args.host.clone(),
+        port: args.port,
+        client_id,
+        filter: args.topic.clone(),
+        qos: args.qos,
+        expected: args.count,
+        idle: args.idle,
+    };
+    let report = crate::blast::discard(&spec, || {
+        println!("subscribed");
+        let _ = std::io::stdout().flush();
+    })?;
+    println!(
+        "received {} of {} messages; first to last {:.3} s; last {:.3} s ago",
+        report.messages,
+        args.count,
+        report.first_to_last.as_secs_f64(),
+        report.since_last.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The first timestamp of `count` samples `interval` apart whose last one is now, to the
+/// second (a collector rejects readings from the future).
+fn start_ns_ending_now(interval: Duration, count: usize) -> anyhow::Result<i64> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let now_ns = i64::try_from(now.as_secs())?.saturating_mul(1_000_000_000);
+    let span = i64::try_from(
+        interval
+            .as_nanos()
+            .saturating_mul(count.saturating_sub(1) as u128),
+    )?;
+    Ok(now_ns.saturating_sub(span))
 }
 
 async fn run_serial(args: SerialArgs, stop: CancellationToken) -> anyhow::Result<()> {
@@ -421,16 +605,11 @@ fn fleet_config(args: &MqttArgs) -> anyhow::Result<FleetConfig> {
     let start_ns = match args.start_ns {
         Some(ns) => ns,
         None => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-            let now_ns = i64::try_from(now.as_secs())?.saturating_mul(1_000_000_000);
-            let span = match (args.duration, args.count) {
-                (None, count) => {
-                    let samples = count.unwrap_or(DEFAULT_COUNT).saturating_sub(1);
-                    i64::try_from(args.interval.as_nanos().saturating_mul(samples as u128))?
-                }
-                (Some(_), _) => 0,
+            let samples = match args.duration {
+                None => args.count.unwrap_or(DEFAULT_COUNT),
+                Some(_) => 1,
             };
-            now_ns.saturating_sub(span)
+            start_ns_ending_now(args.interval, samples)?
         }
     };
     Ok(FleetConfig {

@@ -14,10 +14,13 @@
 //!   rate, streaming or answering commands, with bad lines and unplugs on demand.
 //! - [`modbus`]: Modbus RTU slaves on a pty (several units on one bus) and Modbus TCP
 //!   servers, over the same value models, with faults, unplugs and restarts on demand.
+//! - [`blast`]: the benchmark's yardstick: a publisher that writes pre-encoded PUBLISH
+//!   packets as fast as the broker takes them, and a subscriber that discards.
 //! - [`broker`]: an in-process MQTT broker (rumqttd) for self-contained demos and tests.
 //! - [`manifest`]: a JSON-lines record of what was sent, for tests to check against.
 //! - [`cli`]: the `telemetry-simulator` command line.
 
+pub mod blast;
 pub mod broker;
 pub mod cli;
 pub mod fleet;

@@ -33,6 +33,15 @@ fn keys(messages: &[Message]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The payloads of each topic (one device's), in the order of `list`.
+fn per_device(list: &[(String, Vec<u8>)]) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (topic, payload) in list {
+        map.entry(topic.clone()).or_default().push(payload.clone());
+    }
+    map
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_qos1_message_is_received_and_acked() {
     let broker = start_broker().await;
@@ -77,13 +86,6 @@ async fn every_qos1_message_is_received_and_acked() {
     );
 
     // One connection per device, in order: each device's messages arrive in order.
-    let per_device = |list: &[(String, Vec<u8>)]| {
-        let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        for (topic, payload) in list {
-            map.entry(topic.clone()).or_default().push(payload.clone());
-        }
-        map
-    };
     assert!(
         per_device(&received) == per_device(&keys(&sent)),
         "per-device order changed"
@@ -231,4 +233,66 @@ async fn stop_ends_a_publisher_that_cannot_connect() {
         .expect("publish");
     assert_eq!(report.sent, 0);
     assert_eq!(report.acked, vec![false; sent.len()]);
+}
+
+/// The benchmark's publisher: every message of the fleet arrives exactly as encoded, each
+/// device's in order, at QoS 0 and 1 (within a window of 10 per connection), and the
+/// discarding subscriber counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blast_delivers_the_fleets_messages_and_discard_counts_them() {
+    use simulator::blast::{discard, Blast, DiscardSpec};
+    for qos in [0u8, 1] {
+        let broker = start_broker().await;
+        let addr = broker.addr();
+        let mut subscriber = Subscriber::start(addr, &format!("rec-{qos}"), "sensors/#").await;
+        let sent = messages(
+            FleetConfig {
+                devices: 30,
+                sites: 4,
+                counter: false,
+                ..FleetConfig::default()
+            },
+            20,
+        );
+        let spec = DiscardSpec {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            client_id: format!("discard-{qos}"),
+            filter: "sensors/#".to_owned(),
+            qos,
+            expected: sent.len(),
+            idle: WAIT,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let discarding = tokio::task::spawn_blocking(move || {
+            discard(&spec, move || ready_tx.send(()).expect("the test waits"))
+        });
+        tokio::task::spawn_blocking(move || ready_rx.recv_timeout(WAIT))
+            .await
+            .expect("join")
+            .expect("discard subscribed");
+
+        let blast = Blast::encode(sent.clone(), qos, 3).expect("encodes");
+        assert_eq!(blast.messages(), sent.len());
+        let host = addr.ip().to_string();
+        let report = tokio::task::spawn_blocking(move || {
+            let streams = blast
+                .connect(&host, addr.port(), &format!("blast-{qos}"))
+                .expect("connects");
+            blast.send(streams, 10)
+        })
+        .await
+        .expect("join")
+        .expect("sends");
+        assert_eq!((report.messages, report.acks_out_of_order), (sent.len(), 0));
+
+        let discarded = discarding.await.expect("join").expect("discard runs");
+        assert_eq!(discarded.messages, sent.len(), "QoS {qos}");
+        subscriber.wait_for(sent.len()).await;
+        let received = subscriber.received();
+        assert!(
+            per_device(&received) == per_device(&keys(&sent)),
+            "QoS {qos}: not exactly the messages sent, each device's in order"
+        );
+    }
 }

@@ -139,9 +139,9 @@ pub fn server_config(tls: &HttpTlsConfig) -> Result<ServerConfig, TlsError> {
 }
 
 /// The *ring* provider, the tree's one crypto provider (deny.toml bans aws-lc). rustls
-/// 0.23.48 deprecated its constructor because *ring* has no post-quantum key exchange
-/// (X25519MLKEM768 is aws-lc-rs's only): connections use X25519 or the NIST curves, as
-/// they always did here (README, "Security").
+/// 0.23.48 deprecated its constructor because *ring* has no post-quantum key exchange (of
+/// rustls's own providers only aws-lc-rs has X25519MLKEM768): connections use X25519 or
+/// the NIST curves, as they always did here (README, "Security").
 #[allow(deprecated)]
 fn ring_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()

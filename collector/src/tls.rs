@@ -82,7 +82,7 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
             roots.add_parsable_certificates(found.certs);
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ring_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Versions)?
@@ -108,7 +108,7 @@ pub fn client_config(tls: Option<&TlsConfig>) -> Result<ClientConfig, TlsError> 
 /// # Errors
 /// A file that cannot be read or holds no usable certificate or key ([`TlsError`]).
 pub fn server_config(tls: &HttpTlsConfig) -> Result<ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ring_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Versions)?;
@@ -136,6 +136,15 @@ pub fn server_config(tls: &HttpTlsConfig) -> Result<ServerConfig, TlsError> {
         .map_err(TlsError::ServerCert)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The *ring* provider, the tree's one crypto provider (deny.toml bans aws-lc). rustls
+/// 0.23.48 deprecated its constructor because *ring* has no post-quantum key exchange (of
+/// rustls's own providers only aws-lc-rs has X25519MLKEM768): connections use X25519 or
+/// the NIST curves, as they always did here (README, "Security").
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -124,7 +124,7 @@ struct Ours {
 impl Candidate for Ours {
     fn name(&self) -> String {
         if self.deflate {
-            "columns, decimal floats, deflate 1 (chosen)".into()
+            format!("columns, decimal floats, deflate {DEFLATE_LEVEL} (chosen)")
         } else {
             "columns, decimal floats".into()
         }
@@ -387,8 +387,8 @@ enum Reader {
     /// As the first schema 3 code did: a new vector of points per chunk, a vector per
     /// column, then the points.
     Vectors,
-    /// This code's [`ChunkPoints`]: point by point from the body.
-    Stream,
+    /// The same into a vector reused from chunk to chunk, as [`ChunkReader`] now does.
+    Reused,
 }
 
 /// A `Columns` body (as [`ChunkWriter`] makes it), compressed by `packer` when that saves a
@@ -476,8 +476,13 @@ impl Body {
                 true
             }
             Packer::Zstd(_) => {
+                // It writes from the start of a vector: into one of its own, then after
+                // the header.
                 let c = self.zstd_c.as_mut().unwrap();
-                c.compress_to_buffer(body, out).is_ok()
+                let mut packed = Vec::with_capacity(body.len());
+                let fits = c.compress_to_buffer(body, &mut packed).is_ok();
+                out.extend_from_slice(&packed);
+                fits
             }
         }
     }
@@ -540,8 +545,8 @@ impl Candidate for Body {
             Packer::Zstd(l) => format!("zstd {l}"),
         };
         let reader = match self.reader {
-            Reader::Vectors => "read into vectors (as before)",
-            Reader::Stream => "read point by point",
+            Reader::Vectors => "read into a new vector",
+            Reader::Reused => "read into a reused vector",
         };
         if self.no_timestamps {
             format!("columns without their timestamps, {packer}")
@@ -564,7 +569,13 @@ impl Candidate for Body {
         self.columns.encode(&self.ts, &self.raw).unwrap();
         let mut body = std::mem::take(&mut self.columns.body);
         if self.no_timestamps {
-            let n = skip_varints(&body, points.len()).unwrap();
+            // The timestamps are the first varints.
+            let n = body
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b < 0x80)
+                .nth(points.len() - 1)
+                .map_or(0, |(i, _)| i + 1);
             body.drain(..n);
         }
         out.clear();
@@ -597,13 +608,7 @@ impl Candidate for Body {
                 decode_columns(body, points, &mut points_vec).unwrap();
                 *out = points_vec;
             }
-            Reader::Stream => {
-                let mut cursor = Cursor::new(Codec::Columns, body, points as i64).unwrap();
-                out.clear();
-                while let Some(p) = cursor.next(body) {
-                    out.push(p.unwrap());
-                }
-            }
+            Reader::Reused => decode_columns(body, points, out).unwrap(),
         }
     }
 }
@@ -657,20 +662,20 @@ fn candidates(set: &DataSet) -> Vec<Box<dyn Candidate>> {
             writer: ChunkWriter::default(),
         }),
         Box::new(Body::new(Packer::Miniz(1), Reader::Vectors)),
-        Box::new(Body::new(Packer::Miniz(1), Reader::Stream)),
-        Box::new(Body::new(Packer::MinizCore, Reader::Stream)),
+        Box::new(Body::new(Packer::MinizCore, Reader::Reused)),
         Box::new(Body::new(Packer::Flate2(1), Reader::Vectors)),
-        Box::new(Body::new(Packer::Flate2(1), Reader::Stream)),
-        Box::new(Body::new(Packer::Lz4, Reader::Stream)),
-        Box::new(Body::new(Packer::Zstd(1), Reader::Stream)),
-        Box::new(Body::new(Packer::Zstd(3), Reader::Stream)),
-        Box::new(Body::new(Packer::Flate2(2), Reader::Stream)),
-        Box::new(Body::new(Packer::Flate2(4), Reader::Stream)),
-        Box::new(Body::new(Packer::Flate2(6), Reader::Stream)),
-        Box::new(Body::new(Packer::Flate2(9), Reader::Stream)),
+        Box::new(Body::new(Packer::Flate2(1), Reader::Reused)),
+        Box::new(Body::new(Packer::Lz4, Reader::Reused)),
+        Box::new(Body::new(Packer::Zstd(1), Reader::Reused)),
+        Box::new(Body::new(Packer::Zstd(3), Reader::Reused)),
+        Box::new(Body::new(Packer::Flate2(2), Reader::Reused)),
+        Box::new(Body::new(Packer::Flate2(2), Reader::Vectors)),
+        Box::new(Body::new(Packer::Flate2(4), Reader::Reused)),
+        Box::new(Body::new(Packer::Flate2(6), Reader::Reused)),
+        Box::new(Body::new(Packer::Flate2(9), Reader::Reused)),
         Box::new(Body {
             no_timestamps: true,
-            ..Body::new(Packer::Flate2(1), Reader::Stream)
+            ..Body::new(Packer::Flate2(DEFLATE_LEVEL), Reader::Reused)
         }),
     ]);
     // The float-only candidates (the counter is an integer).
@@ -695,8 +700,8 @@ fn candidates(set: &DataSet) -> Vec<Box<dyn Candidate>> {
 /// (chunks, identical, miniz_oxide's bytes, zlib-rs' bytes).
 fn same_bytes(set: &DataSet) -> (usize, usize, usize, usize) {
     let (mut miniz, mut zlib) = (
-        Body::new(Packer::Miniz(1), Reader::Stream),
-        Body::new(Packer::Flate2(1), Reader::Stream),
+        Body::new(Packer::Miniz(1), Reader::Reused),
+        Body::new(Packer::Flate2(1), Reader::Reused),
     );
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let mut counts = (0, 0, 0, 0);
@@ -776,121 +781,4 @@ fn measure_chunk_encodings() {
             );
         }
     }
-}
-
-// The column decoder of the first schema 3 code (a vector per column, then the points),
-// kept to compare with [`ChunkPoints`].
-
-fn decode_columns(
-    mut buf: &[u8],
-    n: usize,
-    out: &mut Vec<(i64, FieldValue)>,
-) -> Result<(), StoreError> {
-    let bad = |what: &str| corrupt(&format!("a chunk ({what})"));
-    // No more points than the bytes could hold: a damaged count never allocates.
-    if n > buf.len() {
-        return Err(bad("points missing"));
-    }
-    out.reserve(n);
-    let mut timestamps = Timestamps::default();
-    for _ in 0..n {
-        // A placeholder value, replaced below: the timestamps come first.
-        out.push((timestamps.get(&mut buf)?, FieldValue::Boolean(false)));
-    }
-    // Kind runs: the kind of each point, and how many of each kind.
-    let mut runs: Vec<(FieldKind, usize)> = Vec::new();
-    let (mut floats, mut ints, mut bools) = (0usize, 0usize, 0usize);
-    let mut covered = 0usize;
-    while covered < n {
-        let (&k, rest) = buf.split_first().ok_or_else(|| bad("kinds"))?;
-        buf = rest;
-        let kind = FieldKind::from_u8(k).ok_or_else(|| bad("kind"))?;
-        let len = usize::try_from(get_varint(&mut buf)?).map_err(|_| bad("kinds"))?;
-        if len == 0 || len > n - covered {
-            return Err(bad("kinds"));
-        }
-        covered += len;
-        match kind {
-            FieldKind::Float => floats += len,
-            FieldKind::Integer | FieldKind::Unsigned => ints += len,
-            FieldKind::Boolean => bools += len,
-            FieldKind::String => {}
-        }
-        runs.push((kind, len));
-    }
-    let floats = get_floats(&mut buf, floats)?;
-    let mut ints_col = Vec::with_capacity(ints);
-    let mut prev = 0i64;
-    for _ in 0..ints {
-        prev = prev.wrapping_add(unzigzag(get_varint(&mut buf)?));
-        ints_col.push(prev);
-    }
-    let bool_col = buf
-        .get(..bools.div_ceil(8))
-        .ok_or_else(|| bad("booleans"))?;
-    let mut strings = &buf[bool_col.len()..];
-    let (mut f, mut i, mut b) = (floats.into_iter(), ints_col.into_iter(), 0usize);
-    let mut points = out.iter_mut();
-    for &(kind, len) in &runs {
-        for point in points.by_ref().take(len) {
-            point.1 = match kind {
-                FieldKind::Float => FieldValue::Float(f.next().ok_or_else(|| bad("floats"))?),
-                FieldKind::Integer => FieldValue::Integer(i.next().ok_or_else(|| bad("integers"))?),
-                FieldKind::Unsigned => {
-                    FieldValue::Unsigned(i.next().ok_or_else(|| bad("integers"))?.cast_unsigned())
-                }
-                FieldKind::Boolean => {
-                    let bit = bool_col[b / 8] >> (b % 8) & 1;
-                    b += 1;
-                    FieldValue::Boolean(bit != 0)
-                }
-                FieldKind::String => {
-                    let len =
-                        usize::try_from(get_varint(&mut strings)?).map_err(|_| bad("strings"))?;
-                    let s = strings.get(..len).ok_or_else(|| bad("strings"))?;
-                    strings = &strings[len..];
-                    FieldValue::String(CompactString::from_utf8(s).map_err(|_| bad("strings"))?)
-                }
-            };
-        }
-    }
-    if !strings.is_empty() {
-        return Err(bad("bytes left over"));
-    }
-    Ok(())
-}
-
-/// Reads the float column of `count` floats.
-fn get_floats(buf: &mut &[u8], count: usize) -> Result<Vec<f64>, StoreError> {
-    let bad = || corrupt("a chunk (floats)");
-    let mut out = Vec::with_capacity(count);
-    if count == 0 {
-        return Ok(out);
-    }
-    let (&mode, rest) = buf.split_first().ok_or_else(bad)?;
-    *buf = rest;
-    match mode {
-        0 => {
-            let bytes = buf.get(..count * 8).ok_or_else(bad)?;
-            out.extend(
-                bytes
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default())),
-            );
-            *buf = &buf[count * 8..];
-        }
-        1 => {
-            let (&e, rest) = buf.split_first().ok_or_else(bad)?;
-            *buf = rest;
-            let scale = *POW10.get(usize::from(e)).ok_or_else(bad)?;
-            let mut m = 0i64;
-            for _ in 0..count {
-                m = m.wrapping_add(unzigzag(get_varint(buf)?));
-                // What the writer checked: |m| < 2^53, so `m as f64` is exact.
-                out.push(m as f64 / scale);
-            }
-        }
-        _ => return Err(bad()),
-    }
-    Ok(out)
 }

@@ -811,7 +811,10 @@ impl Iterator for ChunkReader {
         }
         let (ts, value) = self.points.get_mut(self.next)?;
         self.next += 1;
-        Some(Ok((*ts, std::mem::replace(value, FieldValue::Boolean(false)))))
+        Some(Ok((
+            *ts,
+            std::mem::replace(value, FieldValue::Boolean(false)),
+        )))
     }
 }
 

@@ -470,7 +470,10 @@ impl Body {
                 matches!(r.status, Ok(MZStatus::StreamEnd))
             }
             Packer::Lz4 => {
-                out.resize(start + lz4_flex::block::get_maximum_output_size(body.len()), 0);
+                out.resize(
+                    start + lz4_flex::block::get_maximum_output_size(body.len()),
+                    0,
+                );
                 let n = lz4_flex::block::compress_into(body, &mut out[start..]).unwrap();
                 out.truncate(start + n);
                 true
@@ -608,7 +611,10 @@ impl Candidate for Body {
                 decode_columns(body, points, &mut points_vec).unwrap();
                 *out = points_vec;
             }
-            Reader::Reused => decode_columns(body, points, out).unwrap(),
+            Reader::Reused => {
+                out.clear();
+                decode_columns(body, points, out).unwrap();
+            }
         }
     }
 }

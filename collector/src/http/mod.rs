@@ -22,7 +22,7 @@ mod auth;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,6 +48,7 @@ pub use auth::Auth;
 use crate::backoff::LogLimit;
 use crate::dashboard::Dashboard;
 use crate::metrics::{Counter, Gauge, Metrics};
+use crate::sync::MutexExt;
 
 /// The body of every response: whole, in memory (the largest is a bounded API answer).
 pub type Body = Full<Bytes>;
@@ -161,7 +162,7 @@ impl Events {
     /// Whether the event `index` (a [`Closed`], or [`REFUSED`]) is to be logged now, and how
     /// many went unlogged since the last line.
     fn log(&self, index: usize) -> Option<u64> {
-        self.logs.lock().unwrap_or_else(PoisonError::into_inner)[index].event(Instant::now())
+        self.logs.lock_unpoisoned()[index].event(Instant::now())
     }
 
     fn refused(&self, limits: &ConnectionLimits, peer: SocketAddr) {

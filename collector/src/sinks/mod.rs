@@ -19,6 +19,7 @@ pub mod runner;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::error::error_chain;
 /// A batch handed to a sink: its readings are shared with the journal and the other sinks,
 /// and cloning it (to move it into a blocking task) copies none of them.
 pub use crate::reading::Batch;
@@ -33,14 +34,14 @@ pub trait Sink: Send + 'static {
 /// Why a write failed, classified by what the runner should do about it.
 ///
 /// Displayed as `<class>: <reason>`; a `Transient` error's cause is its source, shown by
-/// `{:#}` and [`error_chain`] (once), not by `{}`.
+/// `{:#}` and [`error_chain`](crate::error::error_chain) (once), not by `{}`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// A passing failure (connection, server error, busy store): retry later with backoff.
     Retryable(String),
     /// A passing failure that is an error of its own (a request that could not be sent):
     /// retried like `Retryable`. The cause is kept as the error's source, printed once by
-    /// [`error_chain`] or `{:#}`.
+    /// [`error_chain`](crate::error::error_chain) or `{:#}`.
     Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store asked to be left alone for a while (HTTP 429 or 503): retry after
     /// `retry_after` when it said so (`Retry-After`), else with backoff.
@@ -125,23 +126,6 @@ impl SinkError {
     pub fn transient(err: impl std::error::Error + Send + Sync + 'static) -> SinkError {
         SinkError::Transient(Box::new(err))
     }
-}
-
-/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error; a cause whose text
-/// the message already holds (some libraries repeat their cause in their own message) is not
-/// printed again.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::config::TimestampConfig;
 use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
+use crate::time::duration_ns;
 
 /// The counters every source keeps, labelled with its name (`mqtt:<name>`, `serial:<name>`),
 /// looked up once.
@@ -109,16 +110,4 @@ pub(crate) fn timestamp_bounds(config: &TimestampConfig, now: i64) -> TimestampB
         duration_ns(config.max_future),
         duration_ns(config.max_past),
     )
-}
-
-pub(crate) fn duration_ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// Now, in nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(duration_ns)
-        .unwrap_or(0)
 }

@@ -396,12 +396,8 @@ impl Sources {
                     .run(self.out.clone(), stop.clone())
                     .boxed(),
             };
-            let task_label = label.clone();
-            let task = async move {
-                if let Err(e) = run.await {
-                    error!(source = %task_label, error = format!("{e:#}"), "source failed");
-                }
-            };
+            // A source's `run` cannot fail (`Result<(), Infallible>`): it retries everything.
+            let task = run.map(|Ok(())| ());
             self.tasks.spawn(label, (s, timestamps), stop, task);
             started += 1;
         }

@@ -2,8 +2,8 @@
 //! devices with last seen and status, the latest value of each series, raw points for a
 //! range, and downsampled series (count, min, max, mean per step).
 //!
-//! Parsing ([`parse`]) runs on the async runtime and refuses bad requests before the store
-//! is touched; [`run`] reads the store and must run on a blocking thread. Every response is
+//! Parsing (`parse`) runs on the async runtime and refuses bad requests before the store
+//! is touched; `run` reads the store and must run on a blocking thread. Every response is
 //! bounded: by `limit` (with a maximum), or by refusing a query whose answer would be too
 //! large.
 

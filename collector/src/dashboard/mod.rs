@@ -15,6 +15,8 @@ mod params;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -22,12 +24,14 @@ use tokio::sync::Semaphore;
 
 pub use params::BadRequest;
 
-use crate::http::Body;
-use crate::sync::MutexExt;
-
 use crate::error::error_chain;
 use crate::store::LocalStore;
+use crate::sync::MutexExt;
 use crate::time::now_ns;
+
+/// The body of every response of the HTTP port: whole, in memory (the largest is a bounded
+/// API answer). Defined here, below [`http`](crate::http), which serves the dashboard.
+pub type Body = Full<Bytes>;
 
 /// Store reads that may run at once; more requests wait their turn.
 pub const MAX_CONCURRENT_QUERIES: usize = 2;

@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, WWW_AUTHENTICATE,
@@ -46,12 +44,9 @@ use tracing::{debug, warn};
 pub use auth::Auth;
 
 use crate::backoff::LogLimit;
-use crate::dashboard::Dashboard;
+use crate::dashboard::{Body, Dashboard};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::sync::MutexExt;
-
-/// The body of every response: whole, in memory (the largest is a bounded API answer).
-pub type Body = Full<Bytes>;
 
 /// The journal is "nearly full" above this share of `max_bytes`.
 const JOURNAL_NEARLY_FULL: f64 = 0.9;
@@ -104,7 +99,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Access {
     /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Answer 401 to a request without these credentials (but see [`route`] for `/health`).
+    /// Answer 401 to a request without these credentials (but see `route` for `/health`).
     pub auth: Option<Auth>,
 }
 

@@ -208,7 +208,7 @@ impl Journal {
             closing: AtomicBool::new(false),
             committed: committed_rx,
             tail: Mutex::new(Tail::default()),
-            bytes_gauge: metrics.gauge("journal_bytes", &[]),
+            bytes_gauge: metrics.journal_bytes(),
             metrics: metrics.clone(),
         });
         shared.add_bytes(bytes);

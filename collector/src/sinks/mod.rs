@@ -34,14 +34,14 @@ pub trait Sink: Send + 'static {
 /// Why a write failed, classified by what the runner should do about it.
 ///
 /// Displayed as `<class>: <reason>`; a `Transient` error's cause is its source, shown by
-/// `{:#}` and [`error_chain`](crate::error::error_chain) (once), not by `{}`.
+/// `{:#}` and [`error_chain`] (once), not by `{}`.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// A passing failure (connection, server error, busy store): retry later with backoff.
     Retryable(String),
     /// A passing failure that is an error of its own (a request that could not be sent):
     /// retried like `Retryable`. The cause is kept as the error's source, printed once by
-    /// [`error_chain`](crate::error::error_chain) or `{:#}`.
+    /// [`error_chain`] or `{:#}`.
     Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store asked to be left alone for a while (HTTP 429 or 503): retry after
     /// `retry_after` when it said so (`Retry-After`), else with backoff.

@@ -45,7 +45,7 @@ impl SourceCounters {
             messages: metrics.counter("messages_received_total", &labels),
             readings: metrics.counter("readings_received_total", &labels),
             reconnects: metrics.counter("source_reconnects_total", &labels),
-            connected: metrics.gauge("source_connected", &labels),
+            connected: metrics.source_connected(source),
             devices: metrics.devices(source),
         }
     }
@@ -96,9 +96,9 @@ impl Rejections {
         self.counter(reason).inc();
         match self.log.event(Instant::now()) {
             Some(similar_since_last) => {
-                warn!(source = %self.source, from, reason, similar_since_last, "rejected an input");
+                warn!(from, reason, similar_since_last, "rejected an input");
             }
-            None => debug!(source = %self.source, from, reason, "rejected an input"),
+            None => debug!(from, reason, "rejected an input"),
         }
     }
 }

@@ -161,9 +161,10 @@ impl Sink for LocalSink {
     /// retention failure is logged, not returned: the batch is stored).
     ///
     /// # Errors
-    /// [`SinkError::Retryable`] for a busy database, an I/O error, a full disk, or a write
-    /// task that panicked; [`SinkError::Rejected`] for errors that would repeat identically
-    /// (see [`StoreError::is_retryable`]).
+    /// [`SinkError::Transient`] (the [`StoreError`] its cause) for a busy database, an I/O
+    /// error or a full disk; [`SinkError::Retryable`] for a write task that panicked;
+    /// [`SinkError::Rejected`] for errors that would repeat identically (see
+    /// [`StoreError::is_retryable`]).
     ///
     /// # Cancel safety
     /// Dropping the future does not stop the write: it completes or rolls back on the
@@ -204,7 +205,7 @@ impl Sink for LocalSink {
                 }
                 Ok(())
             }
-            Ok(Err(err)) if err.is_retryable() => Err(SinkError::Retryable(error_chain(&err))),
+            Ok(Err(err)) if err.is_retryable() => Err(SinkError::transient(err)),
             Ok(Err(err)) => Err(SinkError::Rejected(error_chain(&err))),
             Err(err) => Err(SinkError::Retryable(format!(
                 "local store write task failed: {err}"

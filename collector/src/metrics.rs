@@ -162,11 +162,7 @@ impl Devices {
 }
 
 /// Now, in whole seconds since the Unix epoch (what `device_last_seen_seconds` holds).
-pub fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::time::now_seconds;
 
 /// A metric's identity: its name and its labels, in order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

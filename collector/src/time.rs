@@ -12,6 +12,14 @@ pub fn now_ns() -> i64 {
     }
 }
 
+/// Now, in whole seconds since the Unix epoch (0 before 1970): what the metrics' last-seen
+/// gauges hold.
+pub fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `d` in nanoseconds, saturating at `i64::MAX` (292 years).
 pub fn duration_ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)

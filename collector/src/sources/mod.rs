@@ -53,7 +53,7 @@ impl SourceCounters {
     /// Counts `readings`, about to be sent into the pipeline, and the devices they came from.
     pub(crate) fn received(&self, readings: &[Reading]) {
         self.readings.add(readings.len() as u64);
-        let now = i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX);
+        let now = i64::try_from(crate::time::now_seconds()).unwrap_or(i64::MAX);
         // The readings of one message are nearly always of one device: one lookup per run,
         // and one lock for them all.
         let runs = readings

@@ -778,7 +778,7 @@ fn open_serial(r: &RtuSettings) -> std::io::Result<tokio_serial::SerialStream> {
 }
 
 fn now_seconds() -> i64 {
-    i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX)
+    i64::try_from(crate::time::now_seconds()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

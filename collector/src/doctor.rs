@@ -110,10 +110,10 @@ pub async fn run(settings: &Settings, out: &mut dyn Write) -> std::io::Result<bo
     for s in &settings.influxdb {
         let result = match InfluxSink::new(s) {
             Ok(sink) => match tokio::time::timeout(CHECK_TIMEOUT, sink.check()).await {
-                Ok(r) => r.map_err(|e| crate::sinks::error_chain(&e)),
+                Ok(r) => r.map_err(|e| crate::error::error_chain(&e)),
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             },
-            Err(e) => Err(crate::store::error_chain(&e)),
+            Err(e) => Err(crate::error::error_chain(&e)),
         };
         report(out, &s.sink, result)?;
     }

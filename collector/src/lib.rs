@@ -46,6 +46,10 @@
 //! - [`backoff`]: capped, jittered exponential backoff for reconnects and retries.
 //! - [`doctor`]: checks every configured broker and store, writing no readings.
 //! - [`task`]: joining blocking work without mistaking a runtime shutdown for a panic.
+//! - [`time`], [`sync`], [`error`]: the small helpers every layer uses (nanoseconds since the
+//!   epoch, a lock that survives a panicked holder, an error printed with its causes).
+//! - [`time`], [`sync`], [`error`]: the small helpers every layer uses (nanoseconds since the
+//!   epoch, a lock that survives a panicked holder, an error printed with its causes).
 //! - [`cli`]: the `telemetry-collector` command line, and its `query` command.
 
 pub mod backoff;
@@ -55,6 +59,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod doctor;
+pub mod error;
 mod events;
 pub mod http;
 pub mod journal;
@@ -70,7 +75,9 @@ pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod sync;
 pub mod task;
+pub mod time;
 pub mod tls;
 pub mod topic;
 

@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use compact_str::CompactString;
+
+use crate::sync::MutexExt;
 
 /// A monotonically increasing count.
 #[derive(Debug, Clone, Default)]
@@ -131,7 +133,7 @@ impl Devices {
 
     /// Records each `(device, readings)` of `runs`, received at `now`, under one lock.
     pub fn record_runs<'a>(&self, runs: impl IntoIterator<Item = (&'a str, u64)>, now: i64) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table.lock_unpoisoned();
         for (device, readings) in runs {
             if let Some(d) = table.get_mut(device) {
                 d.last_seen = now;
@@ -152,7 +154,7 @@ impl Devices {
 
     /// Every device and its stats, sorted by device id.
     pub fn snapshot(&self) -> Vec<(String, DeviceStats)> {
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table.lock_unpoisoned();
         let mut v: Vec<_> = table.iter().map(|(k, s)| (k.to_string(), *s)).collect();
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         v
@@ -160,11 +162,7 @@ impl Devices {
 }
 
 /// Now, in whole seconds since the Unix epoch (what `device_last_seen_seconds` holds).
-pub fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::time::now_seconds;
 
 /// A metric's identity: its name and its labels, in order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -217,14 +215,14 @@ impl Metrics {
     /// The counter `name` with `labels`, created at zero on first use.
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         let key = key(name, labels);
-        let mut map = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.counters.lock_unpoisoned();
         map.entry(key).or_default().clone()
     }
 
     /// The gauge `name` with `labels`, created at zero on first use.
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         let key = key(name, labels);
-        let mut map = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.gauges.lock_unpoisoned();
         map.entry(key).or_default().clone()
     }
 
@@ -281,16 +279,13 @@ impl Metrics {
     /// The histogram `name` with `labels`, created empty on first use.
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
         let key = key(name, labels);
-        let mut map = self
-            .histograms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.histograms.lock_unpoisoned();
         map.entry(key).or_default().clone()
     }
 
     /// The device liveness table of the source labelled `source`, created empty on first use.
     pub fn devices(&self, source: &str) -> Devices {
-        let mut map = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.devices.lock_unpoisoned();
         map.entry(source.to_string())
             .or_insert_with(|| Devices {
                 table: Arc::default(),
@@ -301,19 +296,19 @@ impl Metrics {
 
     /// Every source's device table, sorted by source.
     pub fn device_tables(&self) -> Vec<(String, Devices)> {
-        let map = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.devices.lock_unpoisoned();
         map.iter().map(|(k, d)| (k.clone(), d.clone())).collect()
     }
 
     /// Every counter and its value, sorted by name and labels.
     pub fn counters(&self) -> Vec<(Key, u64)> {
-        let map = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.counters.lock_unpoisoned();
         map.iter().map(|(k, c)| (k.clone(), c.get())).collect()
     }
 
     /// Every gauge and its value, sorted by name and labels.
     pub fn gauges(&self) -> Vec<(Key, i64)> {
-        let map = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.gauges.lock_unpoisoned();
         map.iter().map(|(k, g)| (k.clone(), g.get())).collect()
     }
 
@@ -354,11 +349,7 @@ impl Metrics {
             }
             sample(&mut out, key.name, "", key.pairs(), None, value);
         }
-        let histograms = self
-            .histograms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let histograms = self.histograms.lock_unpoisoned().clone();
         let mut last_name = "";
         for (key, h) in histograms {
             if key.name != last_name {

@@ -396,12 +396,8 @@ impl Sources {
                     .run(self.out.clone(), stop.clone())
                     .boxed(),
             };
-            let task_label = label.clone();
-            let task = async move {
-                if let Err(e) = run.await {
-                    error!(source = %task_label, error = format!("{e:#}"), "source failed");
-                }
-            };
+            // A source's `run` cannot fail (`Result<(), Infallible>`): it retries everything.
+            let task = run.map(|Ok(())| ());
             self.tasks.spawn(label, (s, timestamps), stop, task);
             started += 1;
         }
@@ -587,7 +583,7 @@ impl Sinks {
             let task_name = name.clone();
             let task = open.run(reader, &self.metrics, abort.clone()).map(move |r| {
                 if let Err(e) = r {
-                    error!(sink = %task_name, error = format!("{:#}", anyhow::Error::from(e)), "sink stopped on a journal error");
+                    error!(sink = %task_name, error = crate::error::error_chain(&e), "sink stopped on a journal error");
                 }
             });
             self.tasks.spawn(name, s, abort, task);
@@ -627,7 +623,7 @@ fn serve_http(
     let tls = match http.tls.as_ref().map(crate::tls::server_config).transpose() {
         Ok(tls) => tls.map(std::sync::Arc::new),
         Err(e) => {
-            error!(%addr, error = %format!("{:#}", anyhow::Error::from(e)), "cannot serve the HTTP port: [http.tls]; collecting goes on without it");
+            error!(%addr, error = %crate::error::error_chain(&e), "cannot serve the HTTP port: [http.tls]; collecting goes on without it");
             return;
         }
     };

@@ -7,11 +7,12 @@
 //! the pipeline's inlet. Time is the readings' own (their timestamps), so that a known
 //! sequence of values gives a known sequence of writes.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use crate::config::{ReportRule, ReportSettings, Threshold};
 use crate::metrics::{Counter, Metrics};
 use crate::reading::{CompactString, FieldValue, Reading};
+use crate::sync::MutexExt;
 
 /// The most (series, field) pairs a [`ReportFilter`] remembers: values of series beyond are
 /// written as they come (counted in `report_untracked_total`), so that a stream of made-up
@@ -104,7 +105,7 @@ impl ReportFilter {
     /// Removes from `readings` the fields that are not to be written, and the readings left
     /// without a field.
     pub fn apply(&self, readings: &mut Vec<Reading>) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock_unpoisoned();
         for reading in readings.iter_mut() {
             let mut fields = std::mem::take(&mut reading.fields);
             fields.retain(|(name, value)| {

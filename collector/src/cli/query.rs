@@ -20,9 +20,9 @@ use anyhow::{bail, Context as _};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::store::{
-    format_time, now_ns, DeviceSummary, JsonTags, JsonValue, LocalStore, Point, Query, StoreSize,
-    TimeArg,
+    format_time, DeviceSummary, JsonTags, JsonValue, LocalStore, Point, Query, StoreSize, TimeArg,
 };
+use crate::time::now_ns;
 
 /// The arguments of `telemetry-collector query`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]

@@ -74,7 +74,7 @@ pub struct InfluxDbConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Compress request bodies with gzip (default: yes, unless the server is on this machine,
-    /// see [`gzip_by_default`]).
+    /// see `gzip_by_default`).
     pub gzip: Option<bool>,
     /// TLS for an https:// server: its CA (default: the system's roots) and a client
     /// certificate, as for MQTT brokers.

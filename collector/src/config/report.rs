@@ -123,8 +123,7 @@ pub(super) fn report_settings(
     let heartbeat = c.heartbeat.unwrap_or(DEFAULT_HEARTBEAT);
     Some(ReportSettings {
         threshold,
-        heartbeat_ns: (!heartbeat.is_zero())
-            .then(|| i64::try_from(heartbeat.as_nanos()).unwrap_or(i64::MAX)),
+        heartbeat_ns: (!heartbeat.is_zero()).then(|| crate::time::duration_ns(heartbeat)),
     })
 }
 

@@ -103,7 +103,7 @@ pub struct MqttSettings {
     /// Reconnect backoff.
     pub reconnect: BackoffConfig,
     /// How long the source lets messages gather, once it has read every message waiting
-    /// and none of them needs an ack, before it reads again (see [`MAX_READ_PAUSE`]).
+    /// and none of them needs an ack, before it reads again (see `MAX_READ_PAUSE`).
     pub read_pause: Duration,
     /// Subscriptions, in the order written (the first matching one reads a message).
     pub subscriptions: Vec<SubscriptionSettings>,

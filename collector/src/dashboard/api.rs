@@ -2,8 +2,8 @@
 //! devices with last seen and status, the latest value of each series, raw points for a
 //! range, and downsampled series (count, min, max, mean per step).
 //!
-//! Parsing ([`parse`]) runs on the async runtime and refuses bad requests before the store
-//! is touched; [`run`] reads the store and must run on a blocking thread. Every response is
+//! Parsing (`parse`) runs on the async runtime and refuses bad requests before the store
+//! is touched; `run` reads the store and must run on a blocking thread. Every response is
 //! bounded: by `limit` (with a maximum), or by refusing a query whose answer would be too
 //! large.
 
@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::params::{BadRequest, Epoch, Params};
+use super::params::{BadRequest, Params};
+use crate::reading::Precision;
 use crate::store::{
     format_time, JsonTags, JsonValue, LocalStore, Point, Query, SeriesBuckets, StoreError,
 };
+use crate::time::duration_ns;
 
 /// A device is `stale` when its last reading is older than this (unless `stale=` says).
 pub const DEFAULT_STALE: Duration = Duration::from_secs(300);
@@ -73,21 +75,21 @@ pub(crate) enum Request {
         stale_ns: i64,
         limit: usize,
         now_ns: i64,
-        epoch: Epoch,
+        epoch: Precision,
     },
     Latest {
         query: Query,
-        epoch: Epoch,
+        epoch: Precision,
     },
     Points {
         query: Query,
-        epoch: Epoch,
+        epoch: Precision,
     },
     Downsample {
         query: Query,
         step_ns: i64,
         steps: u64,
-        epoch: Epoch,
+        epoch: Precision,
     },
 }
 
@@ -149,7 +151,7 @@ fn request(path: &str, p: &Params, now_ns: i64) -> Result<Request, BadRequest> {
     };
     match path {
         "/api/v1/devices" => Ok(Request::Devices {
-            stale_ns: nanos(p.duration("stale")?.unwrap_or(DEFAULT_STALE)),
+            stale_ns: duration_ns(p.duration("stale")?.unwrap_or(DEFAULT_STALE)),
             limit: p.limit("limit", MAX_SERIES, MAX_SERIES)?,
             now_ns,
             epoch,
@@ -172,7 +174,7 @@ fn request(path: &str, p: &Params, now_ns: i64) -> Result<Request, BadRequest> {
             let step = p.duration("step")?.ok_or_else(|| {
                 BadRequest::new("missing parameter \"step\": a duration such as 10s, 1m or 1h")
             })?;
-            let step_ns = nanos(step);
+            let step_ns = duration_ns(step);
             // Buckets are aligned on multiples of the step: count those the range touches.
             let steps = (to - 1)
                 .div_euclid(step_ns)
@@ -206,11 +208,6 @@ fn round_up(ns: u64) -> u64 {
         .find(|u| ns >= *u)
         .unwrap_or(1);
     ns.div_ceil(unit).saturating_mul(unit)
-}
-
-/// A duration in nanoseconds, saturating at `i64::MAX` (292 years).
-fn nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Answers `request` from `store`: the JSON body.
@@ -353,13 +350,13 @@ struct DevicesBody<'a> {
     stale_ns: i64,
     devices: &'a [Device],
     truncated: bool,
-    epoch: Epoch,
+    epoch: Precision,
 }
 
 impl Serialize for DevicesBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(4))?;
-        map.serialize_entry("now", &self.epoch.of(self.now_ns))?;
+        map.serialize_entry("now", &self.epoch.convert(self.now_ns))?;
         map.serialize_entry("stale_after_s", &(self.stale_ns as f64 / 1e9))?;
         map.serialize_entry(
             "devices",
@@ -379,7 +376,7 @@ struct JsonDevice<'a> {
     d: &'a Device,
     now_ns: i64,
     stale_ns: i64,
-    epoch: Epoch,
+    epoch: Precision,
 }
 
 impl Serialize for JsonDevice<'_> {
@@ -389,14 +386,14 @@ impl Serialize for JsonDevice<'_> {
         let mut map = serializer.serialize_map(Some(5))?;
         map.serialize_entry("device", &d.device)?;
         map.serialize_entry("tags", &JsonTags(&d.tags))?;
-        map.serialize_entry("last_seen", &self.epoch.of(d.last_ns))?;
+        map.serialize_entry("last_seen", &self.epoch.convert(d.last_ns))?;
         map.serialize_entry("status", if stale { "stale" } else { "ok" })?;
         map.serialize_entry("series", &d.series)?;
         map.end()
     }
 }
 
-struct JsonLatest<'a>(&'a Point, Epoch);
+struct JsonLatest<'a>(&'a Point, Precision);
 
 impl Serialize for JsonLatest<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -405,7 +402,7 @@ impl Serialize for JsonLatest<'_> {
         map.serialize_entry("measurement", &p.measurement)?;
         map.serialize_entry("tags", &JsonTags(&p.tags))?;
         map.serialize_entry("field", &p.field)?;
-        map.serialize_entry("time", &epoch.of(p.timestamp))?;
+        map.serialize_entry("time", &epoch.convert(p.timestamp))?;
         map.serialize_entry("value", &JsonValue(&p.value))?;
         map.end()
     }
@@ -416,7 +413,7 @@ struct PointsBody<'a> {
     points: &'a [Point],
     latest: bool,
     truncated: bool,
-    epoch: Epoch,
+    epoch: Precision,
 }
 
 impl Serialize for PointsBody<'_> {
@@ -456,7 +453,7 @@ impl Serialize for PointsBody<'_> {
                     "points",
                     Seq(run
                         .iter()
-                        .map(move |p| (epoch.of(p.timestamp), JsonValue(&p.value)))),
+                        .map(move |p| (epoch.convert(p.timestamp), JsonValue(&p.value)))),
                 ),
             })),
         )?;
@@ -468,7 +465,7 @@ impl Serialize for PointsBody<'_> {
 struct DownsampleBody<'a> {
     step_ns: i64,
     series: &'a [SeriesBuckets],
-    epoch: Epoch,
+    epoch: Precision,
 }
 
 impl Serialize for DownsampleBody<'_> {
@@ -485,10 +482,9 @@ impl Serialize for DownsampleBody<'_> {
                 field: &s.field,
                 data: (
                     "buckets",
-                    Seq(s
-                        .buckets
-                        .iter()
-                        .map(move |b| (epoch.of(b.start_ns), b.count, b.min, b.max, b.mean()))),
+                    Seq(s.buckets.iter().map(move |b| {
+                        (epoch.convert(b.start_ns), b.count, b.min, b.max, b.mean())
+                    })),
                 ),
             })),
         )?;
@@ -661,7 +657,7 @@ mod tests {
                     to_ns: Some(now),
                     limit: Some(5),
                 },
-                epoch: Epoch::Us,
+                epoch: Precision::Us,
             })
         );
         assert_eq!(
@@ -675,7 +671,7 @@ mod tests {
                 },
                 step_ns: 3,
                 steps: 4,
-                epoch: Epoch::Ns,
+                epoch: Precision::Ns,
             })
         );
         // Steps are aligned on multiples of the step: [9, 12) is one, [10, 13) touches two.

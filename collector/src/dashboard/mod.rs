@@ -13,8 +13,10 @@ pub mod api;
 mod params;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -22,9 +24,14 @@ use tokio::sync::Semaphore;
 
 pub use params::BadRequest;
 
-use crate::http::Body;
+use crate::error::error_chain;
+use crate::store::LocalStore;
+use crate::sync::MutexExt;
+use crate::time::now_ns;
 
-use crate::store::{now_ns, LocalStore};
+/// The body of every response of the HTTP port: whole, in memory (the largest is a bounded
+/// API answer). Defined here, below [`http`](crate::http), which serves the dashboard.
+pub type Body = Full<Bytes>;
 
 /// Store reads that may run at once; more requests wait their turn.
 pub const MAX_CONCURRENT_QUERIES: usize = 2;
@@ -74,18 +81,10 @@ impl Dashboard {
     /// Reads the local store at `store` from now on (a reload moved it, or turned it off or
     /// on); requests under way finish on the old one.
     pub fn set_store(&self, store: Option<PathBuf>) {
-        let mut current = self
-            .inner
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.inner.store.lock_unpoisoned();
         if *current != store {
             *current = store;
-            self.inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            self.inner.readers.lock_unpoisoned().clear();
         }
     }
 
@@ -121,12 +120,7 @@ impl Dashboard {
     }
 
     async fn run(&self, request: api::Request) -> Response<Body> {
-        let path = self
-            .inner
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let path = self.inner.store.lock_unpoisoned().clone();
         let Some(path) = path else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -138,11 +132,7 @@ impl Dashboard {
         };
         let inner = Arc::clone(&self.inner);
         let task = tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
+            let pooled = inner.readers.lock_unpoisoned().pop();
             let store = match pooled {
                 Some(store) => store,
                 None => LocalStore::open_read_only(&path).map_err(api::ApiError::Store)?,
@@ -150,13 +140,9 @@ impl Dashboard {
             let result = api::run(&store, &request);
             // A connection that failed may be broken, and one to a store the dashboard no
             // longer reads is of no use: only a good, current one goes back.
-            let current = inner
-                .store
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let current = inner.store.lock_unpoisoned().clone();
             if result.is_ok() && current.as_deref() == Some(store.path()) {
-                let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut readers = inner.readers.lock_unpoisoned();
                 if readers.len() < MAX_CONCURRENT_QUERIES {
                     readers.push(store);
                 }
@@ -174,7 +160,7 @@ impl Dashboard {
                 error(StatusCode::BAD_REQUEST, &message)
             }
             Ok(Err(api::ApiError::Store(e))) => {
-                let message = crate::store::error_chain(&e);
+                let message = error_chain(&e);
                 tracing::warn!(error = %message, "dashboard: cannot read the local store");
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,

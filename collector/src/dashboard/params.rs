@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::reading::Precision;
 use crate::store::TimeArg;
 
 /// The most parameters one request may carry.
@@ -150,39 +151,16 @@ impl Params {
     }
 
     /// `epoch`: the unit of the timestamps in the response.
-    pub(crate) fn epoch(&self) -> Result<Epoch, BadRequest> {
+    pub(crate) fn epoch(&self) -> Result<Precision, BadRequest> {
         match self.get("epoch") {
-            None | Some("ns") => Ok(Epoch::Ns),
-            Some("us") => Ok(Epoch::Us),
-            Some("ms") => Ok(Epoch::Ms),
-            Some("s") => Ok(Epoch::S),
+            None | Some("ns") => Ok(Precision::Ns),
+            Some("us") => Ok(Precision::Us),
+            Some("ms") => Ok(Precision::Ms),
+            Some("s") => Ok(Precision::S),
             Some(v) => Err(BadRequest::new(format!(
                 "epoch: {v:?} is not one of ns, us, ms, s"
             ))),
         }
-    }
-}
-
-/// The unit of the timestamps in a response (InfluxDB's `epoch` parameter): nanoseconds
-/// (the default), microseconds, milliseconds or seconds since the Unix epoch, rounded down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Epoch {
-    Ns,
-    Us,
-    Ms,
-    S,
-}
-
-impl Epoch {
-    /// `ns` in this unit, rounded down.
-    pub(crate) fn of(self, ns: i64) -> i64 {
-        let per = match self {
-            Epoch::Ns => 1,
-            Epoch::Us => 1_000,
-            Epoch::Ms => 1_000_000,
-            Epoch::S => 1_000_000_000,
-        };
-        ns.div_euclid(per)
     }
 }
 
@@ -282,13 +260,13 @@ mod tests {
         assert_eq!(p.time("from", now).unwrap(), Some(now - 3_600_000_000_000));
         assert_eq!(p.duration("step").unwrap(), Some(Duration::from_secs(90)));
         assert_eq!(p.limit("limit", 5, 100).unwrap(), 20);
-        assert_eq!(p.epoch().unwrap(), Epoch::Ms);
-        assert_eq!(Epoch::Ms.of(1_999_999), 1);
-        assert_eq!(Epoch::S.of(-1), -1);
+        assert_eq!(p.epoch().unwrap(), Precision::Ms);
+        assert_eq!(Precision::Ms.convert(1_999_999), 1);
+        assert_eq!(Precision::S.convert(-1), -1);
         let p = parse("step=250").unwrap();
         assert_eq!(p.duration("step").unwrap(), Some(Duration::from_nanos(250)));
         assert_eq!(p.limit("limit", 5, 100).unwrap(), 5);
-        assert_eq!(p.epoch().unwrap(), Epoch::Ns);
+        assert_eq!(p.epoch().unwrap(), Precision::Ns);
         assert!(p.time("from", now).unwrap().is_none());
 
         let err = |q: &str, f: &dyn Fn(&Params) -> Result<(), BadRequest>| {

@@ -22,11 +22,9 @@ mod auth;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, WWW_AUTHENTICATE,
@@ -46,11 +44,9 @@ use tracing::{debug, warn};
 pub use auth::Auth;
 
 use crate::backoff::LogLimit;
-use crate::dashboard::Dashboard;
+use crate::dashboard::{Body, Dashboard};
 use crate::metrics::{Counter, Gauge, Metrics};
-
-/// The body of every response: whole, in memory (the largest is a bounded API answer).
-pub type Body = Full<Bytes>;
+use crate::sync::MutexExt;
 
 /// The journal is "nearly full" above this share of `max_bytes`.
 const JOURNAL_NEARLY_FULL: f64 = 0.9;
@@ -103,7 +99,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Access {
     /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Answer 401 to a request without these credentials (but see [`route`] for `/health`).
+    /// Answer 401 to a request without these credentials (but see `route` for `/health`).
     pub auth: Option<Auth>,
 }
 
@@ -161,7 +157,7 @@ impl Events {
     /// Whether the event `index` (a [`Closed`], or [`REFUSED`]) is to be logged now, and how
     /// many went unlogged since the last line.
     fn log(&self, index: usize) -> Option<u64> {
-        self.logs.lock().unwrap_or_else(PoisonError::into_inner)[index].event(Instant::now())
+        self.logs.lock_unpoisoned()[index].event(Instant::now())
     }
 
     fn refused(&self, limits: &ConnectionLimits, peer: SocketAddr) {

@@ -44,7 +44,7 @@ pub use writer::JournalWriter;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension};
@@ -54,6 +54,7 @@ use tracing::info;
 use crate::backoff::LogLimit;
 use crate::config::JournalSettings;
 use crate::metrics::Metrics;
+use crate::sync::MutexExt;
 use schema::{
     convert_to_incremental_vacuum, create_or_upgrade, delete_before, open_connection, Schema,
     SCHEMA_VERSION,
@@ -207,7 +208,7 @@ impl Journal {
             closing: AtomicBool::new(false),
             committed: committed_rx,
             tail: Mutex::new(Tail::default()),
-            bytes_gauge: metrics.gauge("journal_bytes", &[]),
+            bytes_gauge: metrics.journal_bytes(),
             metrics: metrics.clone(),
         });
         shared.add_bytes(bytes);
@@ -239,7 +240,7 @@ impl Journal {
                 r.get(0)
             })
             .map_err(s.sqlite())?;
-        let mut cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cursors = s.cursors.lock_unpoisoned();
         let gone: Vec<String> = cursors
             .keys()
             .filter(|k| !names.contains(&k.as_str()))
@@ -250,12 +251,7 @@ impl Journal {
             conn.execute("DELETE FROM cursors WHERE sink = ?1", [&name])
                 .map_err(s.sqlite())?;
             cursors.remove(&name);
-            if let Some(lag) = s
-                .lags
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&name)
-            {
+            if let Some(lag) = s.lags.lock_unpoisoned().remove(&name) {
                 lag.set(0);
             }
         }
@@ -292,14 +288,13 @@ impl Journal {
         let s = &self.shared;
         let pos = *s
             .cursors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .lock_unpoisoned()
             .get(sink)
             .ok_or_else(|| JournalError::UnknownSink(sink.to_string()))?;
         let conn = open_connection(&s.path, false).map_err(s.sqlite())?;
         let lag = s.metrics.gauge("sink_lag_readings", &[("sink", sink)]);
         {
-            let mut lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut lags = s.lags.lock_unpoisoned();
             let behind: i64 = conn
                 .query_row(
                     "SELECT COALESCE(SUM(readings), 0) FROM entries WHERE seq >= ?1",
@@ -370,12 +365,7 @@ impl Journal {
 
     /// The persisted cursor of `sink`.
     pub fn cursor(&self, sink: &str) -> Option<Position> {
-        self.shared
-            .cursors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(sink)
-            .copied()
+        self.shared.cursors.lock_unpoisoned().get(sink).copied()
     }
 }
 

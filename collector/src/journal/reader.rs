@@ -2,7 +2,7 @@
 //! up, else from SQLite), and persists its cursor once the sink has written what it read.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::watch;
@@ -12,6 +12,7 @@ use super::shared::{Entry, Shared};
 use super::{JournalError, Position};
 use crate::metrics::{Counter, Gauge};
 use crate::reading::{Batch, Encoded, Encoding};
+use crate::sync::MutexExt;
 
 /// A sink's view of the journal: reads ahead from its read position, and persists its
 /// cursor once the sink has written what it read.
@@ -75,8 +76,7 @@ impl JournalReader {
         };
         self.shared
             .in_memory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .lock_unpoisoned()
             .insert(self.sink.clone(), in_memory);
         self.shared.trim_tail();
         self.handed_out += out.len() as u64;
@@ -89,11 +89,7 @@ impl JournalReader {
     fn load_next_entry(&mut self) -> Result<Option<(Entry, usize)>, JournalError> {
         let s = self.shared.clone();
         let wanted = self.read_pos.seq;
-        let in_memory = s
-            .tail
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(wanted);
+        let in_memory = s.tail.lock_unpoisoned().get(wanted);
         let (seq, entry) = match in_memory {
             Some(entry) => {
                 self.from_memory.inc();
@@ -154,7 +150,7 @@ impl JournalReader {
     pub fn commit(&mut self, pos: Position) -> Result<(), JournalError> {
         let s = self.shared.clone();
         let min_seq = {
-            let mut cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut cursors = s.cursors.lock_unpoisoned();
             cursors.insert(self.sink.clone(), pos);
             cursors.values().map(|p| p.seq).min().unwrap_or(pos.seq)
         };

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::watch;
 
@@ -12,6 +12,7 @@ use super::{JournalError, Position};
 use crate::config::WhenFull;
 use crate::metrics::{Gauge, Metrics};
 use crate::reading::Encoded;
+use crate::sync::MutexExt;
 
 /// The most encoded bytes the [tail](Tail) keeps in memory for readers that are behind (a
 /// sink writing a batch, or one that is down): about 40,000 readings of 2 tags and 3 floats,
@@ -101,22 +102,17 @@ impl Shared {
     }
 
     pub(super) fn notify_space(&self) {
-        let _guard = self.space.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.space.0.lock_unpoisoned();
         self.space.1.notify_all();
     }
 
     /// Keeps the just committed entry `seq` in the tail, when a reader runs to take it.
     pub(super) fn keep_in_memory(&self, seq: i64, entry: Encoded) {
-        if self
-            .lags
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-        {
+        if self.lags.lock_unpoisoned().is_empty() {
             return;
         }
         {
-            let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut tail = self.tail.lock_unpoisoned();
             if tail
                 .entries
                 .back()
@@ -137,12 +133,9 @@ impl Shared {
     /// Drops from the tail the entries every running reader has taken.
     pub(super) fn trim_tail(&self) {
         let taken = {
-            let cursors = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
-            let in_memory = self
-                .in_memory
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            let cursors = self.cursors.lock_unpoisoned();
+            let in_memory = self.in_memory.lock_unpoisoned();
+            let lags = self.lags.lock_unpoisoned();
             lags.keys()
                 .map(|sink| {
                     in_memory
@@ -152,7 +145,7 @@ impl Shared {
                 })
                 .min()
         };
-        let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tail = self.tail.lock_unpoisoned();
         match taken {
             Some(taken) => {
                 while tail.entries.front().is_some_and(|(seq, _)| *seq < taken) {

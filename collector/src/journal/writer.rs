@@ -16,6 +16,7 @@ use crate::channel::{Envelope, Outlet};
 use crate::config::{BackoffConfig, WhenFull};
 use crate::metrics::Counter;
 use crate::reading::{self, Encoded, Encoding, Reading};
+use crate::sync::MutexExt;
 
 /// The most readings one commit takes; bounds the writer's memory.
 const MAX_ENTRY_READINGS: usize = 65_536;
@@ -87,7 +88,7 @@ impl JournalWriter {
                     Err(e) => {
                         let delay = retry.next_delay();
                         if retry.worth_logging() {
-                            let error = format!("{:#}", anyhow::Error::from(e));
+                            let error = crate::error::error_chain(&e);
                             error!(
                                 error,
                                 ?delay,
@@ -154,7 +155,7 @@ impl JournalWriter {
         let shared = self.shared.clone();
         let seq = self.next_seq;
         {
-            let lags = shared.lags.lock().unwrap_or_else(PoisonError::into_inner);
+            let lags = shared.lags.lock_unpoisoned();
             self.conn
                 .prepare_cached(
                     "INSERT INTO entries (seq, readings, data, encoding) VALUES (?1, ?2, ?3, ?4)",
@@ -200,7 +201,7 @@ impl JournalWriter {
                 );
                 s.metrics.counter("journal_full_waits_total", &[]).inc();
                 s.waiting_for_sinks.store(true, Ordering::SeqCst);
-                let mut guard = s.space.0.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut guard = s.space.0.lock_unpoisoned();
                 while !fits(&s) && !s.closing.load(Ordering::SeqCst) {
                     guard = s
                         .space
@@ -245,14 +246,14 @@ impl JournalWriter {
         s.add_bytes(-bytes);
         {
             // Dropped for every reader, from memory too.
-            let mut tail = s.tail.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut tail = s.tail.lock_unpoisoned();
             while tail.entries.front().is_some_and(|(q, _)| *q <= seq) {
                 tail.pop_front();
             }
         }
-        let cursors = s.cursors.lock().unwrap_or_else(PoisonError::into_inner);
-        let in_memory = s.in_memory.lock().unwrap_or_else(PoisonError::into_inner);
-        let lags = s.lags.lock().unwrap_or_else(PoisonError::into_inner);
+        let cursors = s.cursors.lock_unpoisoned();
+        let in_memory = s.in_memory.lock_unpoisoned();
+        let lags = s.lags.lock_unpoisoned();
         let mut lost_now = 0;
         for (sink, cursor) in cursors.iter() {
             // What a running reader already holds will be written: only the rest is lost.

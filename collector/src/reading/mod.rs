@@ -1,6 +1,6 @@
 //! The one type on the channel: a [`Reading`], one point in InfluxDB's sense.
 //!
-//! Also its compact binary encoding, used by the journal ([`encoding`]), and [`Batch`]: the
+//! Also its compact binary encoding, used by the journal (`encoding`), and [`Batch`]: the
 //! readings a sink writes, kept encoded and shared with the journal's memory and the other
 //! sinks, visited one at a time through [`Readings`].
 //!

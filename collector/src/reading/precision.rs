@@ -1,5 +1,6 @@
-//! The unit timestamps are written in. Readings carry nanoseconds since the Unix epoch;
-//! a sink may write coarser ones (InfluxDB's `precision` parameter).
+//! The unit of a timestamp: readings carry nanoseconds since the Unix epoch; a sink may write
+//! coarser ones (InfluxDB's `precision` parameter), and the dashboard's API answers in the
+//! unit its `epoch` parameter asks for (InfluxDB's `epoch`). Both are this one type.
 
 use serde::Deserialize;
 

@@ -19,6 +19,7 @@ pub mod runner;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::error::error_chain;
 /// A batch handed to a sink: its readings are shared with the journal and the other sinks,
 /// and cloning it (to move it into a blocking task) copies none of them.
 pub use crate::reading::Batch;
@@ -125,23 +126,6 @@ impl SinkError {
     pub fn transient(err: impl std::error::Error + Send + Sync + 'static) -> SinkError {
         SinkError::Transient(Box::new(err))
     }
-}
-
-/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error; a cause whose text
-/// the message already holds (some libraries repeat their cause in their own message) is not
-/// printed again.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

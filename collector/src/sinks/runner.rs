@@ -28,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::dead_letter::DeadLetter;
-use super::{error_chain, Batch, Sink, SinkError};
+use super::{Batch, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::batcher::Batcher;
 use crate::config::{BackoffConfig, BatchConfig};
+use crate::error::error_chain;
 use crate::events::{BatchRejected, BatchSplit, BatchWritten, SinkWriteFailed, SinkWrites};
 use crate::journal::{JournalError, JournalReader, Position};
 use crate::metrics::{Counter, Histogram, Metrics};
@@ -220,7 +221,7 @@ impl<S: Sink> SinkRunner<S> {
             Ok(Ok(())) => Ok(()),
             // The readings are written; the old cursor only means writing them again.
             Ok(Err(e)) => {
-                warn!(error = %super::error_chain(&e), "cannot save the sink's cursor");
+                warn!(error = %error_chain(&e), "cannot save the sink's cursor");
                 Ok(())
             }
             Err(ShuttingDown) => Err(Aborted),

@@ -19,6 +19,7 @@ use crate::config::TimestampConfig;
 use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
+use crate::time::duration_ns;
 
 /// The counters every source keeps, labelled with its name (`mqtt:<name>`, `serial:<name>`),
 /// looked up once.
@@ -44,7 +45,7 @@ impl SourceCounters {
             messages: metrics.counter("messages_received_total", &labels),
             readings: metrics.counter("readings_received_total", &labels),
             reconnects: metrics.counter("source_reconnects_total", &labels),
-            connected: metrics.gauge("source_connected", &labels),
+            connected: metrics.source_connected(source),
             devices: metrics.devices(source),
         }
     }
@@ -52,7 +53,7 @@ impl SourceCounters {
     /// Counts `readings`, about to be sent into the pipeline, and the devices they came from.
     pub(crate) fn received(&self, readings: &[Reading]) {
         self.readings.add(readings.len() as u64);
-        let now = i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX);
+        let now = i64::try_from(crate::time::now_seconds()).unwrap_or(i64::MAX);
         // The readings of one message are nearly always of one device: one lookup per run,
         // and one lock for them all.
         let runs = readings
@@ -95,9 +96,9 @@ impl Rejections {
         self.counter(reason).inc();
         match self.log.event(Instant::now()) {
             Some(similar_since_last) => {
-                warn!(source = %self.source, from, reason, similar_since_last, "rejected an input");
+                warn!(from, reason, similar_since_last, "rejected an input");
             }
-            None => debug!(source = %self.source, from, reason, "rejected an input"),
+            None => debug!(from, reason, "rejected an input"),
         }
     }
 }
@@ -109,16 +110,4 @@ pub(crate) fn timestamp_bounds(config: &TimestampConfig, now: i64) -> TimestampB
         duration_ns(config.max_future),
         duration_ns(config.max_past),
     )
-}
-
-pub(crate) fn duration_ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-/// Now, in nanoseconds since the Unix epoch.
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(duration_ns)
-        .unwrap_or(0)
 }

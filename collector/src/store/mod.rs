@@ -14,7 +14,6 @@
 //! only [`reading`](crate::reading).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -378,26 +377,6 @@ impl LocalStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Now, in nanoseconds since the Unix epoch (saturating outside 1677..2262).
-pub(crate) fn now_ns() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
-    }
-}
-
-/// `err` and its causes, `: `-separated, as `{:#}` prints an anyhow error.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::codec;
 use super::compact::COMPACT_POINTS_MAX;
 use super::schema::{INSERT_RECENT, INSERT_SERIES, SELECT_SERIES_ID};
-use super::{error_chain, LocalStore, StoreError};
+use super::{LocalStore, StoreError};
+use crate::error::error_chain;
 use crate::reading::{CompactString, Reading, Readings, DEVICE_TAG};
 
 /// The series id cache is emptied when it holds more than this many series (a tag with

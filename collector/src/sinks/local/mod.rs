@@ -4,12 +4,15 @@
 //! writes stop, and reports the store's size in the metrics.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::error::error_chain;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::sinks::{Batch, Sink, SinkError};
-use crate::store::{error_chain, now_ns, LocalStore, StoreError};
+use crate::store::{LocalStore, StoreError};
+use crate::sync::MutexExt;
+use crate::time::{duration_ns, now_ns};
 
 /// Retention by age runs at most this often (and once at open), and the size metrics are
 /// brought up to date as often. Retention by size looks after every write.
@@ -76,10 +79,7 @@ impl StoreMetrics {
     /// failure is logged: they keep their values).
     fn update(&self, store: &LocalStore) {
         let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        let mut counted = self
-            .points_counted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut counted = self.points_counted.lock_unpoisoned();
         let count = counted.is_none_or(|t| t.elapsed() >= POINTS_INTERVAL);
         let size = if count {
             store.size()
@@ -161,9 +161,10 @@ impl Sink for LocalSink {
     /// retention failure is logged, not returned: the batch is stored).
     ///
     /// # Errors
-    /// [`SinkError::Retryable`] for a busy database, an I/O error, a full disk, or a write
-    /// task that panicked; [`SinkError::Rejected`] for errors that would repeat identically
-    /// (see [`StoreError::is_retryable`]).
+    /// [`SinkError::Transient`] (the [`StoreError`] its cause) for a busy database, an I/O
+    /// error or a full disk; [`SinkError::Retryable`] for a write task that panicked;
+    /// [`SinkError::Rejected`] for errors that would repeat identically (see
+    /// [`StoreError::is_retryable`]).
     ///
     /// # Cancel safety
     /// Dropping the future does not stop the write: it completes or rolls back on the
@@ -171,10 +172,7 @@ impl Sink for LocalSink {
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let store = Arc::clone(&self.store);
         let batch = batch.clone();
-        *self
-            .last_write
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        *self.last_write.lock_unpoisoned() = Some(Instant::now());
         let due = self.last_retention.elapsed() >= RETENTION_INTERVAL;
         let retention = self.retention.filter(|_| due);
         let max_bytes = self.max_bytes;
@@ -183,7 +181,7 @@ impl Sink for LocalSink {
             // A panic in an earlier write rolled its transaction back when it unwound, and the
             // store drops its id cache after an unfinished insert: a poisoned lock is no
             // reason to stop writing.
-            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut store = store.lock_unpoisoned();
             store.insert(&batch)?;
             if let Some(retention) = retention {
                 if let Err(err) = apply_retention(&mut store, retention, &metrics) {
@@ -207,7 +205,7 @@ impl Sink for LocalSink {
                 }
                 Ok(())
             }
-            Ok(Err(err)) if err.is_retryable() => Err(SinkError::Retryable(error_chain(&err))),
+            Ok(Err(err)) if err.is_retryable() => Err(SinkError::transient(err)),
             Ok(Err(err)) => Err(SinkError::Rejected(error_chain(&err))),
             Err(err) => Err(SinkError::Retryable(format!(
                 "local store write task failed: {err}"
@@ -228,7 +226,7 @@ fn settle_when_idle(store: Weak<Mutex<LocalStore>>, last_write: Arc<Mutex<Option
                 return;
             };
             let due = {
-                let mut last = last_write.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut last = last_write.lock_unpoisoned();
                 let due = last.is_some_and(|t| t.elapsed() >= SETTLE_AFTER);
                 if due {
                     *last = None;
@@ -237,7 +235,7 @@ fn settle_when_idle(store: Weak<Mutex<LocalStore>>, last_write: Arc<Mutex<Option
             };
             if due {
                 let started = Instant::now();
-                let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut store = store.lock_unpoisoned();
                 match store.settle() {
                     Ok(series) => tracing::debug!(
                         series,
@@ -261,7 +259,7 @@ fn apply_retention(
     retention: Duration,
     metrics: &StoreMetrics,
 ) -> Result<(), StoreError> {
-    let cutoff = now_ns().saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    let cutoff = now_ns().saturating_sub(duration_ns(retention));
     let started = Instant::now();
     let deleted = store.delete_older_than(cutoff)?;
     metrics.dropped_for_age.add(deleted);

@@ -37,8 +37,8 @@ use tracing::{debug, info, warn};
 
 pub use self::decode::{decode, Data, DecodeError};
 use self::plan::{Plan, Request};
-use self::wire::{lock, Wire, WireState};
-use super::{now_ns, Rejections, SourceCounters};
+use self::wire::{Wire, WireState};
+use super::{Rejections, SourceCounters};
 use crate::backoff::{Backoff, LogLimit};
 use crate::channel::{Envelope, Inlet};
 use crate::config::{DeviceSettings, Link, ModbusSettings, Parity, RegisterKind, RtuSettings};
@@ -46,6 +46,8 @@ use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{FieldValue, Reading};
 use crate::report::Exception;
+use crate::sync::MutexExt;
+use crate::time::now_ns;
 
 /// How often an open serial port's path is checked (a link udev removed: the adapter is gone).
 const PATH_CHECK: Duration = Duration::from_secs(1);
@@ -453,17 +455,17 @@ impl ModbusSource {
         for _ in 0..attempts {
             // The silence the line needs before a frame, then discard what came late.
             if !open.gap.is_zero() {
-                let last_rx = lock(&open.wire).last_rx;
+                let last_rx = open.wire.lock_unpoisoned().last_rx;
                 if let Some(at) = last_rx {
                     tokio::time::sleep_until(at + open.gap).await;
                 }
             }
-            lock(&open.wire).discard = true;
+            open.wire.lock_unpoisoned().discard = true;
             device.metrics.requests.inc();
             let outcome =
                 tokio::time::timeout(self.settings.timeout, read(&mut open.client, request)).await;
             let (discarded, captured) = {
-                let mut w = lock(&open.wire);
+                let mut w = open.wire.lock_unpoisoned();
                 (
                     std::mem::take(&mut w.discarded),
                     std::mem::take(&mut w.captured),
@@ -776,7 +778,7 @@ fn open_serial(r: &RtuSettings) -> std::io::Result<tokio_serial::SerialStream> {
 }
 
 fn now_seconds() -> i64 {
-    i64::try_from(crate::metrics::now_seconds()).unwrap_or(i64::MAX)
+    i64::try_from(crate::time::now_seconds()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

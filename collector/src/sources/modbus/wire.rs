@@ -5,11 +5,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::sync::MutexExt;
 
 /// What the longest Modbus RTU frame takes: more captured bytes than this are garbage.
 const CAPTURE: usize = 256;
@@ -47,11 +49,6 @@ impl<T> Wire<T> {
     }
 }
 
-/// The state, locked (never held across an await).
-pub(super) fn lock(state: &Mutex<WireState>) -> std::sync::MutexGuard<'_, WireState> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<T> std::fmt::Debug for Wire<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Wire")
@@ -69,7 +66,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Wire<T> {
         if let Poll::Ready(Ok(())) = r {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
-                let mut s = lock(&self.state);
+                let mut s = self.state.lock_unpoisoned();
                 s.last_rx = Some(Instant::now());
                 let room = CAPTURE.saturating_sub(s.captured.len());
                 s.captured.extend_from_slice(&new[..new.len().min(room)]);
@@ -85,7 +82,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Wire<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let discard = std::mem::take(&mut lock(&self.state).discard);
+        let discard = std::mem::take(&mut self.state.lock_unpoisoned().discard);
         if discard {
             // Whatever is waiting now arrived after the last answer was complete: an answer
             // that came too late, or noise. Read it away without waiting.
@@ -100,7 +97,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Wire<T> {
                     _ => break,
                 }
             }
-            let mut s = lock(&self.state);
+            let mut s = self.state.lock_unpoisoned();
             s.discarded = discarded;
             s.captured.clear();
             if discarded > 0 {

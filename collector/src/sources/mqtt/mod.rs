@@ -28,7 +28,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{now_ns, timestamp_bounds, Rejections, SourceCounters};
+use super::{timestamp_bounds, Rejections, SourceCounters};
 use crate::channel::{Ack, Envelope, Inlet};
 use crate::config::{MqttSettings, Protocol, TimestampConfig};
 use crate::events::{
@@ -38,6 +38,7 @@ use crate::metrics::{Counter, Gauge, Metrics};
 use crate::mqtt::{Client, ConnError, Connection, Event, Message, MqttFailed, Options, Tuning};
 use crate::payload::{self, Context, Reject};
 use crate::reading::{CompactString, Reading};
+use crate::time::now_ns;
 use state::{ConnState, Disconnect, Step};
 
 /// Room for every packet id that can be unacknowledged at once: sending an ack never waits.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use self::framing::{Frame, LineDecoder};
-use super::{now_ns, timestamp_bounds, Rejections, SourceCounters};
+use super::{timestamp_bounds, Rejections, SourceCounters};
 use crate::backoff::Backoff;
 use crate::channel::{Envelope, Inlet};
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
@@ -31,6 +31,7 @@ use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Metrics};
 use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
+use crate::time::now_ns;
 
 /// Bytes asked of the port per read.
 const READ_BUFFER: usize = 4096;

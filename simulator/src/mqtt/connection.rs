@@ -39,6 +39,10 @@ const MAX_OUTGOING_PACKET: usize = 268_435_455;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a connection must stay up before the backoff starts again from its minimum: a
+/// broker that accepts the connection and closes it at once (a refused session, a packet
+/// over its limit) must not be reconnected to at the minimum delay forever.
+const HEALTHY_AFTER: Duration = BACKOFF_MAX;
 /// How long a clean disconnect may take before the connection is just dropped.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for the broker to close the connection after our DISCONNECT.
@@ -271,7 +275,7 @@ impl Poller {
                     }
                     connected_before = true;
                     failures = 0;
-                    self.backoff.reset();
+                    self.backoff.connected(Instant::now());
                     // rumqttc cleared its pending publishes if the session is gone.
                     if !ack.session_present && eventloop.pending.is_empty() && !unacked.is_empty() {
                         info!(
@@ -307,7 +311,7 @@ impl Poller {
                     unacked.clone_from(&eventloop.pending);
                     self.on_connection_error(&err, failures);
                     failures += 1;
-                    let delay = self.backoff.next_delay();
+                    let delay = self.backoff.next_delay(Instant::now());
                     tokio::select! {
                         () = stop.cancelled() => {}
                         () = tokio::time::sleep(delay) => {}
@@ -410,6 +414,8 @@ impl Tracker {
 #[derive(Debug)]
 struct Backoff {
     attempt: u32,
+    /// When the current connection was accepted, until it fails.
+    connected_at: Option<Instant>,
     rng: SplitMix64,
 }
 
@@ -417,16 +423,25 @@ impl Backoff {
     fn new(seed: u64) -> Self {
         Self {
             attempt: 0,
+            connected_at: None,
             rng: SplitMix64::new(seed),
         }
     }
 
-    fn reset(&mut self) {
-        self.attempt = 0;
+    /// The broker accepted a connection (CONNACK). The backoff starts again from its
+    /// minimum only if this connection was up for [`HEALTHY_AFTER`] when it fails.
+    fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
     }
 
-    /// Between half and all of `min(BACKOFF_MIN * 2^attempt, BACKOFF_MAX)`.
-    fn next_delay(&mut self) -> Duration {
+    /// Between half and all of `min(BACKOFF_MIN * 2^attempt, BACKOFF_MAX)`, after a failure
+    /// at `now`.
+    fn next_delay(&mut self, now: Instant) -> Duration {
+        if let Some(at) = self.connected_at.take() {
+            if now.saturating_duration_since(at) >= HEALTHY_AFTER {
+                self.attempt = 0;
+            }
+        }
         let cap = BACKOFF_MIN
             .saturating_mul(1 << self.attempt.min(16))
             .min(BACKOFF_MAX);
@@ -483,13 +498,18 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
+    fn backoff_grows_to_its_cap_and_resets_after_a_healthy_connection_only() {
+        let t0 = Instant::now();
         let mut b = Backoff::new(1);
-        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay(t0)).collect();
         assert!(delays[0] >= BACKOFF_MIN / 2 && delays[0] <= BACKOFF_MIN);
         assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
         assert!(delays[9] >= BACKOFF_MAX / 2);
-        b.reset();
-        assert!(b.next_delay() <= BACKOFF_MIN);
+        // Accepted, then closed at once: still at the cap.
+        b.connected(t0);
+        assert!(b.next_delay(t0 + HEALTHY_AFTER / 2) >= BACKOFF_MAX / 2);
+        // Up long enough: from the minimum again.
+        b.connected(t0);
+        assert!(b.next_delay(t0 + HEALTHY_AFTER) <= BACKOFF_MIN);
     }
 }

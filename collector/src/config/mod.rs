@@ -88,7 +88,7 @@ pub struct Config {
 }
 
 /// `[pipeline]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct PipelineConfig {
     /// Messages (MQTT messages, serial lines) between the sources and the journal: waiting,

@@ -60,7 +60,7 @@ pub struct Settings {
 }
 
 /// The journal's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JournalSettings {
     /// The journal file.
     pub path: PathBuf,

@@ -547,9 +547,10 @@ fn unzstd(data: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
     UNZSTD.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
-            *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| {
-                StoreError::Corrupt(format!("{what} could not be read: {e}"))
-            })?);
+            *cell = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| StoreError::Corrupt(format!("{what} could not be read: {e}")))?,
+            );
         }
         let Some(d) = cell.as_mut() else {
             return Err(corrupt(what));

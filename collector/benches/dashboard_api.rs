@@ -140,6 +140,11 @@ fn main() {
             Dashboard::new(Some(path.clone())),
             stop.clone(),
         ));
+        // reqwest is built without a crypto provider of its own (`rustls-no-provider`): the
+        // tree's one, for the plain HTTP this client speaks (deprecated only for lacking
+        // post-quantum key exchange, as `collector/src/tls.rs` says).
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         let cases = [
             ("devices (100)", "/api/v1/devices".to_owned()),

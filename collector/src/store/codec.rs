@@ -11,7 +11,8 @@
 //! Version2 (0)  = per point: timestamp value           (schema version 2; upgraded on open)
 //!                 timestamp = zigzag varint: the first one whole, then delta-of-deltas
 //! Columns  (1)  = timestamps kinds [floats] [integers] [booleans] [strings]
-//! Deflated (2)  = varint(length of the Columns body) deflate(Columns body)
+//! Deflated (2)  = varint(length of the Columns body) deflate(Columns body)   (read only)
+//! Zstd     (3)  = varint(length of the Columns body) zstd frame(Columns body)
 //!
 //! timestamps = zigzag varint of the first, then of each delta-of-delta (0 at a steady rate)
 //! kinds      = (kind byte, varint run length)* covering every point
@@ -25,16 +26,19 @@
 //! ```
 //!
 //! A column holds the values of its kinds in point order; one that no point uses is left
-//! out. [`ChunkWriter`] deflates full chunks when that saves a quarter or more (not a
-//! series' last, short chunk, which is rewritten when it fills; not floats of full
-//! precision, where deflate saves a fifth and costs several times the decoding). Decimal scaling holds only when it round-trips bit for bit: a
+//! out. [`ChunkWriter`] compresses full chunks with zstd when that saves a quarter or more
+//! (not a series' last, short chunk, which is rewritten when it fills; not floats of full
+//! precision, where compressing saves a fifth and costs several times the decoding). Chunks
+//! that earlier builds deflated keep their codec and are read as they were. Decimal scaling holds only when it round-trips bit for bit: a
 //! chunk with one float that does not (NaN, -0.0, full precision) stores its floats whole.
 //! How these were chosen, and what else was measured, is in BENCHMARKS.md ("The local
 //! store's footprint"); `measure.rs` reproduces the figures.
 
 use std::cell::RefCell;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+#[cfg(test)]
+use flate2::{Compress, Compression, FlushCompress};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::reading::{
     get_varint, put_varint, unzigzag, zigzag, CompactString, DecodeError, FieldKind, FieldValue,
@@ -72,10 +76,14 @@ const POW10: [f64; MAX_EXPONENT + 1] = [
 /// The largest integer below which every i64 is exactly an f64.
 const EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
-/// The deflate level, on flate2's zlib-rs backend: 2. Its level 1 (a faster, simpler
-/// matcher) leaves chunks 9 to 15% larger than miniz_oxide's level 1 did; level 2 makes them
-/// smaller than that, and levels above it gain nothing more (see `measure.rs`).
+/// The deflate level, on flate2's zlib-rs backend, of [`Codec::Deflated`] chunks (which
+/// this build writes only in tests: stores written before codec 3 hold them).
+#[cfg(test)]
 const DEFLATE_LEVEL: u32 = 2;
+
+/// The zstd level of [`Codec::Zstd`] chunks: 1. Higher levels gain nothing on these bodies
+/// (see `measure.rs`: level 3 takes the same bytes).
+const ZSTD_LEVEL: i32 = 1;
 
 /// How a chunk's blob is encoded; kept in its row (`chunks.codec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +93,10 @@ pub(super) enum Codec {
     Version2 = 0,
     /// Columns: see the module documentation.
     Columns = 1,
-    /// The `Columns` body, deflated.
+    /// The `Columns` body, deflated: written by the builds before codec 3; read.
     Deflated = 2,
+    /// The `Columns` body, compressed by zstd: what full chunks are written in.
+    Zstd = 3,
 }
 
 impl Codec {
@@ -96,6 +106,7 @@ impl Codec {
             0 => Ok(Codec::Version2),
             1 => Ok(Codec::Columns),
             2 => Ok(Codec::Deflated),
+            3 => Ok(Codec::Zstd),
             other => Err(StoreError::Corrupt(format!(
                 "a chunk has codec {other}, which this build does not know"
             ))),
@@ -141,12 +152,16 @@ pub(super) struct ChunkWriter {
     /// The next chunk's blob (a recycled one).
     out: Vec<u8>,
     columns: Columns,
-    deflate: Option<Compress>,
-    /// Deflate the last chunk too ([`ChunkWriter::finish`]): for a store that is settling.
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// Compress the last chunk too ([`ChunkWriter::finish`]): for a store that is settling.
     pub(super) deflate_last: bool,
-    /// Only `Columns`, never `Deflated` (for the measurements).
+    /// What full chunks are compressed with, instead of [`Codec::Zstd`]: `Columns` (not
+    /// compressed) or `Deflated` (as the builds before codec 3 wrote them), for the tests
+    /// and the measurements.
     #[cfg(test)]
-    no_deflate: bool,
+    pub(super) pack: Option<Codec>,
+    #[cfg(test)]
+    deflate: Option<Compress>,
 }
 
 /// The values of a chunk by column, reused from one chunk to the next.
@@ -203,11 +218,18 @@ impl ChunkWriter {
             Ok(()) => {
                 let body = &self.columns.body;
                 #[cfg(test)]
-                let deflate = full && !self.no_deflate;
+                let pack = self.pack.unwrap_or(Codec::Zstd);
                 #[cfg(not(test))]
-                let deflate = full;
-                if deflate && deflate_into(&mut self.deflate, body, &mut data) {
-                    Codec::Deflated
+                let pack = Codec::Zstd;
+                let packed = full
+                    && match pack {
+                        Codec::Zstd => zstd_into(&mut self.zstd, body, &mut data),
+                        #[cfg(test)]
+                        Codec::Deflated => deflate_into(&mut self.deflate, body, &mut data),
+                        _ => false,
+                    };
+                if packed {
+                    pack
                 } else {
                     data.clear();
                     data.extend_from_slice(body);
@@ -236,9 +258,38 @@ impl ChunkWriter {
     }
 }
 
-/// Deflates `body` into `out` (empty) as [`Codec::Deflated`]; false when that does not pay
-/// (saves less than a quarter of `body`: floats of full precision, which deflate shrinks by
-/// a fifth and makes several times slower to read) or fails.
+/// Compresses `body` into `out` (empty) as [`Codec::Zstd`]; false when that does not pay
+/// (saves less than a quarter of `body`: floats of full precision, which a compressor
+/// shrinks by a fifth and makes several times slower to read) or fails.
+fn zstd_into(
+    zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    // Below this, the frame's header costs more than it saves.
+    if body.len() < 24 {
+        return false;
+    }
+    put_varint(out, body.len() as u64);
+    let start = out.len();
+    let limit = start + body.len() - body.len() / 4;
+    if zstd.is_none() {
+        // Creating a context fails only without memory; the chunk then stays `Columns`.
+        *zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    }
+    let Some(compressor) = zstd.as_mut() else {
+        return false;
+    };
+    // zstd writes after the header, into room for the frame's bound: it never stops short.
+    out.reserve(zstd::zstd_safe::compress_bound(body.len()));
+    let mut frame = std::io::Cursor::new(&mut *out);
+    frame.set_position(start as u64);
+    compressor.compress_to_buffer(body, &mut frame).is_ok() && out.len() < limit
+}
+
+/// Deflates `body` into `out` (empty) as [`Codec::Deflated`], as the builds before codec 3
+/// did; false when that does not save a quarter.
+#[cfg(test)]
 fn deflate_into(deflate: &mut Option<Compress>, body: &[u8], out: &mut Vec<u8>) -> bool {
     // Below this, deflate's own framing costs more than it saves.
     if body.len() < 24 {
@@ -474,16 +525,49 @@ thread_local! {
     /// One inflater per thread, reset for each chunk (creating one costs more than
     /// inflating a chunk).
     static INFLATE: RefCell<Option<Decompress>> = const { RefCell::new(None) };
+    /// One zstd context per thread, for the same reason.
+    static UNZSTD: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// The length of a compressed chunk's body (its header), and the rest of `data`.
+fn body_len<'a>(data: &'a [u8], what: &str) -> Result<(usize, &'a [u8]), StoreError> {
+    let mut rest = data;
+    match usize::try_from(get_varint(&mut rest)?) {
+        Ok(len) if len <= MAX_BODY => Ok((len, rest)),
+        _ => Err(corrupt(what)),
+    }
+}
+
+/// Decompresses a [`Codec::Zstd`] blob into `out` (cleared first).
+fn unzstd(data: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let what = "a chunk (zstd)";
+    let (len, rest) = body_len(data, what)?;
+    out.clear();
+    out.reserve_exact(len);
+    UNZSTD.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|e| StoreError::Corrupt(format!("{what} could not be read: {e}")))?,
+            );
+        }
+        let Some(d) = cell.as_mut() else {
+            return Err(corrupt(what));
+        };
+        // `out` has room for `len` bytes (perhaps more): a frame that says more, or less,
+        // is damaged.
+        match d.decompress_to_buffer(rest, out) {
+            Ok(n) if n == len && out.len() == len => Ok(()),
+            _ => Err(corrupt(what)),
+        }
+    })
 }
 
 /// Inflates a [`Codec::Deflated`] blob into `out` (cleared first).
 fn inflate(data: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
     let bad = || corrupt("a chunk (deflate)");
-    let mut rest = data;
-    let len = usize::try_from(get_varint(&mut rest)?).map_err(|_| bad())?;
-    if len > MAX_BODY {
-        return Err(bad());
-    }
+    let (len, rest) = body_len(data, "a chunk (deflate)")?;
     out.clear();
     out.reserve_exact(len);
     INFLATE.with(|cell| {
@@ -517,6 +601,11 @@ pub(super) fn decode(
         Codec::Deflated => BODY.with(|cell| {
             let mut body = cell.borrow_mut();
             inflate(data, &mut body)?;
+            decode_columns(&body, n, out)
+        }),
+        Codec::Zstd => BODY.with(|cell| {
+            let mut body = cell.borrow_mut();
+            unzstd(data, &mut body)?;
             decode_columns(&body, n, out)
         }),
     }
@@ -939,9 +1028,9 @@ mod tests {
                 .enumerate()
                 .map(|(j, v)| (i64::MIN + 1_000 * j as i64 + i as i64, v.clone()))
                 .collect();
-            for no_deflate in [false, true] {
+            for pack in [Codec::Zstd, Codec::Deflated, Codec::Columns] {
                 let mut w = ChunkWriter {
-                    no_deflate,
+                    pack: Some(pack),
                     ..ChunkWriter::default()
                 };
                 let mut cs: Vec<Chunk> = points.iter().filter_map(|(t, v)| w.push(*t, v)).collect();
@@ -969,7 +1058,7 @@ mod tests {
         );
         assert_eq!(cs[0].first_ts, points[0].0);
         assert_eq!(cs[0].last_ts, points[511].0);
-        assert_eq!(cs[0].codec, Codec::Deflated);
+        assert_eq!(cs[0].codec, Codec::Zstd);
         assert!(cs[0].data.len() < 512, "{} bytes", cs[0].data.len());
         let all: Vec<_> = cs.iter().flat_map(read).collect();
         assert!(same(&all, &points));
@@ -1040,21 +1129,36 @@ mod tests {
 
     #[test]
     fn damaged_chunks_and_batches_are_errors_not_panics() {
-        // A full chunk, deflated.
+        // A full chunk, compressed (zstd, and deflated as older builds wrote it).
         let points: Vec<_> = (0..512).map(|i| (i * 10, FieldValue::Integer(i))).collect();
         let c = &chunks(&points)[0];
-        assert_eq!(c.codec, Codec::Deflated);
+        assert_eq!(c.codec, Codec::Zstd);
+        let mut w = ChunkWriter {
+            pack: Some(Codec::Deflated),
+            ..ChunkWriter::default()
+        };
+        let deflated = points.iter().find_map(|(t, v)| w.push(*t, v)).unwrap();
+        assert_eq!(deflated.codec, Codec::Deflated);
         let errs = |codec: Codec, data: &[u8], n: i64| {
             ChunkReader::new(codec, data, n)
                 .filter(Result::is_err)
                 .count()
         };
-        for codec in [Codec::Columns, Codec::Deflated, Codec::Version2] {
+        for codec in [
+            Codec::Columns,
+            Codec::Deflated,
+            Codec::Zstd,
+            Codec::Version2,
+        ] {
             let data = match codec {
-                Codec::Deflated => c.data.clone(),
+                Codec::Zstd => c.data.clone(),
+                Codec::Deflated => deflated.data.clone(),
                 Codec::Columns => {
                     let mut body = Vec::new();
-                    inflate(&c.data, &mut body).unwrap();
+                    unzstd(&c.data, &mut body).unwrap();
+                    let mut inflated = Vec::new();
+                    inflate(&deflated.data, &mut inflated).unwrap();
+                    assert_eq!(body, inflated);
                     body
                 }
                 Codec::Version2 => {
@@ -1079,7 +1183,7 @@ mod tests {
                 "{codec:?}: truncated"
             );
         }
-        assert!(Codec::from_i64(3).is_err());
+        assert!(Codec::from_i64(4).is_err());
         // A repeated timestamp: a delta-of-delta that makes the delta 0.
         let mut bad = Vec::new();
         let mut t = Timestamps::default();
@@ -1207,7 +1311,7 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), n in -2i64..600) {
-            for codec in [Codec::Version2, Codec::Columns, Codec::Deflated] {
+            for codec in [Codec::Version2, Codec::Columns, Codec::Deflated, Codec::Zstd] {
                 let _ = ChunkReader::new(codec, &data, n).count();
             }
             let _ = BatchReader::new(&data).count();
@@ -1217,19 +1321,23 @@ mod tests {
         }
 
         #[test]
-        fn damaged_deflated_chunks_never_panic(
+        fn damaged_compressed_chunks_never_panic(
             flip in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)
         ) {
-            let points: Vec<_> = (0..300)
+            let points: Vec<_> = (0..512)
                 .map(|i| (i * 1000, FieldValue::Float(f64::from(i as i32) / 10.0)))
                 .collect();
-            let c = &chunks(&points)[0];
-            let mut data = c.data.clone();
-            for (at, x) in flip {
-                let n = data.len();
-                data[at % n] ^= x;
+            for pack in [Codec::Zstd, Codec::Deflated] {
+                let mut w = ChunkWriter { pack: Some(pack), ..ChunkWriter::default() };
+                let c = points.iter().find_map(|(t, v)| w.push(*t, v)).unwrap();
+                prop_assert_eq!(c.codec, pack);
+                let mut data = c.data.clone();
+                for &(at, x) in &flip {
+                    let n = data.len();
+                    data[at % n] ^= x;
+                }
+                let _ = ChunkReader::new(c.codec, &data, c.points as i64).count();
             }
-            let _ = ChunkReader::new(c.codec, &data, c.points as i64).count();
         }
     }
 }

@@ -167,7 +167,7 @@ pub struct Dropped {
 /// that do not overlap, found by `(series_id, last_ts)`, so a time range of one series is
 /// one range of that index. A chunk is compressed (`store/codec.rs` says how, and why): timestamps
 /// as delta-of-deltas, values by column, floats of a few decimals as small integers, the
-/// whole deflated: about one byte per float at 1 Hz, where version 2's chunks took 10 and
+/// whole through zstd: about one byte per float at 1 Hz, where version 2's chunks took 10 and
 /// version 1's row per point about 30. The codec is recorded per chunk, so that chunks of
 /// several encodings live side by side (during an upgrade, or after a change of encoding).
 ///

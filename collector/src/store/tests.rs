@@ -1430,3 +1430,83 @@ fn insert_rate() {
         );
     }
 }
+
+/// A store whose full chunks an earlier build deflated (codec 2) reads the same points, and
+/// a compaction that merges new points into it writes zstd (codec 3) beside them.
+#[test]
+fn a_store_with_deflated_chunks_still_reads_and_takes_new_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let batch = |from: i64, to: i64| -> Vec<Reading> {
+        (from..to)
+            .flat_map(|s| {
+                (0..2).map(move |d| {
+                    reading(
+                        "env",
+                        &format!("dev-{d}"),
+                        T0 + s * SEC,
+                        &[
+                            ("t", FieldValue::Float(20.0 + (s % 37) as f64 / 100.0)),
+                            ("n", FieldValue::Integer(s * 3 - d)),
+                        ],
+                    )
+                })
+            })
+            .collect()
+    };
+    let first = batch(0, 1_300);
+    let mut store = LocalStore::open(&path).unwrap();
+    store.insert(&first).unwrap();
+    while store.settle().unwrap() > 0 {}
+    drop(store);
+    // Every chunk written again as the builds before codec 3 wrote it.
+    let conn = Connection::open(&path).unwrap();
+    let rows: Vec<(i64, i64, Vec<u8>, i64)> = conn
+        .prepare("SELECT id, points, data, codec FROM chunks")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut decoded = Vec::new();
+    for (id, points, data, c) in rows {
+        super::codec::decode(Codec::from_i64(c).unwrap(), &data, points, &mut decoded).unwrap();
+        let mut w = super::codec::ChunkWriter::default();
+        w.pack = Some(Codec::Deflated);
+        w.deflate_last = true;
+        let mut cs: Vec<_> = decoded.iter().filter_map(|(t, v)| w.push(*t, v)).collect();
+        cs.extend(w.finish());
+        assert_eq!(cs.len(), 1);
+        conn.execute(
+            "UPDATE chunks SET data = ?2, codec = ?3 WHERE id = ?1",
+            params![id, cs[0].data, cs[0].codec.as_i64()],
+        )
+        .unwrap();
+    }
+    let codecs = |conn: &Connection| -> Vec<(i64, i64)> {
+        conn.prepare("SELECT codec, COUNT(*) FROM chunks GROUP BY codec ORDER BY codec")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        codecs(&conn),
+        [(2, 12)],
+        "4 series: 2 full chunks and a tail each"
+    );
+
+    let mut store = LocalStore::open(&path).unwrap();
+    assert_same_points(&all(&store), &expected(&first, |_| true));
+    let second = batch(1_300, 2_000);
+    store.insert(&second).unwrap();
+    while store.settle().unwrap() > 0 {}
+    let both: Vec<Reading> = first.iter().chain(&second).cloned().collect();
+    assert_same_points(&all(&store), &expected(&both, |_| true));
+    let found = codecs(&conn);
+    assert!(
+        found.iter().any(|&(c, _)| c == 2) && found.iter().any(|&(c, _)| c == 3),
+        "{found:?}"
+    );
+}

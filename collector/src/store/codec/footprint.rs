@@ -5,7 +5,7 @@
 //! `sqlite3` to take apart (`dbstat`):
 //!
 //! ```text
-//! FOOTPRINT_DB=/tmp/e2e.db cargo test --release -p telemetry-collector --lib \
+//! FOOTPRINT_DB=/tmp/e2e.db [FOOTPRINT_PAGE_SIZE=4096] cargo test --release -p telemetry-collector --lib \
 //!     measure_store_footprint -- --ignored --nocapture
 //! sqlite3 /tmp/e2e.db "SELECT name, count(*), sum(pgsize), sum(payload) FROM dbstat GROUP BY name"
 //! ```
@@ -21,6 +21,14 @@ fn measure_store_footprint() {
     let path = std::env::var("FOOTPRINT_DB").unwrap_or_else(|_| "/tmp/footprint.db".into());
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+    // `FOOTPRINT_PAGE_SIZE`: the file made with that page size first (as an existing
+    // store keeps its own), to compare with the page size of new stores.
+    if let Ok(size) = std::env::var("FOOTPRINT_PAGE_SIZE") {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "page_size", size.parse::<i64>().unwrap())
+            .unwrap();
+        conn.execute_batch("VACUUM").unwrap();
     }
     let mut store = LocalStore::open(std::path::Path::new(&path)).unwrap();
     let (devices, samples, sites) = (1000usize, 500u64, 10usize);

@@ -124,7 +124,7 @@ struct Ours {
 impl Candidate for Ours {
     fn name(&self) -> String {
         if self.deflate {
-            format!("columns, decimal floats, deflate {DEFLATE_LEVEL} (chosen)")
+            format!("columns, decimal floats, zstd {ZSTD_LEVEL} (chosen)")
         } else {
             "columns, decimal floats".into()
         }
@@ -135,7 +135,7 @@ impl Candidate for Ours {
         // last of a series is (not deflated).
         // The chosen one as a settled store has it (its last chunk deflated too).
         let w = &mut self.writer;
-        w.no_deflate = !self.deflate;
+        w.pack = (!self.deflate).then_some(Codec::Columns);
         w.deflate_last = self.deflate;
         let mut closed = None;
         for (t, v) in points {

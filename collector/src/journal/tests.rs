@@ -787,8 +787,7 @@ fn an_error_keeps_its_cause_and_prints_it_once() {
 async fn acks_wait_for_a_batch_in_one_commit_and_the_end_commits_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
-    let (journal, tx, task) =
-        acking_writer(dir.path(), &metrics, 64, Duration::from_secs(60), 4);
+    let (journal, tx, task) = acking_writer(dir.path(), &metrics, 64, Duration::from_secs(60), 4);
     let (ack_tx, mut ack_rx) = mpsc::channel(16);
     let commits = || metrics.sum("journal_commits_total", &[]);
     let ack = |pkid| Some(Ack::new(pkid, ack_tx.clone(), Counter::default()));

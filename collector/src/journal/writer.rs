@@ -76,8 +76,8 @@ impl JournalWriter {
                     if e.ack.is_some() {
                         if to_ack == 0 {
                             // The first message to acknowledge: it waits `ack_delay` at most.
-                            wait_until = wait_until
-                                .min(tokio::time::Instant::now() + self.ack_delay);
+                            wait_until =
+                                wait_until.min(tokio::time::Instant::now() + self.ack_delay);
                         }
                         to_ack += e.messages.max(1);
                     }

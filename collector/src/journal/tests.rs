@@ -611,6 +611,16 @@ fn acking_writer(
     )
 }
 
+/// Ends the input of `task`'s writer: it must commit what it holds at once, not after its
+/// delays (a minute in these tests).
+async fn end_input(tx: Inlet, task: tokio::task::JoinHandle<()>) {
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the end of input commits at once")
+        .unwrap();
+}
+
 /// A commit that acknowledges nothing waits (up to `commit_delay`) for more; one with an ack,
 /// or the end of input, goes at once. The delay here is a minute: the test would time out if
 /// either waited for it.
@@ -646,11 +656,7 @@ async fn unacknowledged_readings_wait_for_company_and_an_ack_or_the_end_does_not
             .await
             .unwrap();
     }
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("the end of input commits at once")
-        .unwrap();
+    end_input(tx, task).await;
     assert_eq!(commits(), 2);
     let mut r = journal.reader("s").unwrap();
     assert_eq!(values(&r.read(100).unwrap()), (0..9).collect::<Vec<_>>());
@@ -676,11 +682,7 @@ async fn a_waiting_commit_goes_once_half_the_room_is_taken() {
     assert_eq!(metrics.sum("journal_commits_total", &[]), 1);
     let mut r = journal.reader("s").unwrap();
     assert_eq!(values(&r.read(100).unwrap()), (0..4).collect::<Vec<_>>());
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    end_input(tx, task).await;
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -821,11 +823,7 @@ async fn acks_wait_for_a_batch_in_one_commit_and_the_end_commits_the_rest() {
     tx.send(Envelope::new(vec![reading(5)], ack(4), 1))
         .await
         .unwrap();
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("the end of input commits at once")
-        .unwrap();
+    end_input(tx, task).await;
     assert_eq!(ack_rx.recv().await, Some(4));
     assert_eq!(commits(), 2);
     assert_eq!(values(&r.read(100).unwrap()), vec![5]);
@@ -857,9 +855,5 @@ async fn an_ack_waits_no_longer_than_the_ack_delay() {
     assert_eq!(metrics.sum("journal_commits_total", &[]), 1);
     let mut r = journal.reader("s").unwrap();
     assert_eq!(values(&r.read(100).unwrap()), vec![0, 1]);
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    end_input(tx, task).await;
 }

@@ -8,7 +8,7 @@
 #   COLLECTOR=/path/to/telemetry-collector QOS=0 SINKS=local,influxdb scripts/bench-e2e.sh
 #
 # Knobs (see scripts/bench_e2e.py): QOS, RUNS, DEVICES, MESSAGES, SINKS, COLLECTOR, PROFILE,
-# GZIP, INFLIGHT, PUBLISHER (blast | mqtt), BLAST_CONNECTIONS, CONNECTIONS, SUBSCRIBER
+# GZIP, EXTRA_CONFIG, INFLIGHT, PUBLISHER (blast | mqtt), BLAST_CONNECTIONS, CONNECTIONS, SUBSCRIBER
 # (discard | mosquitto_sub), FOOTPRINT_WAIT. With COLLECTOR set, only the simulator is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -25,7 +25,8 @@ collector, VictoriaMetrics), per field value too, the publisher's own time, the 
 peak RSS (VmHWM) and the load average when it started (the machine may be shared). Then
 the medians per sink setting. GZIP=true|false sets the sink's `gzip` (by default off: the
 server is on this machine); COLLECTOR=path measures another binary; PROFILE="perf record
-... --" runs the collector under a profiler; LOGS=dir keeps every collector log. Nothing
+... --" runs the collector under a profiler; LOGS=dir keeps every collector log;
+EXTRA_CONFIG="[journal]\nack_batch = 256" appends TOML to the collector's configuration. Nothing
 here is a pass/fail test: the figures go to BENCHMARKS.md.
 """
 
@@ -302,6 +303,7 @@ topic = "sensors/{{site}}/{{device}}/{{measurement}}"
 qos = {qos}
 format = "json"
 {sink_conf}
+{os.environ.get("EXTRA_CONFIG", "")}
 """)
     log = open(os.path.join(work, "collector.log"), "w")
     # As the systemd unit runs it (MALLOC_ARENA_MAX=2: see the unit).

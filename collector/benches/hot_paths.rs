@@ -145,6 +145,8 @@ fn journal(c: &mut Criterion) {
         when_full: WhenFull::Block,
         sync: false,
         commit_delay: std::time::Duration::ZERO,
+        ack_delay: std::time::Duration::ZERO,
+        ack_batch: 1,
     };
     let (journal, mut writer) = Journal::open(&settings, Metrics::new()).unwrap();
     journal.register_sinks(&["bench"]).unwrap();

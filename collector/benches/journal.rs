@@ -55,6 +55,8 @@ fn main() {
                 when_full: WhenFull::Block,
                 sync: true,
                 commit_delay: std::time::Duration::ZERO,
+                ack_delay: std::time::Duration::ZERO,
+                ack_batch: 1,
             },
             Metrics::new(),
         )

@@ -13,6 +13,7 @@
 //!
 //! Neither side imports the other: sources and the journal both import this module.
 
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -62,12 +63,24 @@ pub struct Inlet {
     /// the last inlet is dropped, after its sender (fields drop in order), so that the
     /// writer sees at once that input has ended.
     wake: Arc<WakeOnDrop>,
+    /// The messages sent to be acknowledged and not yet committed, and how many of them
+    /// make the writer commit at once (see [`Outlet::set_ack_batch`]).
+    acks: Arc<AckCount>,
     /// `[[report_by_exception]]`: fields not worth writing are removed on the way in.
     report: Option<Arc<crate::report::ReportFilter>>,
 }
 
 #[derive(Debug)]
 struct WakeOnDrop(Arc<Notify>);
+
+/// The messages to acknowledge that are in the pipeline, sent and not yet committed (it may
+/// dip below zero for a moment: the writer can commit an envelope before its sender counts
+/// it), and the writer's threshold.
+#[derive(Debug)]
+struct AckCount {
+    waiting: AtomicIsize,
+    batch: AtomicUsize,
+}
 
 impl Drop for WakeOnDrop {
     fn drop(&mut self) {
@@ -83,11 +96,16 @@ impl Inlet {
         let (tx, rx) = mpsc::channel(capacity);
         let room = Arc::new(Semaphore::new(capacity));
         let wake = Arc::new(Notify::new());
+        let acks = Arc::new(AckCount {
+            waiting: AtomicIsize::new(0),
+            batch: AtomicUsize::new(1),
+        });
         let inlet = Inlet {
             tx,
             room: Arc::clone(&room),
             capacity,
             wake: Arc::new(WakeOnDrop(Arc::clone(&wake))),
+            acks: Arc::clone(&acks),
             report: None,
         };
         let outlet = Outlet {
@@ -95,6 +113,7 @@ impl Inlet {
             room,
             capacity,
             wake,
+            acks,
         };
         (inlet, outlet)
     }
@@ -113,8 +132,10 @@ impl Inlet {
 
     /// Sends `envelope` once there is room for its messages: a full pipeline pushes back
     /// here, and the source reads nothing more meanwhile. Wakes the writer if it waits
-    /// for company and should not: the envelope is to be acknowledged, or half the room
-    /// is taken.
+    /// for company and should not, or should wait less: the envelope is the first to be
+    /// acknowledged since the last commit (the writer then waits `journal.ack_delay` at
+    /// most), or brings the messages waiting for their ack to the writer's `ack_batch`,
+    /// or half the room is taken.
     ///
     /// # Errors
     /// The pipeline is gone; the envelope is handed back.
@@ -137,8 +158,18 @@ impl Inlet {
             Ok(permit) => envelope.room = Some(permit),
             Err(_) => return Err(envelope), // never closed while an inlet exists
         }
-        let urgent = envelope.ack.is_some() || half_taken(&self.room, self.capacity);
+        let to_ack = if envelope.ack.is_some() {
+            isize::try_from(envelope.messages.max(1)).unwrap_or(isize::MAX)
+        } else {
+            0
+        };
+        let mut urgent = half_taken(&self.room, self.capacity);
         self.tx.send(envelope).await.map_err(|e| e.0)?;
+        if to_ack > 0 {
+            let before = self.acks.waiting.fetch_add(to_ack, Ordering::SeqCst);
+            let batch = isize::try_from(self.acks.batch.load(Ordering::Relaxed)).unwrap_or(1);
+            urgent |= before <= 0 || (before < batch && before + to_ack >= batch);
+        }
         if urgent {
             self.wake.0.notify_one();
         }
@@ -163,9 +194,23 @@ pub struct Outlet {
     room: Arc<Semaphore>,
     capacity: usize,
     wake: Arc<Notify>,
+    acks: Arc<AckCount>,
 }
 
 impl Outlet {
+    /// Makes the inlets wake the writer once `batch` messages (at least 1) wait for their
+    /// ack, besides the first of them (1, the default: every envelope to acknowledge wakes
+    /// a waiting writer).
+    pub fn set_ack_batch(&self, batch: usize) {
+        self.acks.batch.store(batch.max(1), Ordering::Relaxed);
+    }
+
+    /// Tells the inlets that `messages` messages to acknowledge were committed.
+    pub fn acks_committed(&self, messages: usize) {
+        let n = isize::try_from(messages).unwrap_or(isize::MAX);
+        self.acks.waiting.fetch_sub(n, Ordering::SeqCst);
+    }
+
     /// The next envelope, waiting for it; `None` once every inlet is gone and nothing is
     /// left. Blocking: not for async code.
     pub fn blocking_recv(&mut self) -> Option<Envelope> {

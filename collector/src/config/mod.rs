@@ -136,6 +136,12 @@ pub struct JournalConfig {
     /// for more readings to go with it.
     #[serde(with = "humantime_serde")]
     pub commit_delay: Duration,
+    /// How long a commit that acknowledges messages (QoS 1) may wait for more, counted from
+    /// the first of them; it goes sooner once `ack_batch` messages wait for their ack.
+    #[serde(with = "humantime_serde")]
+    pub ack_delay: Duration,
+    /// How many messages waiting for their ack make a commit go at once.
+    pub ack_batch: usize,
 }
 
 impl Default for JournalConfig {
@@ -146,6 +152,8 @@ impl Default for JournalConfig {
             when_full: WhenFull::Block,
             sync: true,
             commit_delay: Duration::from_millis(5),
+            ack_delay: Duration::from_millis(2),
+            ack_batch: 16,
         }
     }
 }

@@ -72,6 +72,10 @@ pub struct JournalSettings {
     pub sync: bool,
     /// How long a commit that acknowledges nothing may wait for more readings.
     pub commit_delay: Duration,
+    /// How long a commit that acknowledges messages may wait for more.
+    pub ack_delay: Duration,
+    /// How many messages waiting for their ack make a commit go at once (at least 1).
+    pub ack_batch: usize,
 }
 
 /// The local store sink's settings.
@@ -268,6 +272,12 @@ fn journal_settings(
         "journal.commit_delay",
         "must be at most 1s",
     );
+    p.check(
+        j.ack_delay <= Duration::from_secs(1),
+        "journal.ack_delay",
+        "must be at most 1s",
+    );
+    p.check(j.ack_batch >= 1, "journal.ack_batch", "must be at least 1");
     JournalSettings {
         path: j
             .path
@@ -277,6 +287,8 @@ fn journal_settings(
         when_full: j.when_full,
         sync: j.sync,
         commit_delay: j.commit_delay,
+        ack_delay: j.ack_delay,
+        ack_batch: j.ack_batch.max(1),
     }
 }
 

@@ -222,6 +222,8 @@ impl Journal {
             commits: metrics.counter("journal_commits_total", &[]),
             drop_log: LogLimit::new(Duration::from_secs(10)),
             commit_delay: settings.commit_delay,
+            ack_delay: settings.ack_delay,
+            ack_batch: settings.ack_batch,
         };
         Ok((Journal { shared }, writer))
     }

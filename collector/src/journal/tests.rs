@@ -26,6 +26,8 @@ fn settings(dir: &Path, max_bytes: u64, when_full: WhenFull) -> JournalSettings 
         when_full,
         sync: false,
         commit_delay: std::time::Duration::ZERO,
+        ack_delay: std::time::Duration::ZERO,
+        ack_batch: 1,
     }
 }
 
@@ -583,8 +585,22 @@ fn patient_writer(
     metrics: &Metrics,
     capacity: usize,
 ) -> (Journal, Inlet, tokio::task::JoinHandle<()>) {
+    acking_writer(dir, metrics, capacity, Duration::ZERO, 1)
+}
+
+/// [`patient_writer`], whose commits that acknowledge messages wait up to `ack_delay` for
+/// `ack_batch` messages to acknowledge.
+fn acking_writer(
+    dir: &Path,
+    metrics: &Metrics,
+    capacity: usize,
+    ack_delay: Duration,
+    ack_batch: usize,
+) -> (Journal, Inlet, tokio::task::JoinHandle<()>) {
     let mut s = settings(dir, 1 << 30, WhenFull::Block);
     s.commit_delay = Duration::from_secs(60);
+    s.ack_delay = ack_delay;
+    s.ack_batch = ack_batch;
     let (journal, writer) = Journal::open(&s, metrics.clone()).unwrap();
     journal.register_sinks(&["s"]).unwrap();
     let (tx, rx) = Inlet::new(capacity);
@@ -593,6 +609,16 @@ fn patient_writer(
         tx,
         tokio::task::spawn_blocking(move || writer.run(rx)),
     )
+}
+
+/// Ends the input of `task`'s writer: it must commit what it holds at once, not after its
+/// delays (a minute in these tests).
+async fn end_input(tx: Inlet, task: tokio::task::JoinHandle<()>) {
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the end of input commits at once")
+        .unwrap();
 }
 
 /// A commit that acknowledges nothing waits (up to `commit_delay`) for more; one with an ack,
@@ -630,11 +656,7 @@ async fn unacknowledged_readings_wait_for_company_and_an_ack_or_the_end_does_not
             .await
             .unwrap();
     }
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .expect("the end of input commits at once")
-        .unwrap();
+    end_input(tx, task).await;
     assert_eq!(commits(), 2);
     let mut r = journal.reader("s").unwrap();
     assert_eq!(values(&r.read(100).unwrap()), (0..9).collect::<Vec<_>>());
@@ -660,11 +682,7 @@ async fn a_waiting_commit_goes_once_half_the_room_is_taken() {
     assert_eq!(metrics.sum("journal_commits_total", &[]), 1);
     let mut r = journal.reader("s").unwrap();
     assert_eq!(values(&r.read(100).unwrap()), (0..4).collect::<Vec<_>>());
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(20), task)
-        .await
-        .unwrap()
-        .unwrap();
+    end_input(tx, task).await;
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -762,4 +780,80 @@ fn an_error_keeps_its_cause_and_prints_it_once() {
     let chain = format!("{:#}", anyhow::Error::new(err));
     assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
     assert!(chain.starts_with("cannot create "), "{chain}");
+}
+
+/// Group commit at QoS 1: messages to acknowledge wait (up to `ack_delay`, a minute here:
+/// the test would time out) until `ack_batch` of them are waiting, then go in one commit;
+/// none is acked before that commit, and the end of input commits the rest at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn acks_wait_for_a_batch_in_one_commit_and_the_end_commits_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let (journal, tx, task) = acking_writer(dir.path(), &metrics, 64, Duration::from_secs(60), 4);
+    let (ack_tx, mut ack_rx) = mpsc::channel(16);
+    let commits = || metrics.sum("journal_commits_total", &[]);
+    let ack = |pkid| Some(Ack::new(pkid, ack_tx.clone(), Counter::default()));
+    tx.send(Envelope::new(vec![reading(0)], ack(1), 1))
+        .await
+        .unwrap();
+    tx.send(Envelope::new(vec![reading(1)], None, 1))
+        .await
+        .unwrap();
+    // Two messages in one envelope (an MQTT read of two packets): 3 waiting.
+    tx.send(Envelope::new(vec![reading(2), reading(3)], ack(2), 2))
+        .await
+        .unwrap();
+    tx.send(Envelope::new(vec![reading(4)], ack(3), 1))
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for _ in 0..3 {
+        let pkid = tokio::time::timeout(Duration::from_secs(20), ack_rx.recv())
+            .await
+            .expect("the fourth message to ack made the commit go");
+        acked.push(pkid.unwrap());
+        // Acked, hence committed: readable.
+        assert_eq!(commits(), 1, "one commit for the four messages");
+    }
+    assert_eq!(acked, vec![1, 2, 3]);
+    let mut r = journal.reader("s").unwrap();
+    assert_eq!(values(&r.read(100).unwrap()), (0..5).collect::<Vec<_>>());
+
+    // One more to ack, then the end of input: committed at once, not after a minute.
+    tx.send(Envelope::new(vec![reading(5)], ack(4), 1))
+        .await
+        .unwrap();
+    end_input(tx, task).await;
+    assert_eq!(ack_rx.recv().await, Some(4));
+    assert_eq!(commits(), 2);
+    assert_eq!(values(&r.read(100).unwrap()), vec![5]);
+}
+
+/// A message to acknowledge waits `ack_delay` at most, counted from the first of the
+/// commit, however long the commit delay of unacknowledged readings.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ack_waits_no_longer_than_the_ack_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let delay = Duration::from_millis(50);
+    let (journal, tx, task) = acking_writer(dir.path(), &metrics, 64, delay, 1000);
+    let (ack_tx, mut ack_rx) = mpsc::channel(16);
+    // An unacknowledged reading first: the commit would wait a minute for company.
+    tx.send(Envelope::new(vec![reading(0)], None, 1))
+        .await
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let ack = Ack::new(9, ack_tx, Counter::default());
+    tx.send(Envelope::new(vec![reading(1)], Some(ack), 1))
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(20), ack_rx.recv())
+        .await
+        .expect("acked after the ack delay, not the commit delay");
+    assert_eq!(acked, Some(9));
+    assert!(sent.elapsed() >= delay, "it waited for company first");
+    assert_eq!(metrics.sum("journal_commits_total", &[]), 1);
+    let mut r = journal.reader("s").unwrap();
+    assert_eq!(values(&r.read(100).unwrap()), vec![0, 1]);
+    end_input(tx, task).await;
 }

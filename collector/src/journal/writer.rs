@@ -34,6 +34,10 @@ pub struct JournalWriter {
     pub(super) drop_log: LogLimit,
     /// How long a commit that acknowledges nothing may wait for more readings.
     pub(super) commit_delay: Duration,
+    /// How long a commit that acknowledges messages may wait for more, from the first.
+    pub(super) ack_delay: Duration,
+    /// How many messages waiting for their ack make a commit go at once.
+    pub(super) ack_batch: usize,
 }
 
 impl JournalWriter {
@@ -42,12 +46,14 @@ impl JournalWriter {
     /// it on a blocking thread of the runtime.
     ///
     /// A commit that acknowledges nothing (QoS 0 messages, serial lines: nobody waits for
-    /// it) also takes what arrives within `commit_delay`, and goes sooner when a message to
-    /// acknowledge arrives, when half of the pipeline's room is taken (the sources would
-    /// soon wait for the commit), or when input ends: a fast stream of unacknowledged
-    /// readings costs a commit every few milliseconds rather than one per few dozen
-    /// readings, and acks still wait one commit. Meanwhile the writer sleeps: the sources
-    /// wake it only for those reasons, not for every envelope.
+    /// it) also takes what arrives within `commit_delay`; one that acknowledges messages
+    /// (QoS 1) takes what arrives within `ack_delay` of the first of them, and goes sooner
+    /// once `ack_batch` messages wait for their ack (a broker sends no more than its window
+    /// before it has the acks). Either goes sooner when half of the pipeline's room is
+    /// taken (the sources would soon wait for the commit), or when input ends: a stream
+    /// costs a commit (and a sync) every few milliseconds rather than one per few dozen
+    /// readings, and no ack goes before the commit that covers it. Meanwhile the writer
+    /// sleeps: the sources wake it only for those reasons, not for every envelope.
     ///
     /// A failing disk is retried with backoff, holding the batch and its acks: nothing is
     /// acked that is not on disk, and nothing is dropped here.
@@ -58,22 +64,35 @@ impl JournalWriter {
             max: Duration::from_secs(10),
         });
         let runtime = tokio::runtime::Handle::try_current().ok();
+        rx.set_ack_batch(self.ack_batch);
         while let Some(first) = rx.blocking_recv() {
             self.shared.holding.store(true, Ordering::SeqCst);
-            let (mut count, mut acks) = (0, false);
-            let wait_until = tokio::time::Instant::now() + self.commit_delay;
-            let mut late = self.commit_delay.is_zero();
+            let (mut count, mut to_ack) = (0, 0);
+            let mut wait_until = tokio::time::Instant::now() + self.commit_delay;
+            let mut late = false;
             let mut next = Some(first);
             loop {
                 while let Some(e) = next.take() {
                     count += e.readings.len();
-                    acks |= e.ack.is_some();
+                    if e.ack.is_some() {
+                        if to_ack == 0 {
+                            // The first message to acknowledge: it waits `ack_delay` at most.
+                            wait_until =
+                                wait_until.min(tokio::time::Instant::now() + self.ack_delay);
+                        }
+                        to_ack += e.messages.max(1);
+                    }
                     batch.push(e);
                     if count < MAX_ENTRY_READINGS {
                         next = rx.try_recv();
                     }
                 }
-                if late || acks || count >= MAX_ENTRY_READINGS || rx.should_commit() {
+                if late
+                    || to_ack >= self.ack_batch
+                    || count >= MAX_ENTRY_READINGS
+                    || rx.should_commit()
+                    || tokio::time::Instant::now() >= wait_until
+                {
                     break;
                 }
                 let Some(rt) = runtime.as_ref() else {
@@ -109,6 +128,7 @@ impl JournalWriter {
                     ack.send();
                 }
             }
+            rx.acks_committed(to_ack);
             if let Some((seq, entry)) = committed {
                 self.publish(seq, entry);
             }

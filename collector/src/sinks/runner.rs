@@ -447,6 +447,8 @@ mod tests {
                 when_full: WhenFull::Block,
                 sync: false,
                 commit_delay: std::time::Duration::ZERO,
+                ack_delay: std::time::Duration::ZERO,
+                ack_batch: 1,
             },
             metrics.clone(),
         )

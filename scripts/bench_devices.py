@@ -17,7 +17,8 @@ two lines per device). At the end it waits until every sink has caught up, stops
 collector and reads the local store and VictoriaMetrics back: each must hold every field
 value the broker acknowledged (QoS 1) or the collector received (QoS 0).
 
-COLLECTOR=path measures another binary. A shorter trial: DEVICES=10000 MINUTES=2.
+COLLECTOR=path measures another binary; EXTRA_CONFIG appends TOML to the collector's
+configuration. A shorter trial: DEVICES=10000 MINUTES=2.
 """
 
 import os
@@ -98,7 +99,7 @@ def main():
                     f'[[sources.mqtt]]\nname = "bench"\nhost = "127.0.0.1"\nport = {port}\n'
                     f'client_id = "bench-devices"\n[[sources.mqtt.subscriptions]]\n'
                     f'topic = "sensors/{{site}}/{{device}}/{{measurement}}"\nqos = {QOS}\n'
-                    f'format = "json"\n{sinks}')
+                    f'format = "json"\n{sinks}\n{os.environ.get("EXTRA_CONFIG", "")}\n')
         log = open(os.path.join(work, "collector.log"), "w")
         collector_bin = os.environ.get("COLLECTOR", f"{BIN}/telemetry-collector")
         c = procs.start([collector_bin, "run", "-c", config], stderr=log,

@@ -111,7 +111,7 @@ impl LocalStore {
             let mut tails = std::mem::take(&mut self.tails);
             {
                 let mut chunks = ChunkStatements::new(&tx)?;
-                // Final: the last chunk of each series is deflated too.
+                // Final: the last chunk of each series is compressed too.
                 chunks.writer.deflate_last = true;
                 for &(id, rows) in part {
                     let tail = chunks.merge_tail(id, rows, &[])?;

@@ -12,10 +12,12 @@ pub mod serial;
 
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::backoff::LogLimit;
+use crate::backoff::{Backoff, LogLimit};
 use crate::config::TimestampConfig;
+use crate::events::{SourceDisconnected, SourceUnreachable};
 use crate::metrics::{Counter, Devices, Gauge, Metrics};
 use crate::payload::TimestampBounds;
 use crate::reading::Reading;
@@ -110,4 +112,74 @@ pub(crate) fn timestamp_bounds(config: &TimestampConfig, now: i64) -> TimestampB
         duration_ns(config.max_future),
         duration_ns(config.max_past),
     )
+}
+
+/// How a session on a link that a source opens again and again (a serial port, a Modbus
+/// link) ended.
+pub(crate) enum End {
+    /// The source was told to stop.
+    Stopped,
+    /// The pipeline is gone.
+    Closed,
+    /// The link went away: why.
+    Disconnected(String),
+}
+
+/// Between two sessions of such a link: logs and counts how the last one ended (or why the
+/// link could not be opened), each change of state once, then waits out the backoff.
+/// Returns false when the source is to stop. The serial and Modbus sources share it, so
+/// that a port that comes and goes reads the same in the logs whatever it carries.
+pub(crate) struct Reopening<'a> {
+    connected: &'a Gauge,
+    at: &'a str,
+    pub(crate) backoff: Backoff,
+    /// Whether the link being away is logged already.
+    away_logged: bool,
+}
+
+impl<'a> Reopening<'a> {
+    pub(crate) fn new(connected: &'a Gauge, at: &'a str, backoff: Backoff) -> Self {
+        Reopening {
+            connected,
+            at,
+            backoff,
+            away_logged: false,
+        }
+    }
+
+    /// After a session, or a failure to open: `Err` with why it could not be opened.
+    pub(crate) async fn after(
+        &mut self,
+        ended: Result<End, &(dyn std::fmt::Display + Sync)>,
+        stop: &CancellationToken,
+    ) -> bool {
+        match ended {
+            Ok(End::Stopped | End::Closed) => return false,
+            Ok(End::Disconnected(why)) => {
+                SourceDisconnected {
+                    connected: self.connected,
+                    at: Some(&self.at),
+                    reason: &why,
+                }
+                .emit();
+                // The failed reopens that follow are the same state: not logged again.
+                self.away_logged = true;
+            }
+            Err(error) => {
+                SourceUnreachable {
+                    at: Some(&self.at),
+                    error,
+                    attempts: None,
+                    loud: !self.away_logged,
+                }
+                .emit();
+                self.away_logged = true;
+            }
+        }
+        let delay = self.backoff.next_delay();
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
 }

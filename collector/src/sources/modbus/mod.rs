@@ -25,6 +25,7 @@ pub mod plan;
 mod wire;
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,11 +39,11 @@ use tracing::{debug, info, warn};
 pub use self::decode::{decode, Data, DecodeError};
 use self::plan::{Plan, Request};
 use self::wire::{Wire, WireState};
-use super::{Rejections, SourceCounters};
+use super::{End, Rejections, Reopening, SourceCounters};
 use crate::backoff::{Backoff, LogLimit};
 use crate::channel::{Envelope, Inlet};
 use crate::config::{DeviceSettings, Link, ModbusSettings, Parity, RegisterKind, RtuSettings};
-use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
+use crate::events::SourceConnected;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::reading::{FieldValue, Reading};
 use crate::report::Exception;
@@ -61,13 +62,6 @@ const TCP_SILENT_LIMIT: u32 = 3;
 pub struct ModbusSource {
     settings: ModbusSettings,
     metrics: Metrics,
-}
-
-/// Why serving an open link ended.
-enum End {
-    Stopped,
-    Closed,
-    Disconnected(String),
 }
 
 /// Why a request got no data.
@@ -180,8 +174,8 @@ impl ModbusSource {
             .iter()
             .map(|d| Device::new(d, &self.settings, &self.metrics, &label))
             .collect();
-        let mut backoff = Backoff::new(self.settings.reopen);
-        let mut away_logged = false;
+        let mut reopening =
+            Reopening::new(&counters.connected, &at, Backoff::new(self.settings.reopen));
         let mut first = true;
         info!(at = %at, devices = devices.len(), "opening the Modbus link");
         loop {
@@ -189,7 +183,7 @@ impl ModbusSource {
                 counters.reconnects.inc();
             }
             first = false;
-            match self.open().await {
+            let go_on = match self.open().await {
                 Ok(mut open) => {
                     SourceConnected {
                         connected: &counters.connected,
@@ -214,36 +208,18 @@ impl ModbusSource {
                         .await;
                     counters.connected.set(0);
                     if answered {
-                        backoff.reset();
+                        reopening.backoff.reset();
                     }
-                    match end {
-                        End::Stopped | End::Closed => break,
-                        End::Disconnected(why) => {
-                            SourceDisconnected {
-                                connected: &counters.connected,
-                                at: Some(&at),
-                                reason: &why,
-                            }
-                            .emit();
-                            away_logged = true;
-                        }
-                    }
+                    reopening.after(Ok(end), &stop).await
                 }
                 Err(e) => {
-                    SourceUnreachable {
-                        at: Some(&at),
-                        error: &e,
-                        attempts: None,
-                        loud: !away_logged,
-                    }
-                    .emit();
-                    away_logged = true;
+                    reopening
+                        .after(Err(&e as &(dyn Display + Sync)), &stop)
+                        .await
                 }
-            }
-            let delay = backoff.next_delay();
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
+            };
+            if !go_on {
+                break;
             }
         }
         counters.connected.set(0);

@@ -14,6 +14,7 @@
 mod framing;
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use self::framing::{Frame, LineDecoder};
-use super::{timestamp_bounds, Rejections, SourceCounters};
+use super::{timestamp_bounds, End, Rejections, Reopening, SourceCounters};
 use crate::backoff::Backoff;
 use crate::channel::{Envelope, Inlet};
 use crate::config::{FlowControl, Parity, SerialSettings, TimestampConfig};
-use crate::events::{SourceConnected, SourceDisconnected, SourceUnreachable};
+use crate::events::SourceConnected;
 use crate::metrics::{Counter, Metrics};
 use crate::payload::{self, Context, Reject};
 use crate::reading::Reading;
@@ -46,16 +47,6 @@ pub struct SerialSource {
     settings: SerialSettings,
     timestamps: TimestampConfig,
     metrics: Metrics,
-}
-
-/// Why reading an open port ended.
-enum End {
-    /// The source was told to stop.
-    Stopped,
-    /// The pipeline is gone.
-    Closed,
-    /// The port went away.
-    Disconnected(String),
 }
 
 /// The source's counters, looked up once.
@@ -112,9 +103,7 @@ impl SerialSource {
             path: &path,
             delivered: false,
         };
-        let mut backoff = Backoff::new(s.reopen);
-        // Whether the port being away is already logged: each change of state is logged once.
-        let mut away_logged = false;
+        let mut reopening = Reopening::new(&c.connected, &path, Backoff::new(s.reopen));
         let mut first = true;
         info!(path = %path, baud_rate = s.baud_rate, "opening the port");
         loop {
@@ -122,7 +111,7 @@ impl SerialSource {
                 c.reconnects.inc();
             }
             first = false;
-            match self.open() {
+            let go_on = match self.open() {
                 Ok(port) => {
                     SourceConnected {
                         connected: &c.connected,
@@ -134,7 +123,7 @@ impl SerialSource {
                     // Back to short delays only if the port delivered something: a port
                     // that opens and fails at once keeps backing off.
                     if reader.delivered {
-                        backoff.reset();
+                        reopening.backoff.reset();
                     }
                     c.connected.set(0);
                     if reader.decoder.reset() {
@@ -142,35 +131,16 @@ impl SerialSource {
                             .rejections
                             .reject(&path, Reject::PartialLine.reason());
                     }
-                    match end {
-                        End::Stopped | End::Closed => break,
-                        End::Disconnected(why) => {
-                            SourceDisconnected {
-                                connected: &c.connected,
-                                at: Some(&path),
-                                reason: &why,
-                            }
-                            .emit();
-                            // The failed reopens that follow are the same state: not logged again.
-                            away_logged = true;
-                        }
-                    }
+                    reopening.after(Ok(end), &stop).await
                 }
                 Err(e) => {
-                    SourceUnreachable {
-                        at: Some(&path),
-                        error: &e,
-                        attempts: None,
-                        loud: !away_logged,
-                    }
-                    .emit();
-                    away_logged = true;
+                    reopening
+                        .after(Err(&e as &(dyn Display + Sync)), &stop)
+                        .await
                 }
-            }
-            let delay = backoff.next_delay();
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
+            };
+            if !go_on {
+                break;
             }
         }
         c.connected.set(0);

@@ -146,6 +146,7 @@ pub struct FieldConfig {
     /// same interval are read together.
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
+    // Keys repeated in `ReportRuleConfig`: `#[serde(flatten)]` would lose unknown-key errors.
     /// Report by exception: written only when it moved by more than this from the value
     /// last written (or at `heartbeat`).
     pub deadband: Option<f64>,

@@ -36,6 +36,8 @@ pub struct ReportRuleConfig {
     /// The fields it applies to (default: every field).
     #[serde(default)]
     pub fields: Vec<String>,
+    // Keys repeated in a Modbus field (`FieldConfig`): `#[serde(flatten)]` would lose
+    // unknown-key errors.
     /// Absolute deadband.
     pub deadband: Option<f64>,
     /// Deadband in percent of the value last written.
